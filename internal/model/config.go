@@ -1,0 +1,79 @@
+package model
+
+import (
+	"fmt"
+
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+// Source says where a resource was read from, so errors can point at it.
+type Source struct {
+	File string // path as given by the source; "" for non-file sources
+	Line int    // 1-based line of the document's first line; 0 if unknown
+}
+
+func (s Source) String() string {
+	if s.File == "" {
+		return "<unknown>"
+	}
+	if s.Line == 0 {
+		return s.File
+	}
+	return fmt.Sprintf("%s:%d", s.File, s.Line)
+}
+
+// Meta is the Kubernetes-style metadata every Istio resource carries.
+type Meta struct {
+	Kind        string // e.g. "VirtualService"
+	Namespace   string
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+	Source      Source
+}
+
+// Key is "Kind namespace/name", the form used in error messages.
+func (m Meta) Key() string { return m.Kind + " " + m.Namespace + "/" + m.Name }
+
+// Resource pairs metadata with an Istio API spec. Specs are never mutated
+// after a Snapshot is built.
+type Resource[T any] struct {
+	Meta
+	Spec T
+}
+
+type (
+	VirtualService  = Resource[*networking.VirtualService]
+	DestinationRule = Resource[*networking.DestinationRule]
+	ServiceEntry    = Resource[*networking.ServiceEntry]
+	WorkloadEntry   = Resource[*networking.WorkloadEntry]
+	Gateway         = Resource[*networking.Gateway]
+	Sidecar         = Resource[*networking.Sidecar]
+)
+
+// Config is the full set of Istio resources a source loaded. Slices are
+// sorted by namespace, then name, so that everything derived from a Config
+// is deterministic.
+type Config struct {
+	Mesh             *meshv1alpha1.MeshConfig
+	VirtualServices  []*VirtualService
+	DestinationRules []*DestinationRule
+	ServiceEntries   []*ServiceEntry
+	WorkloadEntries  []*WorkloadEntry
+	Gateways         []*Gateway
+	Sidecars         []*Sidecar
+}
+
+// DefaultMesh returns the MeshConfig used when a source gives none, with
+// Istio's defaults for the fields Trellis reads.
+func DefaultMesh() *meshv1alpha1.MeshConfig {
+	return &meshv1alpha1.MeshConfig{
+		TrustDomain:   "cluster.local",
+		RootNamespace: "istio-system",
+		DefaultConfig: &meshv1alpha1.ProxyConfig{
+			ProxyAdminPort: 15000,
+			StatusPort:     15020,
+		},
+	}
+}

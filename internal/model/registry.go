@@ -1,0 +1,251 @@
+package model
+
+import (
+	"sort"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+// Protocol is an Istio port protocol, upper-cased ("HTTP", "TCP", ...).
+type Protocol string
+
+// IsHTTP reports whether traffic on the port is routed as HTTP.
+func (p Protocol) IsHTTP() bool {
+	switch p {
+	case "HTTP", "HTTP2", "GRPC", "GRPC-WEB":
+		return true
+	}
+	return false
+}
+
+// Port is one port of a Service.
+type Port struct {
+	Name       string
+	Number     uint32
+	Protocol   Protocol
+	TargetPort uint32 // 0 when the ServiceEntry gives none
+}
+
+// Endpoint is one instance of a Service: an inline ServiceEntry endpoint or
+// a WorkloadEntry its workloadSelector matched.
+type Endpoint struct {
+	Address        string
+	Ports          map[string]uint32 // port name → number on this endpoint
+	Labels         map[string]string
+	Weight         uint32
+	Locality       string
+	Network        string
+	ServiceAccount string
+	Workload       *WorkloadEntry // nil for inline endpoints
+}
+
+// PortFor returns the endpoint port that serves the service port p, with
+// Istio's precedence: the endpoint's named port, then the service's
+// targetPort, then the service port itself.
+func (e *Endpoint) PortFor(p *Port) uint32 {
+	if n, ok := e.Ports[p.Name]; ok && n != 0 {
+		return n
+	}
+	if p.TargetPort != 0 {
+		return p.TargetPort
+	}
+	return p.Number
+}
+
+// Service is one host from a ServiceEntry, with its endpoints resolved.
+type Service struct {
+	Hostname   string
+	Namespace  string
+	Ports      []*Port
+	Resolution networking.ServiceEntry_Resolution
+	Location   networking.ServiceEntry_Location
+	Endpoints  []*Endpoint
+	Entry      *ServiceEntry
+}
+
+// Port returns the service port with the given number, or nil.
+func (s *Service) Port(number uint32) *Port {
+	for _, p := range s.Ports {
+		if p.Number == number {
+			return p
+		}
+	}
+	return nil
+}
+
+// Snapshot is an immutable, indexed view of one Config. Build it once per
+// config change with NewSnapshot; it is safe for concurrent reads.
+type Snapshot struct {
+	Config   *Config
+	Services []*Service // sorted by hostname
+
+	byHost      map[string]*Service
+	workloadsIP map[string]*WorkloadEntry
+}
+
+// NewSnapshot derives the service registry from cfg. cfg must already be
+// validated; where two ServiceEntries declare the same host, the first in
+// namespace/name order wins (validation reports the conflict).
+func NewSnapshot(cfg *Config) *Snapshot {
+	if cfg.Mesh == nil {
+		cfg.Mesh = DefaultMesh()
+	}
+	s := &Snapshot{
+		Config:      cfg,
+		byHost:      map[string]*Service{},
+		workloadsIP: map[string]*WorkloadEntry{},
+	}
+	for _, we := range cfg.WorkloadEntries {
+		if _, dup := s.workloadsIP[we.Spec.GetAddress()]; !dup {
+			s.workloadsIP[we.Spec.GetAddress()] = we
+		}
+	}
+	for _, se := range cfg.ServiceEntries {
+		endpoints := s.endpointsOf(se)
+		for _, host := range se.Spec.GetHosts() {
+			if _, dup := s.byHost[host]; dup {
+				continue
+			}
+			svc := &Service{
+				Hostname:   host,
+				Namespace:  se.Namespace,
+				Resolution: se.Spec.GetResolution(),
+				Location:   se.Spec.GetLocation(),
+				Endpoints:  endpoints,
+				Entry:      se,
+			}
+			for _, p := range se.Spec.GetPorts() {
+				svc.Ports = append(svc.Ports, &Port{
+					Name:       p.GetName(),
+					Number:     p.GetNumber(),
+					Protocol:   Protocol(strings.ToUpper(p.GetProtocol())),
+					TargetPort: p.GetTargetPort(),
+				})
+			}
+			s.byHost[host] = svc
+			s.Services = append(s.Services, svc)
+		}
+	}
+	sort.Slice(s.Services, func(i, j int) bool { return s.Services[i].Hostname < s.Services[j].Hostname })
+	return s
+}
+
+func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
+	var out []*Endpoint
+	for _, we := range se.Spec.GetEndpoints() {
+		out = append(out, endpointFrom(we, nil))
+	}
+	sel := se.Spec.GetWorkloadSelector().GetLabels()
+	if len(sel) == 0 {
+		return out
+	}
+	for _, we := range s.Config.WorkloadEntries {
+		// Istio: a workloadSelector selects WorkloadEntries in the
+		// ServiceEntry's own namespace only.
+		if we.Namespace == se.Namespace && LabelsMatch(sel, we.Spec.GetLabels()) {
+			out = append(out, endpointFrom(we.Spec, we))
+		}
+	}
+	return out
+}
+
+func endpointFrom(we *networking.WorkloadEntry, owner *WorkloadEntry) *Endpoint {
+	return &Endpoint{
+		Address:        we.GetAddress(),
+		Ports:          we.GetPorts(),
+		Labels:         we.GetLabels(),
+		Weight:         we.GetWeight(),
+		Locality:       we.GetLocality(),
+		Network:        we.GetNetwork(),
+		ServiceAccount: we.GetServiceAccount(),
+		Workload:       owner,
+	}
+}
+
+// Service returns the service for an exact hostname, or nil.
+func (s *Snapshot) Service(host string) *Service { return s.byHost[host] }
+
+// WorkloadAt returns the WorkloadEntry whose address is ip, or nil. Proxies
+// are tied to their workload this way, since the node ID carries the IP.
+func (s *Snapshot) WorkloadAt(ip string) *WorkloadEntry { return s.workloadsIP[ip] }
+
+// ServicesOf returns the services whose workloadSelector selects we, for
+// building a proxy's inbound listeners.
+func (s *Snapshot) ServicesOf(we *WorkloadEntry) []*Service {
+	var out []*Service
+	for _, svc := range s.Services {
+		for _, ep := range svc.Endpoints {
+			if ep.Workload == we {
+				out = append(out, svc)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// DestinationRule returns the rule applying to host as seen from namespace
+// ns, by Istio's lookup order: the client's namespace, then the service's
+// namespace, then the mesh root namespace. Nil if none.
+func (s *Snapshot) DestinationRule(host, ns string) *DestinationRule {
+	svcNS := ""
+	if svc := s.byHost[host]; svc != nil {
+		svcNS = svc.Namespace
+	}
+	for _, lookIn := range []string{ns, svcNS, s.Config.Mesh.GetRootNamespace()} {
+		for _, dr := range s.Config.DestinationRules {
+			if dr.Namespace == lookIn && ResolveHost(dr.Spec.GetHost(), dr.Namespace) == host {
+				return dr
+			}
+		}
+	}
+	return nil
+}
+
+// SidecarFor returns the Sidecar resource that applies to a workload in ns
+// with labels, by Istio's rule: one with a matching workloadSelector first,
+// then the namespace's selector-less one, then the root namespace's.
+func (s *Snapshot) SidecarFor(ns string, labels map[string]string) *Sidecar {
+	var nsDefault, rootDefault *Sidecar
+	for _, sc := range s.Config.Sidecars {
+		sel := sc.Spec.GetWorkloadSelector().GetLabels()
+		switch {
+		case sc.Namespace == ns && len(sel) > 0 && LabelsMatch(sel, labels):
+			return sc
+		case sc.Namespace == ns && len(sel) == 0 && nsDefault == nil:
+			nsDefault = sc
+		case sc.Namespace == s.Config.Mesh.GetRootNamespace() && len(sel) == 0 && rootDefault == nil:
+			rootDefault = sc
+		}
+	}
+	if nsDefault != nil {
+		return nsDefault
+	}
+	return rootDefault
+}
+
+// LabelsMatch reports whether every selector label is present in labels
+// with the same value. An empty selector matches everything.
+func LabelsMatch(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// DomainSuffix is the cluster DNS suffix Istio assumes for short names.
+const DomainSuffix = "svc.cluster.local"
+
+// ResolveHost expands a short host name the way Istio does for
+// VirtualService and DestinationRule hosts: "reviews" in namespace
+// "default" becomes "reviews.default.svc.cluster.local". Names containing a
+// dot, and wildcards, are returned unchanged.
+func ResolveHost(host, ns string) string {
+	if host == "" || strings.Contains(host, ".") || strings.HasPrefix(host, "*") {
+		return host
+	}
+	return host + "." + ns + "." + DomainSuffix
+}
