@@ -1,0 +1,68 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// danglingRefs warns about references Istio accepts but that route nowhere,
+// as istioctl analyze does: a VirtualService bound to a Gateway that does
+// not exist, or routing to a subset no DestinationRule defines.
+func danglingRefs(docs []*document) []Warning {
+	gateways := map[string]bool{}
+	subsets := map[string]bool{} // "host|subset", host fully qualified
+	for _, d := range docs {
+		switch spec := d.spec.(type) {
+		case *networking.Gateway:
+			gateways[d.meta.Namespace+"/"+d.meta.Name] = true
+		case *networking.DestinationRule:
+			host := model.ResolveHost(spec.GetHost(), d.meta.Namespace)
+			for _, s := range spec.GetSubsets() {
+				subsets[host+"|"+s.GetName()] = true
+			}
+		}
+	}
+	var warns []Warning
+	warn := func(d *document, path, format string, args ...any) {
+		warns = append(warns, Warning{
+			Source:  model.Source{File: d.meta.Source.File, Line: d.lineOf(path)},
+			Message: fmt.Sprintf("%s: %s: ", d.meta.Key(), path) + fmt.Sprintf(format, args...),
+		})
+	}
+	for _, d := range docs {
+		vs, ok := d.spec.(*networking.VirtualService)
+		if !ok {
+			continue
+		}
+		for i, g := range vs.GetGateways() {
+			if g == meshGateway {
+				continue
+			}
+			ref := g
+			if !strings.Contains(g, "/") {
+				ref = d.meta.Namespace + "/" + g
+			}
+			if !gateways[ref] {
+				warn(d, fmt.Sprintf("spec.gateways[%d]", i), "Gateway %s not found", ref)
+			}
+		}
+		for i, r := range vs.GetHttp() {
+			for j, rd := range r.GetRoute() {
+				dst := rd.GetDestination()
+				if dst.GetSubset() == "" {
+					continue
+				}
+				host := model.ResolveHost(dst.GetHost(), d.meta.Namespace)
+				if !subsets[host+"|"+dst.GetSubset()] {
+					warn(d, fmt.Sprintf("spec.http[%d].route[%d].destination.subset", i, j),
+						"subset %q of %s is not defined by any DestinationRule", dst.GetSubset(), host)
+				}
+			}
+		}
+	}
+	return warns
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"fmt"
+
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+func validateDestinationRule(c *checker, dr *networking.DestinationRule) {
+	switch h := dr.GetHost(); {
+	case h == "":
+		c.errorf("spec.host", "required")
+	case !isWildcardHost(h) && !isIP(h):
+		c.errorf("spec.host", "%q is not a valid host name", h)
+	}
+	validateTrafficPolicy(c, "spec.trafficPolicy", dr.GetTrafficPolicy())
+	seen := map[string]int{}
+	for i, s := range dr.GetSubsets() {
+		path := fmt.Sprintf("spec.subsets[%d]", i)
+		switch name := s.GetName(); {
+		case name == "":
+			c.errorf(path+".name", "required")
+		case !isDNS1123Label(name):
+			c.errorf(path+".name", "%q is not a valid subset name: use lower-case letters, digits and '-'", name)
+		default:
+			if first, dup := seen[name]; dup {
+				c.errorf(path+".name", "duplicate subset %q (also spec.subsets[%d])", name, first)
+			} else {
+				seen[name] = i
+			}
+		}
+		if len(s.GetLabels()) == 0 {
+			c.errorf(path+".labels", "at least one label is required to select the subset's endpoints")
+		}
+		validateSelector(c, path+".labels", s.GetLabels())
+		validateTrafficPolicy(c, path+".trafficPolicy", s.GetTrafficPolicy())
+	}
+}
+
+func validateTrafficPolicy(c *checker, path string, tp *networking.TrafficPolicy) {
+	if tp == nil {
+		return
+	}
+	validateLoadBalancer(c, path+".loadBalancer", tp.GetLoadBalancer())
+	validateConnectionPool(c, path+".connectionPool", tp.GetConnectionPool())
+	validateOutlierDetection(c, path+".outlierDetection", tp.GetOutlierDetection())
+	validateClientTLS(c, path+".tls", tp.GetTls())
+	seen := map[uint32]int{}
+	for i, p := range tp.GetPortLevelSettings() {
+		ppath := fmt.Sprintf("%s.portLevelSettings[%d]", path, i)
+		n := p.GetPort().GetNumber()
+		switch first, dup := seen[n]; {
+		case !validPort(n):
+			c.errorf(ppath+".port.number", "must be between 1 and 65535, got %d", n)
+		case dup:
+			c.errorf(ppath+".port.number", "duplicate port %d (also %s.portLevelSettings[%d])", n, path, first)
+		default:
+			seen[n] = i
+		}
+		validateLoadBalancer(c, ppath+".loadBalancer", p.GetLoadBalancer())
+		validateConnectionPool(c, ppath+".connectionPool", p.GetConnectionPool())
+		validateOutlierDetection(c, ppath+".outlierDetection", p.GetOutlierDetection())
+		validateClientTLS(c, ppath+".tls", p.GetTls())
+	}
+}
+
+func validateLoadBalancer(c *checker, path string, lb *networking.LoadBalancerSettings) {
+	ch := lb.GetConsistentHash()
+	if ch == nil {
+		return
+	}
+	if ch.GetHashKey() == nil {
+		c.errorf(path+".consistentHash", "set one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName")
+	}
+	if hc := ch.GetHttpCookie(); hc != nil {
+		if hc.GetName() == "" {
+			c.errorf(path+".consistentHash.httpCookie.name", "required")
+		}
+	}
+	if ch.GetHttpHeaderName() == "" {
+		if _, ok := ch.GetHashKey().(*networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName); ok {
+			c.errorf(path+".consistentHash.httpHeaderName", "must not be empty")
+		}
+	}
+}
+
+func validateConnectionPool(c *checker, path string, cp *networking.ConnectionPoolSettings) {
+	if cp == nil {
+		return
+	}
+	if t := cp.GetTcp(); t != nil {
+		nonNegative(c, path+".tcp.maxConnections", t.GetMaxConnections())
+		validateDuration(c, path+".tcp.connectTimeout", t.GetConnectTimeout(), false)
+	}
+	if h := cp.GetHttp(); h != nil {
+		nonNegative(c, path+".http.http1MaxPendingRequests", h.GetHttp1MaxPendingRequests())
+		nonNegative(c, path+".http.http2MaxRequests", h.GetHttp2MaxRequests())
+		nonNegative(c, path+".http.maxRequestsPerConnection", h.GetMaxRequestsPerConnection())
+		nonNegative(c, path+".http.maxRetries", h.GetMaxRetries())
+		nonNegative(c, path+".http.maxConcurrentStreams", h.GetMaxConcurrentStreams())
+		validateDuration(c, path+".http.idleTimeout", h.GetIdleTimeout(), false)
+	}
+}
+
+func validateOutlierDetection(c *checker, path string, od *networking.OutlierDetection) {
+	if od == nil {
+		return
+	}
+	nonNegative(c, path+".consecutiveErrors", od.GetConsecutiveErrors())
+	validateDuration(c, path+".interval", od.GetInterval(), false)
+	validateDuration(c, path+".baseEjectionTime", od.GetBaseEjectionTime(), false)
+	if p := od.GetMaxEjectionPercent(); p < 0 || p > 100 {
+		c.errorf(path+".maxEjectionPercent", "must be between 0 and 100, got %d", p)
+	}
+	if p := od.GetMinHealthPercent(); p < 0 || p > 100 {
+		c.errorf(path+".minHealthPercent", "must be between 0 and 100, got %d", p)
+	}
+}
+
+func validateClientTLS(c *checker, path string, tls *networking.ClientTLSSettings) {
+	if tls == nil || tls.GetMode() != networking.ClientTLSSettings_MUTUAL || tls.GetCredentialName() != "" {
+		return
+	}
+	// As in Istio: MUTUAL needs the client's own certificate and key
+	// unless they come from a credential.
+	if tls.GetClientCertificate() == "" {
+		c.errorf(path+".clientCertificate", "required when mode is MUTUAL and credentialName is not set")
+	}
+	if tls.GetPrivateKey() == "" {
+		c.errorf(path+".privateKey", "required when mode is MUTUAL and credentialName is not set")
+	}
+}
+
+func nonNegative(c *checker, path string, v int32) {
+	if v < 0 {
+		c.errorf(path, "must not be negative, got %d", v)
+	}
+}

@@ -1,0 +1,283 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+const meshGateway = "mesh"
+
+func validateVirtualService(c *checker, vs *networking.VirtualService) {
+	if len(vs.GetHosts()) == 0 {
+		c.errorf("spec.hosts", "at least one host is required")
+	}
+	boundToMesh := len(vs.GetGateways()) == 0
+	for i, g := range vs.GetGateways() {
+		path := fmt.Sprintf("spec.gateways[%d]", i)
+		if g == meshGateway {
+			boundToMesh = true
+			continue
+		}
+		if reason := gatewayRefProblem(g); reason != "" {
+			c.errorf(path, "%s", reason)
+		}
+	}
+	for i, h := range vs.GetHosts() {
+		path := fmt.Sprintf("spec.hosts[%d]", i)
+		switch {
+		case h == "*" && boundToMesh:
+			c.errorf(path, `wildcard host "*" is not allowed for a VirtualService bound to the mesh; bind it to a gateway`)
+		case !isWildcardHost(h) && !isIP(h):
+			c.errorf(path, "%q is not a valid host name", h)
+		}
+	}
+	if len(vs.GetHttp()) == 0 && len(vs.GetTcp()) == 0 && len(vs.GetTls()) == 0 {
+		c.errorf("spec", "at least one of http, tcp or tls routes is required")
+	}
+	for i, r := range vs.GetHttp() {
+		validateHTTPRoute(c, fmt.Sprintf("spec.http[%d]", i), r)
+	}
+	for i, r := range vs.GetTcp() {
+		path := fmt.Sprintf("spec.tcp[%d]", i)
+		validateL4Routes(c, path, r.GetRoute())
+		for j, m := range r.GetMatch() {
+			validateL4Match(c, fmt.Sprintf("%s.match[%d]", path, j), m.GetDestinationSubnets(), m.GetPort())
+		}
+	}
+	for i, r := range vs.GetTls() {
+		path := fmt.Sprintf("spec.tls[%d]", i)
+		if len(r.GetMatch()) == 0 {
+			c.errorf(path+".match", "at least one match is required")
+		}
+		for j, m := range r.GetMatch() {
+			mpath := fmt.Sprintf("%s.match[%d]", path, j)
+			if len(m.GetSniHosts()) == 0 {
+				c.errorf(mpath+".sniHosts", "at least one SNI host is required")
+			}
+			validateL4Match(c, mpath, m.GetDestinationSubnets(), m.GetPort())
+		}
+		validateL4Routes(c, path, r.GetRoute())
+	}
+}
+
+// gatewayRefProblem checks a VirtualService gateways entry: "mesh",
+// "<name>" or "<namespace>/<name>".
+func gatewayRefProblem(g string) string {
+	ns, name, scoped := strings.Cut(g, "/")
+	if !scoped {
+		name, ns = ns, ""
+	}
+	switch {
+	case g == "":
+		return "must not be empty"
+	case scoped && strings.Contains(name, "/"):
+		return fmt.Sprintf("%q: want mesh, <gateway> or <namespace>/<gateway>", g)
+	case scoped && !isDNS1123Label(ns):
+		return fmt.Sprintf("%q: namespace %q is not a valid namespace", g, ns)
+	case !isDNS1123Subdomain(name):
+		return fmt.Sprintf("%q: %q is not a valid gateway name; want mesh, <gateway> or <namespace>/<gateway>", g, name)
+	}
+	return ""
+}
+
+func validateHTTPRoute(c *checker, path string, r *networking.HTTPRoute) {
+	actions := 0
+	for _, set := range []bool{len(r.GetRoute()) > 0, r.GetRedirect() != nil, r.GetDirectResponse() != nil, r.GetDelegate() != nil} {
+		if set {
+			actions++
+		}
+	}
+	switch {
+	case actions == 0:
+		c.errorf(path+".route", "at least one route destination is required (or a redirect or directResponse)")
+	case actions > 1:
+		c.errorf(path, "set only one of route, redirect, directResponse or delegate")
+	}
+	for i, m := range r.GetMatch() {
+		validateHTTPMatch(c, fmt.Sprintf("%s.match[%d]", path, i), m)
+	}
+	var total int64
+	for i, d := range r.GetRoute() {
+		dpath := fmt.Sprintf("%s.route[%d]", path, i)
+		validateDestination(c, dpath+".destination", d.GetDestination())
+		if w := d.GetWeight(); w < 0 || w > 100 {
+			c.errorf(dpath+".weight", "must be between 0 and 100, got %d", w)
+		}
+		total += int64(d.GetWeight())
+	}
+	if n := len(r.GetRoute()); n > 1 && total != 100 {
+		c.errorf(fmt.Sprintf("%s.route[%d].weight", path, n-1), "weights must sum to 100, got %d", total)
+	}
+	if rd := r.GetRedirect(); rd != nil {
+		if p := rd.GetPort(); p > 65535 {
+			c.errorf(path+".redirect.port", "must be between 1 and 65535, got %d", p)
+		}
+		if code := rd.GetRedirectCode(); code != 0 && (code < 300 || code > 399) {
+			c.errorf(path+".redirect.redirectCode", "must be a 3xx status, got %d", code)
+		}
+	}
+	if dr := r.GetDirectResponse(); dr != nil {
+		if s := dr.GetStatus(); s < 200 || s > 599 {
+			c.errorf(path+".directResponse.status", "must be between 200 and 599, got %d", s)
+		}
+	}
+	validateDuration(c, path+".timeout", r.GetTimeout(), true)
+	if rt := r.GetRetries(); rt != nil {
+		if rt.GetAttempts() < 0 {
+			c.errorf(path+".retries.attempts", "must not be negative, got %d", rt.GetAttempts())
+		}
+		validateDuration(c, path+".retries.perTryTimeout", rt.GetPerTryTimeout(), false)
+	}
+	if f := r.GetFault(); f != nil {
+		validateFault(c, path+".fault", f)
+	}
+	if mp := r.GetMirrorPercentage(); mp != nil && (mp.GetValue() < 0 || mp.GetValue() > 100) {
+		c.errorf(path+".mirrorPercentage.value", "must be between 0 and 100, got %g", mp.GetValue())
+	}
+	if m := r.GetMirror(); m != nil {
+		validateDestination(c, path+".mirror", m)
+	}
+	for i, m := range r.GetMirrors() {
+		validateDestination(c, fmt.Sprintf("%s.mirrors[%d].destination", path, i), m.GetDestination())
+	}
+}
+
+func validateHTTPMatch(c *checker, path string, m *networking.HTTPMatchRequest) {
+	validateStringMatch(c, path+".uri", m.GetUri())
+	validateStringMatch(c, path+".scheme", m.GetScheme())
+	validateStringMatch(c, path+".method", m.GetMethod())
+	validateStringMatch(c, path+".authority", m.GetAuthority())
+	for _, f := range []struct {
+		name string
+		m    map[string]*networking.StringMatch
+	}{{"headers", m.GetHeaders()}, {"queryParams", m.GetQueryParams()}, {"withoutHeaders", m.GetWithoutHeaders()}} {
+		for k, sm := range f.m {
+			kpath := fmt.Sprintf("%s.%s[%s]", path, f.name, k)
+			if k == "" {
+				c.errorf(kpath, "header name must not be empty")
+			}
+			// An empty match on a header means "present", as in Istio.
+			if sm != nil && sm.GetMatchType() != nil {
+				validateStringMatch(c, kpath, sm)
+			}
+		}
+	}
+	if p := m.GetPort(); p > 65535 {
+		c.errorf(path+".port", "must be between 1 and 65535, got %d", p)
+	}
+}
+
+// validateStringMatch: a StringMatch that is present must set exactly one
+// of exact, prefix and regex (setting two is caught while parsing), and a
+// regex must compile as RE2, the dialect Envoy uses.
+func validateStringMatch(c *checker, path string, sm *networking.StringMatch) {
+	if sm == nil {
+		return
+	}
+	switch t := sm.GetMatchType().(type) {
+	case nil:
+		c.errorf(path, "set exactly one of exact, prefix or regex")
+	case *networking.StringMatch_Regex:
+		if t.Regex == "" {
+			c.errorf(path+".regex", "must not be empty")
+		} else if _, err := regexp.Compile(t.Regex); err != nil {
+			c.errorf(path+".regex", "invalid RE2 regex: %s", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+	}
+}
+
+func validateDestination(c *checker, path string, d *networking.Destination) {
+	if d == nil {
+		c.errorf(path, "required")
+		return
+	}
+	switch h := d.GetHost(); {
+	case h == "":
+		c.errorf(path+".host", "required")
+	case strings.Contains(h, "*"):
+		c.errorf(path+".host", "%q: a destination host must not be a wildcard", h)
+	case !isHostname(h) && !isIP(h):
+		c.errorf(path+".host", "%q is not a valid host name", h)
+	}
+	if s := d.GetSubset(); s != "" && !isDNS1123Label(s) {
+		c.errorf(path+".subset", "%q is not a valid subset name", s)
+	}
+	if p := d.GetPort(); p != nil && !validPort(p.GetNumber()) {
+		c.errorf(path+".port.number", "must be between 1 and 65535, got %d", p.GetNumber())
+	}
+}
+
+// validateL4Routes applies the HTTP destination rules to TCP and TLS routes.
+func validateL4Routes(c *checker, path string, routes []*networking.RouteDestination) {
+	if len(routes) == 0 {
+		c.errorf(path+".route", "at least one route destination is required")
+	}
+	var total int64
+	for i, d := range routes {
+		dpath := fmt.Sprintf("%s.route[%d]", path, i)
+		validateDestination(c, dpath+".destination", d.GetDestination())
+		if w := d.GetWeight(); w < 0 || w > 100 {
+			c.errorf(dpath+".weight", "must be between 0 and 100, got %d", w)
+		}
+		total += int64(d.GetWeight())
+	}
+	if n := len(routes); n > 1 && total != 100 {
+		c.errorf(fmt.Sprintf("%s.route[%d].weight", path, n-1), "weights must sum to 100, got %d", total)
+	}
+}
+
+func validateL4Match(c *checker, path string, subnets []string, port uint32) {
+	for i, s := range subnets {
+		if !isIPOrCIDR(s) {
+			c.errorf(fmt.Sprintf("%s.destinationSubnets[%d]", path, i), "%q is not an IP address or CIDR", s)
+		}
+	}
+	if port > 65535 {
+		c.errorf(path+".port", "must be between 1 and 65535, got %d", port)
+	}
+}
+
+func validateFault(c *checker, path string, f *networking.HTTPFaultInjection) {
+	if f.GetDelay() == nil && f.GetAbort() == nil {
+		c.errorf(path, "set delay or abort")
+	}
+	if d := f.GetDelay(); d != nil {
+		if d.GetFixedDelay() == nil && d.GetExponentialDelay() == nil {
+			c.errorf(path+".delay.fixedDelay", "required")
+		}
+		validateDuration(c, path+".delay.fixedDelay", d.GetFixedDelay(), false)
+		validatePercentage(c, path+".delay.percentage.value", d.GetPercentage())
+	}
+	if a := f.GetAbort(); a != nil {
+		if s, ok := a.GetErrorType().(*networking.HTTPFaultInjection_Abort_HttpStatus); ok && (s.HttpStatus < 200 || s.HttpStatus > 599) {
+			c.errorf(path+".abort.httpStatus", "must be between 200 and 599, got %d", s.HttpStatus)
+		}
+		if a.GetErrorType() == nil {
+			c.errorf(path+".abort.httpStatus", "required")
+		}
+		validatePercentage(c, path+".abort.percentage.value", a.GetPercentage())
+	}
+}
+
+func validatePercentage(c *checker, path string, p *networking.Percent) {
+	if p != nil && (p.GetValue() < 0 || p.GetValue() > 100) {
+		c.errorf(path, "must be between 0 and 100, got %g", p.GetValue())
+	}
+}
+
+// validateDuration follows Istio: durations are at least 1ms; a route
+// timeout may also be 0, meaning none.
+func validateDuration(c *checker, path string, d *durationpb.Duration, zeroOK bool) {
+	if d == nil {
+		return
+	}
+	switch v := d.AsDuration(); {
+	case v == 0 && zeroOK:
+	case v < 1e6:
+		c.errorf(path, "must be at least 1ms, got %s", v)
+	}
+}
