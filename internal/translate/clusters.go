@@ -1,0 +1,324 @@
+package translate
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// Not translated yet from DestinationRule traffic policies (a later issue):
+// loadBalancer.consistentHash, loadBalancer.localityLbSetting, warmup,
+// connectionPool other than tcp.connectTimeout, outlierDetection, tls.
+
+// defaultConnectTimeout is Istio's MeshConfig.connectTimeout default.
+const defaultConnectTimeout = 10 * time.Second
+
+// upstreamHTTPOptionsName is the key Envoy looks up upstream HTTP protocol
+// options under in typed_extension_protocol_options.
+const upstreamHTTPOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// OutboundClusterName is Istio's name for the cluster of one service port,
+// optionally narrowed to a DestinationRule subset.
+func OutboundClusterName(port uint32, subset, host string) string {
+	return "outbound|" + strconv.FormatUint(uint64(port), 10) + "|" + subset + "|" + host
+}
+
+// InboundClusterName is Istio's name for the cluster that reaches the local
+// application behind an inbound port.
+func InboundClusterName(port uint32) string {
+	return "inbound|" + strconv.FormatUint(uint64(port), 10) + "||"
+}
+
+// outboundClusters builds a cluster per service port, plus one per
+// DestinationRule subset, and the load assignments of those served by EDS.
+// Every service is included: scoping by Sidecar egress is a later issue.
+func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
+	var clusters []*clusterv3.Cluster
+	var clas []*endpointv3.ClusterLoadAssignment
+	add := func(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) {
+		clusters = append(clusters, c)
+		if cla != nil {
+			clas = append(clas, cla)
+		}
+	}
+	for _, svc := range e.snap.Services {
+		dr := e.snap.DestinationRule(svc.Hostname, e.proxy.Namespace)
+		var top *networking.TrafficPolicy
+		var subsets []*networking.Subset
+		if dr != nil {
+			top = dr.Spec.GetTrafficPolicy()
+			subsets = dr.Spec.GetSubsets()
+			if err := checkSubsets(dr); err != nil {
+				return nil, nil, err
+			}
+		}
+		for _, port := range svc.Ports {
+			c, cla, err := e.outboundCluster(svc, port, "", nil, top)
+			if err != nil {
+				return nil, nil, err
+			}
+			add(c, cla)
+			for _, ss := range subsets {
+				c, cla, err := e.outboundCluster(svc, port, ss.GetName(), ss.GetLabels(), mergeTrafficPolicy(top, ss.GetTrafficPolicy()))
+				if err != nil {
+					return nil, nil, fmt.Errorf("%s: subset %s: %w", dr.Key(), ss.GetName(), err)
+				}
+				add(c, cla)
+			}
+		}
+	}
+	return clusters, clas, nil
+}
+
+// checkSubsets rejects what would produce unnamed or duplicate clusters.
+func checkSubsets(dr *model.DestinationRule) error {
+	seen := map[string]bool{}
+	for i, ss := range dr.Spec.GetSubsets() {
+		switch {
+		case ss.GetName() == "":
+			return fmt.Errorf("%s (%s): subsets[%d].name: must not be empty", dr.Key(), dr.Source, i)
+		case seen[ss.GetName()]:
+			return fmt.Errorf("%s (%s): subsets[%d].name: duplicate subset %q", dr.Key(), dr.Source, i, ss.GetName())
+		}
+		seen[ss.GetName()] = true
+	}
+	return nil
+}
+
+// outboundCluster builds the cluster for one service port (and subset). It
+// returns a load assignment too when the cluster's endpoints come over EDS.
+func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset string, subsetLabels map[string]string, policy *networking.TrafficPolicy) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	name := OutboundClusterName(port.Number, subset, svc.Hostname)
+	c := &clusterv3.Cluster{
+		Name:           name,
+		ConnectTimeout: e.connectTimeout(policy, port.Number),
+	}
+	lbPolicy, passthrough := lbPolicyFor(policy, port.Number)
+	c.LbPolicy = lbPolicy
+	if err := setUpstreamProtocol(c, port.Protocol); err != nil {
+		return nil, nil, fmt.Errorf("cluster %s: %w", name, err)
+	}
+
+	if passthrough {
+		// PASSTHROUGH sends each connection to the address the client
+		// asked for, whatever the registry says (Istio does the same).
+		setOriginalDst(c)
+		return c, nil, nil
+	}
+	switch svc.Resolution {
+	case networking.ServiceEntry_STATIC:
+		return e.edsCluster(c, svc, port, subsetLabels)
+	case networking.ServiceEntry_NONE:
+		if len(svc.Endpoints) > 0 {
+			return e.edsCluster(c, svc, port, subsetLabels)
+		}
+		setOriginalDst(c)
+		return c, nil, nil
+	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN:
+		if err := dnsCluster(c, svc, port, subsetLabels); err != nil {
+			return nil, nil, fmt.Errorf("cluster %s: %w", name, err)
+		}
+		return c, nil, nil
+	}
+	return nil, nil, fmt.Errorf("cluster %s: %s: resolution %v is not supported", name, serviceRef(svc), svc.Resolution)
+}
+
+func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{
+		EdsConfig:   adsConfigSource(),
+		ServiceName: c.Name,
+	}
+	cla, err := loadAssignment(c.Name, svc, port, subsetLabels)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, cla, nil
+}
+
+// dnsCluster makes Envoy resolve the endpoints' host names itself: STRICT_DNS
+// for DNS resolution, LOGICAL_DNS (one host) for DNS_ROUND_ROBIN, as Istio.
+func dnsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string) error {
+	c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+	c.RespectDnsTtl = true
+	var groups []*endpointv3.LocalityLbEndpoints
+	if len(svc.Endpoints) == 0 {
+		// No endpoints: the service's own host name is what to resolve.
+		if strings.HasPrefix(svc.Hostname, "*") {
+			return fmt.Errorf("%s: resolution DNS needs endpoints for wildcard host %q", serviceRef(svc), svc.Hostname)
+		}
+		groups = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{
+			lbEndpoint(socketAddress(svc.Hostname, port.Number), 0),
+		}}}
+	} else {
+		var err error
+		if groups, err = localityEndpoints(svc, port, subsetLabels); err != nil {
+			return err
+		}
+	}
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+	if first := firstEndpointOnly(groups); svc.Resolution == networking.ServiceEntry_DNS_ROUND_ROBIN && first != nil {
+		// Envoy accepts exactly one host in a LOGICAL_DNS cluster; a subset
+		// selecting none stays STRICT_DNS, which may be empty.
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}
+		groups = first
+	}
+	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: c.Name, Endpoints: groups}
+	return nil
+}
+
+func firstEndpointOnly(groups []*endpointv3.LocalityLbEndpoints) []*endpointv3.LocalityLbEndpoints {
+	for _, g := range groups {
+		if len(g.LbEndpoints) > 0 {
+			return []*endpointv3.LocalityLbEndpoints{{
+				Locality:    g.Locality,
+				LbEndpoints: g.LbEndpoints[:1],
+			}}
+		}
+	}
+	return nil
+}
+
+func setOriginalDst(c *clusterv3.Cluster) {
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+	c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+}
+
+// inboundCluster reaches the local application at addr.
+func (e *env) inboundCluster(port uint32, protocol model.Protocol, addr *corev3.Address) (*clusterv3.Cluster, error) {
+	name := InboundClusterName(port)
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       e.connectTimeout(nil, port),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(addr, 0)},
+			}},
+		},
+	}
+	if err := setUpstreamProtocol(c, protocol); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// connectTimeout follows Istio's precedence: the DestinationRule's
+// port-level setting, its connectionPool.tcp.connectTimeout, the mesh-wide
+// connectTimeout, then Istio's 10s default.
+func (e *env) connectTimeout(policy *networking.TrafficPolicy, port uint32) *durationpb.Duration {
+	for _, d := range []*durationpb.Duration{
+		portPolicy(policy, port).GetConnectionPool().GetTcp().GetConnectTimeout(),
+		policy.GetConnectionPool().GetTcp().GetConnectTimeout(),
+		e.snap.Config.Mesh.GetConnectTimeout(),
+	} {
+		// Envoy requires a positive timeout; config validation rejects
+		// others, so one slipping through falls back rather than NACKs.
+		if d.IsValid() && d.AsDuration() > 0 {
+			// A copy: resources must not share messages with the snapshot.
+			return durationpb.New(d.AsDuration())
+		}
+	}
+	return durationpb.New(defaultConnectTimeout)
+}
+
+// lbPolicyFor maps loadBalancer.simple to Envoy's lb_policy. passthrough
+// is true for PASSTHROUGH, which is a cluster type in Envoy, not a policy.
+func lbPolicyFor(policy *networking.TrafficPolicy, port uint32) (lb clusterv3.Cluster_LbPolicy, passthrough bool) {
+	settings := policy.GetLoadBalancer()
+	if pl := portPolicy(policy, port); pl.GetLoadBalancer() != nil {
+		settings = pl.GetLoadBalancer()
+	}
+	switch settings.GetSimple() {
+	case networking.LoadBalancerSettings_LEAST_REQUEST, networking.LoadBalancerSettings_LEAST_CONN:
+		// Istio maps the deprecated LEAST_CONN to LEAST_REQUEST too.
+		return clusterv3.Cluster_LEAST_REQUEST, false
+	case networking.LoadBalancerSettings_RANDOM:
+		return clusterv3.Cluster_RANDOM, false
+	case networking.LoadBalancerSettings_PASSTHROUGH:
+		return clusterv3.Cluster_CLUSTER_PROVIDED, true
+	}
+	return clusterv3.Cluster_ROUND_ROBIN, false
+}
+
+// portPolicy returns the portLevelSettings entry for port, or nil.
+func portPolicy(policy *networking.TrafficPolicy, port uint32) *networking.TrafficPolicy_PortTrafficPolicy {
+	for _, pl := range policy.GetPortLevelSettings() {
+		if pl.GetPort().GetNumber() == port {
+			return pl
+		}
+	}
+	return nil
+}
+
+// mergeTrafficPolicy overlays a subset's policy on the rule's top-level one
+// the way Istio does: each top-level setting the subset gives replaces the
+// rule's, whole. Neither input is modified.
+func mergeTrafficPolicy(top, subset *networking.TrafficPolicy) *networking.TrafficPolicy {
+	if subset == nil {
+		return top
+	}
+	if top == nil {
+		return subset
+	}
+	merged := &networking.TrafficPolicy{
+		LoadBalancer:      top.GetLoadBalancer(),
+		ConnectionPool:    top.GetConnectionPool(),
+		OutlierDetection:  top.GetOutlierDetection(),
+		Tls:               top.GetTls(),
+		PortLevelSettings: top.GetPortLevelSettings(),
+	}
+	if subset.GetLoadBalancer() != nil {
+		merged.LoadBalancer = subset.GetLoadBalancer()
+	}
+	if subset.GetConnectionPool() != nil {
+		merged.ConnectionPool = subset.GetConnectionPool()
+	}
+	if subset.GetOutlierDetection() != nil {
+		merged.OutlierDetection = subset.GetOutlierDetection()
+	}
+	if subset.GetTls() != nil {
+		merged.Tls = subset.GetTls()
+	}
+	if len(subset.GetPortLevelSettings()) > 0 {
+		merged.PortLevelSettings = subset.GetPortLevelSettings()
+	}
+	return merged
+}
+
+// setUpstreamProtocol makes the cluster speak HTTP/2 upstream for ports
+// declared HTTP2 or gRPC; everything else uses Envoy's HTTP/1.1 default.
+func setUpstreamProtocol(c *clusterv3.Cluster, p model.Protocol) error {
+	switch p {
+	case "HTTP2", "GRPC", "GRPC-WEB":
+	default:
+		return nil
+	}
+	opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("http protocol options: %w", err)
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{upstreamHTTPOptionsName: opts}
+	return nil
+}

@@ -1,0 +1,517 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// VirtualService http route features not translated yet (a later issue).
+// They are skipped, not rejected, so the rest of the VirtualService still
+// routes:
+//   - redirect, directResponse, delegate: the http entry has no route
+//     destinations, so the whole entry is skipped;
+//   - rewrite, retries, fault, mirror, mirrors, mirrorPercent(age),
+//     corsPolicy, match.statPrefix: the entry routes as if they were absent.
+//
+// Header operations on pseudo-headers (other than setting host or
+// :authority, which rewrites the authority as in Istio) are errors, since
+// Envoy would reject them.
+
+// meshGateway is the reserved gateway name meaning "all sidecars".
+const meshGateway = "mesh"
+
+// routeScope is where routes are being placed. Istio drops match blocks
+// scoped elsewhere: to another port, gateway, source workload or namespace.
+type routeScope struct {
+	port      uint32          // port of the virtual host being built
+	gateways  map[string]bool // "mesh" for sidecars; "ns/name" of the Gateway otherwise
+	labels    map[string]string
+	namespace string
+}
+
+func (e *env) scope(port uint32, gateways ...string) routeScope {
+	s := routeScope{port: port, gateways: map[string]bool{}, labels: e.labels, namespace: e.proxy.Namespace}
+	for _, g := range gateways {
+		s.gateways[g] = true
+	}
+	return s
+}
+
+// defaultRoute sends everything to the service port's cluster: what a
+// virtual host gets when no VirtualService names its host.
+func defaultRoute(cluster string) *routev3.Route {
+	return &routev3.Route{
+		Name:  "default",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+			Timeout:          durationpb.New(0),
+		}},
+	}
+}
+
+// virtualServiceRoutes translates vs's http entries, in order, into routes
+// for a virtual host in scope: one route per applicable match block, or a
+// catch-all "/" route for an entry with no match.
+func (e *env) virtualServiceRoutes(vs *model.VirtualService, scope routeScope) ([]*routev3.Route, error) {
+	var out []*routev3.Route
+	for i, h := range vs.Spec.GetHttp() {
+		path := fmt.Sprintf("%s (%s): http[%d]", vs.Key(), vs.Source, i)
+		if len(h.GetRoute()) == 0 {
+			continue // redirect, directResponse or delegate: not translated yet
+		}
+		matches, ok := applicableMatches(h.GetMatch(), vs.Namespace, scope)
+		if !ok {
+			continue
+		}
+		for _, m := range matches {
+			rm, err := TranslateMatch(m.match)
+			if err != nil {
+				return nil, fmt.Errorf("%s.match[%d]: %w", path, m.index, err)
+			}
+			r := &routev3.Route{Name: routeName(h.GetName(), m.match.GetName()), Match: rm}
+			if err := e.setRouteAction(r, h, vs.Namespace, scope.port, path); err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+type indexedMatch struct {
+	index int
+	match *networking.HTTPMatchRequest // nil: match everything
+}
+
+// applicableMatches keeps the match blocks that apply in scope. ok is false
+// when the entry had match blocks and none applies: the entry is skipped.
+func applicableMatches(ms []*networking.HTTPMatchRequest, vsNamespace string, scope routeScope) (out []indexedMatch, ok bool) {
+	if len(ms) == 0 {
+		return []indexedMatch{{index: -1}}, true
+	}
+	for j, m := range ms {
+		if m.GetPort() != 0 && m.GetPort() != scope.port {
+			continue
+		}
+		if len(m.GetSourceLabels()) > 0 && !model.LabelsMatch(m.GetSourceLabels(), scope.labels) {
+			continue
+		}
+		if m.GetSourceNamespace() != "" && m.GetSourceNamespace() != scope.namespace {
+			continue
+		}
+		if len(m.GetGateways()) > 0 && !anyGateway(m.GetGateways(), vsNamespace, scope.gateways) {
+			continue
+		}
+		out = append(out, indexedMatch{index: j, match: m})
+	}
+	return out, len(out) > 0
+}
+
+// anyGateway reports whether one of names (VirtualService gateway
+// references: "mesh", "ns/name", or "name" in the VirtualService's own
+// namespace) is in want.
+func anyGateway(names []string, vsNamespace string, want map[string]bool) bool {
+	for _, g := range names {
+		if want[qualifyGateway(g, vsNamespace)] {
+			return true
+		}
+	}
+	return false
+}
+
+func qualifyGateway(name, vsNamespace string) string {
+	if name == meshGateway || strings.Contains(name, "/") {
+		return name
+	}
+	return vsNamespace + "/" + name
+}
+
+func routeName(httpName, matchName string) string {
+	switch {
+	case httpName != "" && matchName != "":
+		return httpName + "." + matchName
+	case httpName != "":
+		return httpName
+	}
+	return matchName
+}
+
+// setRouteAction fills r's action from the entry's destinations, timeout
+// and header operations. Destinations whose service or subset does not
+// exist still name their cluster, as in Istio: the route then fails with
+// 503 at request time rather than rejecting the whole configuration.
+func (e *env) setRouteAction(r *routev3.Route, h *networking.HTTPRoute, vsNamespace string, port uint32, path string) error {
+	action := &routev3.RouteAction{
+		// Istio disables Envoy's 15s default: no timeout unless asked.
+		Timeout: durationpb.New(0),
+	}
+	if t := h.GetTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return fmt.Errorf("%s.timeout: want a non-negative duration", path)
+		}
+		action.Timeout = durationpb.New(t.AsDuration())
+	}
+	ops, err := translateHeaders(h.GetHeaders(), path+".headers")
+	if err != nil {
+		return err
+	}
+
+	type dest struct {
+		cluster string
+		weight  uint32
+		ops     headerOps
+	}
+	var dests []dest
+	for k, d := range h.GetRoute() {
+		dpath := fmt.Sprintf("%s.route[%d]", path, k)
+		if d.GetWeight() < 0 {
+			return fmt.Errorf("%s.weight: %d: must not be negative", dpath, d.GetWeight())
+		}
+		w := uint32(d.GetWeight())
+		if len(h.GetRoute()) == 1 {
+			w = 100 // a lone destination takes all traffic, weight or not
+		}
+		if w == 0 {
+			continue // Istio drops zero-weight destinations of a split
+		}
+		cluster, err := e.destinationCluster(d.GetDestination(), vsNamespace, port)
+		if err != nil {
+			return fmt.Errorf("%s.destination: %w", dpath, err)
+		}
+		dops, err := translateHeaders(d.GetHeaders(), dpath+".headers")
+		if err != nil {
+			return err
+		}
+		dests = append(dests, dest{cluster: cluster, weight: w, ops: dops})
+	}
+	switch len(dests) {
+	case 0:
+		return fmt.Errorf("%s.route: every destination has weight 0", path)
+	case 1:
+		// Istio folds a single destination's header operations into the route.
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: dests[0].cluster}
+		ops = ops.merge(dests[0].ops)
+	default:
+		wc := &routev3.WeightedCluster{}
+		for _, d := range dests {
+			cw := &routev3.WeightedCluster_ClusterWeight{
+				Name:                    d.cluster,
+				Weight:                  wrapperspb.UInt32(d.weight),
+				RequestHeadersToAdd:     d.ops.requestAdd,
+				RequestHeadersToRemove:  d.ops.requestRemove,
+				ResponseHeadersToAdd:    d.ops.responseAdd,
+				ResponseHeadersToRemove: d.ops.responseRemove,
+			}
+			if d.ops.hostRewrite != "" {
+				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: d.ops.hostRewrite}
+			}
+			wc.Clusters = append(wc.Clusters, cw)
+		}
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if ops.hostRewrite != "" {
+		action.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: ops.hostRewrite}
+	}
+	r.RequestHeadersToAdd = ops.requestAdd
+	r.RequestHeadersToRemove = ops.requestRemove
+	r.ResponseHeadersToAdd = ops.responseAdd
+	r.ResponseHeadersToRemove = ops.responseRemove
+	r.Action = &routev3.Route_Route{Route: action}
+	return nil
+}
+
+// destinationCluster names the cluster for a route destination. Without an
+// explicit port it picks, as Istio: the virtual host's port when the
+// service has it, else the service's only port, else the virtual host's
+// port anyway.
+func (e *env) destinationCluster(d *networking.Destination, vsNamespace string, vhostPort uint32) (string, error) {
+	if d.GetHost() == "" {
+		return "", errors.New("host: must not be empty")
+	}
+	host := model.ResolveHost(d.GetHost(), vsNamespace)
+	port := d.GetPort().GetNumber()
+	if port == 0 {
+		port = vhostPort
+		if svc := e.snap.Service(host); svc != nil && svc.Port(vhostPort) == nil && len(svc.Ports) == 1 {
+			port = svc.Ports[0].Number
+		}
+	}
+	return OutboundClusterName(port, d.GetSubset(), host), nil
+}
+
+// TranslateMatch turns one VirtualService match block into an Envoy route
+// match; nil matches every request. Match fields that select where a
+// route applies (port, gateways, sourceLabels, sourceNamespace) are
+// handled by the caller, not here.
+func TranslateMatch(m *networking.HTTPMatchRequest) (*routev3.RouteMatch, error) {
+	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	if m == nil {
+		return rm, nil
+	}
+	switch u := m.GetUri().GetMatchType().(type) {
+	case nil:
+	case *networking.StringMatch_Exact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
+	case *networking.StringMatch_Prefix:
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: u.Prefix}
+	case *networking.StringMatch_Regex:
+		if u.Regex == "" {
+			return nil, errors.New("uri.regex: must not be empty")
+		}
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: regexMatcher(u.Regex)}
+	default:
+		return nil, fmt.Errorf("uri: unsupported match type %T", u)
+	}
+	if m.GetIgnoreUriCase() {
+		rm.CaseSensitive = wrapperspb.Bool(false)
+	}
+
+	// Istio matches method, authority and scheme as pseudo-headers.
+	pseudo := []struct {
+		name  string
+		field string
+		sm    *networking.StringMatch
+	}{
+		{":method", "method", m.GetMethod()},
+		{":authority", "authority", m.GetAuthority()},
+		{":scheme", "scheme", m.GetScheme()},
+	}
+	for _, p := range pseudo {
+		if p.sm == nil {
+			continue
+		}
+		hm, err := HeaderMatch(p.name, p.sm, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.field, err)
+		}
+		rm.Headers = append(rm.Headers, hm)
+	}
+	for _, group := range []struct {
+		field  string
+		m      map[string]*networking.StringMatch
+		invert bool
+	}{
+		{"headers", m.GetHeaders(), false},
+		{"withoutHeaders", m.GetWithoutHeaders(), true},
+	} {
+		for _, name := range sortedKeysFold(group.m) {
+			hm, err := HeaderMatch(name, group.m[name], group.invert)
+			if err != nil {
+				return nil, fmt.Errorf("%s[%s]: %w", group.field, name, err)
+			}
+			rm.Headers = append(rm.Headers, hm)
+		}
+	}
+	for _, name := range sortedKeys(m.GetQueryParams()) {
+		qm, err := queryParamMatch(name, m.GetQueryParams()[name])
+		if err != nil {
+			return nil, fmt.Errorf("queryParams[%s]: %w", name, err)
+		}
+		rm.QueryParameters = append(rm.QueryParameters, qm)
+	}
+	return rm, nil
+}
+
+// HeaderMatch matches header name against sm. A StringMatch with no match
+// type, or an empty prefix, only asks for the header to be present (Envoy
+// rejects an empty prefix).
+func HeaderMatch(name string, sm *networking.StringMatch, invert bool) (*routev3.HeaderMatcher, error) {
+	if name == "" {
+		return nil, errors.New("header name: must not be empty")
+	}
+	// Envoy compares header names lower-cased; say so in the config too.
+	hm := &routev3.HeaderMatcher{Name: strings.ToLower(name), InvertMatch: invert}
+	if isPresenceMatch(sm) {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		return hm, nil
+	}
+	s, err := StringMatcher(sm)
+	if err != nil {
+		return nil, err
+	}
+	hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: s}
+	return hm, nil
+}
+
+func queryParamMatch(name string, sm *networking.StringMatch) (*routev3.QueryParameterMatcher, error) {
+	if name == "" {
+		return nil, errors.New("query parameter name: must not be empty")
+	}
+	qm := &routev3.QueryParameterMatcher{Name: name}
+	if isPresenceMatch(sm) {
+		qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+		return qm, nil
+	}
+	s, err := StringMatcher(sm)
+	if err != nil {
+		return nil, err
+	}
+	qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: s}
+	return qm, nil
+}
+
+func isPresenceMatch(sm *networking.StringMatch) bool {
+	switch mt := sm.GetMatchType().(type) {
+	case nil:
+		return true
+	case *networking.StringMatch_Prefix:
+		return mt.Prefix == ""
+	}
+	return false
+}
+
+// StringMatcher translates an Istio StringMatch (exact, prefix or regex).
+func StringMatcher(sm *networking.StringMatch) (*matcherv3.StringMatcher, error) {
+	switch mt := sm.GetMatchType().(type) {
+	case *networking.StringMatch_Exact:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: mt.Exact}}, nil
+	case *networking.StringMatch_Prefix:
+		if mt.Prefix == "" {
+			return nil, errors.New("prefix: must not be empty")
+		}
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: mt.Prefix}}, nil
+	case *networking.StringMatch_Regex:
+		if mt.Regex == "" {
+			return nil, errors.New("regex: must not be empty")
+		}
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: regexMatcher(mt.Regex)}}, nil
+	case nil:
+		return nil, errors.New("want one of exact, prefix or regex")
+	default:
+		return nil, fmt.Errorf("unsupported match type %T", mt)
+	}
+}
+
+// regexMatcher leaves the engine unset: Envoy's default is RE2, and the
+// explicit google_re2 field is deprecated (Istio stopped setting it too).
+func regexMatcher(re string) *matcherv3.RegexMatcher {
+	return &matcherv3.RegexMatcher{Regex: re}
+}
+
+// headerOps are the header manipulations of one route or destination.
+type headerOps struct {
+	requestAdd     []*corev3.HeaderValueOption
+	requestRemove  []string
+	responseAdd    []*corev3.HeaderValueOption
+	responseRemove []string
+	hostRewrite    string // request set/add of host or :authority
+}
+
+func (o headerOps) merge(p headerOps) headerOps {
+	o.requestAdd = append(o.requestAdd, p.requestAdd...)
+	o.requestRemove = append(o.requestRemove, p.requestRemove...)
+	o.responseAdd = append(o.responseAdd, p.responseAdd...)
+	o.responseRemove = append(o.responseRemove, p.responseRemove...)
+	if p.hostRewrite != "" {
+		o.hostRewrite = p.hostRewrite
+	}
+	return o
+}
+
+// translateHeaders maps Istio's set/add/remove to Envoy header options.
+// Setting the request host is Istio's way to rewrite the authority, so it
+// becomes host_rewrite_literal; other pseudo-headers are rejected, as Envoy
+// would reject them.
+func translateHeaders(h *networking.Headers, path string) (headerOps, error) {
+	var ops headerOps
+	if h == nil {
+		return ops, nil
+	}
+	sides := []struct {
+		field  string
+		hops   *networking.Headers_HeaderOperations
+		add    *[]*corev3.HeaderValueOption
+		remove *[]string
+	}{
+		{"request", h.GetRequest(), &ops.requestAdd, &ops.requestRemove},
+		{"response", h.GetResponse(), &ops.responseAdd, &ops.responseRemove},
+	}
+	for _, side := range sides {
+		for _, op := range []struct {
+			field  string
+			values map[string]string
+			action corev3.HeaderValueOption_HeaderAppendAction
+		}{
+			{"set", side.hops.GetSet(), corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+			{"add", side.hops.GetAdd(), corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD},
+		} {
+			for _, name := range sortedKeys(op.values) {
+				fpath := fmt.Sprintf("%s.%s.%s[%s]", path, side.field, op.field, name)
+				if side.field == "request" && isAuthority(name) {
+					ops.hostRewrite = op.values[name]
+					continue
+				}
+				if err := checkHeaderName(name); err != nil {
+					return ops, fmt.Errorf("%s: %w", fpath, err)
+				}
+				*side.add = append(*side.add, &corev3.HeaderValueOption{
+					Header:       &corev3.HeaderValue{Key: name, Value: op.values[name]},
+					AppendAction: op.action,
+				})
+			}
+		}
+		for k, name := range side.hops.GetRemove() {
+			if err := checkHeaderName(name); err != nil || isAuthority(name) {
+				return ops, fmt.Errorf("%s.%s.remove[%d]: header %q cannot be removed", path, side.field, k, name)
+			}
+			*side.remove = append(*side.remove, name)
+		}
+	}
+	return ops, nil
+}
+
+func isAuthority(name string) bool {
+	n := strings.ToLower(name)
+	return n == "host" || n == ":authority"
+}
+
+func checkHeaderName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("header name: must not be empty")
+	case strings.HasPrefix(name, ":"), strings.EqualFold(name, "host"):
+		return fmt.Errorf("header %q cannot be modified", name)
+	}
+	return nil
+}
+
+// hostMatches reports whether pattern covers host. pattern is an exact
+// name, "*", or "*.suffix"; host may itself be a wildcard, which pattern
+// covers when its suffix is at least as specific.
+func hostMatches(pattern, host string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*."):
+		return strings.HasSuffix(host, pattern[1:]) && host != "*"
+	}
+	return pattern == host
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// sortedKeysFold orders header names as Envoy sees them: case-insensitively.
+func sortedKeysFold[V any](m map[string]V) []string {
+	keys := sortedKeys(m)
+	sort.SliceStable(keys, func(i, j int) bool { return strings.ToLower(keys[i]) < strings.ToLower(keys[j]) })
+	return keys
+}
