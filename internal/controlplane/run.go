@@ -1,0 +1,162 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/config"
+	"github.com/trellis-mesh/trellis/internal/model"
+	"github.com/trellis-mesh/trellis/internal/translate"
+	"github.com/trellis-mesh/trellis/internal/xds"
+)
+
+// DefaultXDSAddress is Istio's plaintext xDS port on loopback.
+const DefaultXDSAddress = "127.0.0.1:15010"
+
+// shutdownGrace bounds how long Run waits for open xDS streams to end.
+const shutdownGrace = 5 * time.Second
+
+// Options configure Run. ConfigDir is required.
+type Options struct {
+	ConfigDir  string
+	XDSAddress string       // "" means DefaultXDSAddress; port 0 picks a free one
+	Logger     *slog.Logger // nil means slog.Default()
+
+	// Ready, if set, is called once the xDS listener is bound, before any
+	// config is applied; proxies may connect from then on.
+	Ready func(Ready)
+	// OnConfig, if set, is called with every accepted snapshot after it has
+	// been handed to the xDS server.
+	OnConfig func(*model.Snapshot)
+	// OnConfigError, if set, is called with every rejected config after it
+	// has been logged; the last good config keeps serving.
+	OnConfigError func(error)
+
+	// Translate replaces translate.Build; for tests.
+	Translate xds.TranslateFunc
+}
+
+// Ready describes a running control plane.
+type Ready struct {
+	XDSAddr net.Addr
+	XDS     *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
+}
+
+// Run serves until ctx is done, then shuts down gracefully and returns nil.
+// It returns an error if it cannot start (bad options, the address is in
+// use, the config directory cannot be watched) or if serving fails.
+func Run(ctx context.Context, opts Options) error {
+	if opts.ConfigDir == "" {
+		return errors.New("control plane: a config directory is required")
+	}
+	if opts.XDSAddress == "" {
+		opts.XDSAddress = DefaultXDSAddress
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Translate == nil {
+		opts.Translate = build
+	}
+	log := opts.Logger
+
+	lis, err := net.Listen("tcp", opts.XDSAddress)
+	if err != nil {
+		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
+	}
+	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, lis) }()
+	if opts.Ready != nil {
+		opts.Ready(Ready{XDSAddr: lis.Addr(), XDS: srv})
+	}
+
+	onConfig := func(cfg *model.Config) {
+		snap := model.NewSnapshot(cfg)
+		srv.Update(snap)
+		log.Info("config applied", "dir", opts.ConfigDir, "services", len(snap.Services),
+			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
+		if opts.OnConfig != nil {
+			opts.OnConfig(snap)
+		}
+	}
+	onError := func(err error) {
+		logConfigError(log, opts.ConfigDir, err)
+		if opts.OnConfigError != nil {
+			opts.OnConfigError(err)
+		}
+	}
+	watched := make(chan error, 1)
+	go func() { watched <- config.Watch(ctx, opts.ConfigDir, onConfig, onError) }()
+
+	// A nil channel drops out of the select once its goroutine has ended.
+	var runErr error
+	for runErr == nil && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case err := <-served:
+			served, runErr = nil, err
+			if err == nil {
+				runErr = errors.New("control plane: xDS server stopped unexpectedly")
+			}
+		case err := <-watched:
+			// nil: the watch carries on in the background until ctx ends.
+			watched = nil
+			if err != nil && ctx.Err() == nil {
+				runErr = fmt.Errorf("control plane: watch %s: %w", opts.ConfigDir, err)
+			}
+		}
+	}
+	cancel()
+
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("xDS streams did not end in time; closed them", "error", err)
+	}
+	if served != nil {
+		if err := <-served; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	if watched != nil {
+		<-watched // the watcher's goroutines end with ctx; do not outlive them
+	}
+	log.Info("control plane stopped")
+	return runErr
+}
+
+// logConfigError logs each problem in a rejected config on its own line,
+// with the text config produced (file:line: Kind ns/name: path: reason).
+func logConfigError(log *slog.Logger, dir string, err error) {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) && len(joined.Unwrap()) > 0 {
+		for _, e := range joined.Unwrap() {
+			log.Error("config rejected; serving the last good config", "dir", dir, "error", e.Error())
+		}
+		return
+	}
+	log.Error("config rejected; serving the last good config", "dir", dir, "error", err.Error())
+}
+
+// build adapts translate.Build to the xds package's resource set, which
+// xds defines itself so that it does not depend on translation.
+func build(snap *model.Snapshot, proxy *model.Proxy) (*xds.Resources, error) {
+	res, err := translate.Build(snap, proxy)
+	if err != nil {
+		return nil, err
+	}
+	return &xds.Resources{
+		Listeners: res.Listeners,
+		Routes:    res.Routes,
+		Clusters:  res.Clusters,
+		Endpoints: res.Endpoints,
+	}, nil
+}

@@ -1,0 +1,285 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+const services = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  workloadSelector:
+    labels: {app: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: productpage
+  namespace: default
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  workloadSelector:
+    labels: {app: productpage}
+`
+
+const workloads = `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: productpage-v1
+  namespace: default
+spec:
+  address: 127.0.1.2
+  labels: {app: productpage, version: v1}
+  serviceAccount: productpage
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-v1
+  namespace: default
+spec:
+  address: 127.0.1.3
+  labels: {app: reviews, version: v1}
+  serviceAccount: reviews
+`
+
+const reviewsV2 = `---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-v2
+  namespace: default
+spec:
+  address: 127.0.1.4
+  labels: {app: reviews, version: v2}
+  serviceAccount: reviews
+`
+
+const (
+	productpageNode = "sidecar~127.0.1.2~productpage-v1.default~default.svc.cluster.local"
+	reviewsCluster  = "outbound|9080||reviews.default.svc.cluster.local"
+)
+
+// applyWithin is how fast a config change must reach a connected proxy.
+const applyWithin = time.Second
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	// Write then rename, as editors and kubectl-style tools do, so the
+	// watcher never reads half a file.
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startControlPlane runs Run on an ephemeral port until the test ends.
+func startControlPlane(t *testing.T, dir string, onErr func(error)) net.Addr {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Ready, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			ConfigDir:     dir,
+			XDSAddress:    "127.0.0.1:0",
+			Logger:        slog.New(slog.NewTextHandler(t.Output(), nil)),
+			Ready:         func(r Ready) { ready <- r },
+			OnConfigError: onErr,
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	select {
+	case r := <-ready:
+		return r.XDSAddr
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("control plane not ready")
+	}
+	return nil
+}
+
+type adsClient struct {
+	t      *testing.T
+	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node   *corev3.Node
+	resps  chan *discoveryv3.DiscoveryResponse
+	errc   chan error
+}
+
+func connect(t *testing.T, addr net.Addr, nodeID string) *adsClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); conn.Close() })
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := structpb.NewStruct(map[string]any{"INTERCEPTION_MODE": "NONE", "LABELS": map[string]any{"app": "productpage", "version": "v1"}})
+	c := &adsClient{t: t, stream: stream, node: &corev3.Node{Id: nodeID, Metadata: md},
+		resps: make(chan *discoveryv3.DiscoveryResponse, 16), errc: make(chan error, 1)}
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				c.errc <- err
+				return
+			}
+			c.resps <- r
+		}
+	}()
+	return c
+}
+
+func (c *adsClient) send(typeURL, version, nonce string, names ...string) {
+	c.t.Helper()
+	if err := c.stream.Send(&discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *adsClient) expect(typeURL string, within time.Duration) *discoveryv3.DiscoveryResponse {
+	c.t.Helper()
+	select {
+	case r := <-c.resps:
+		if r.TypeUrl != typeURL {
+			c.t.Fatalf("got %s, want %s", r.TypeUrl, typeURL)
+		}
+		return r
+	case err := <-c.errc:
+		c.t.Fatalf("stream ended: %v", err)
+	case <-time.After(within):
+		c.t.Fatalf("no %s response within %v", typeURL, within)
+	}
+	return nil
+}
+
+func (c *adsClient) expectNone(within time.Duration) {
+	c.t.Helper()
+	select {
+	case r := <-c.resps:
+		c.t.Fatalf("unexpected %s response version %s", r.TypeUrl, r.VersionInfo)
+	case err := <-c.errc:
+		c.t.Fatalf("stream ended: %v", err)
+	case <-time.After(within):
+	}
+}
+
+func resourceNames(t *testing.T, r *discoveryv3.DiscoveryResponse) []string {
+	t.Helper()
+	var out []string
+	for _, a := range r.Resources {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, cachev3.GetResourceName(m))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestConfigDirChangeReachesConnectedProxyWithin1s(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "services.yaml"), services)
+	writeFile(t, filepath.Join(dir, "workloads.yaml"), workloads)
+	configErrs := make(chan error, 4)
+	addr := startControlPlane(t, dir, func(err error) { configErrs <- err })
+
+	c := connect(t, addr, productpageNode)
+	c.send(resourcev3.ClusterType, "", "")
+	cds := c.expect(resourcev3.ClusterType, 5*time.Second)
+	clusters := resourceNames(t, cds)
+	if !slices.Contains(clusters, reviewsCluster) {
+		t.Fatalf("clusters = %v, want %s", clusters, reviewsCluster)
+	}
+	c.send(resourcev3.ClusterType, cds.VersionInfo, cds.Nonce)
+	var edsNames []string
+	for _, name := range clusters {
+		if strings.HasPrefix(name, "outbound|") {
+			edsNames = append(edsNames, name)
+		}
+	}
+	c.send(resourcev3.EndpointType, "", "", edsNames...)
+	eds := c.expect(resourcev3.EndpointType, applyWithin)
+	c.send(resourcev3.EndpointType, eds.VersionInfo, eds.Nonce, edsNames...)
+
+	// A new reviews workload changes reviews' endpoints.
+	writeFile(t, filepath.Join(dir, "workloads.yaml"), workloads+reviewsV2)
+	next := c.expect(resourcev3.EndpointType, applyWithin)
+	if next.VersionInfo == eds.VersionInfo {
+		t.Fatalf("EDS re-sent with unchanged version %s", next.VersionInfo)
+	}
+	c.send(resourcev3.EndpointType, next.VersionInfo, next.Nonce, edsNames...)
+
+	// An invalid file is reported and changes nothing the proxy sees.
+	writeFile(t, filepath.Join(dir, "bad.yaml"), "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad, namespace: default}\nspec:\n  hosts: []\n")
+	select {
+	case err := <-configErrs:
+		if !strings.Contains(err.Error(), "bad.yaml") {
+			t.Fatalf("config error %q does not name the file", err)
+		}
+	case <-time.After(2 * applyWithin):
+		t.Fatal("invalid config was not reported")
+	}
+	c.expectNone(300 * time.Millisecond)
+}
+
+func TestRunFailsWhenXDSAddressIsTaken(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	err = Run(context.Background(), Options{ConfigDir: t.TempDir(), XDSAddress: lis.Addr().String()})
+	var opErr *net.OpError
+	if !errors.As(err, &opErr) || !strings.Contains(err.Error(), lis.Addr().String()) {
+		t.Fatalf("err = %v, want a listen error naming the address", err)
+	}
+}

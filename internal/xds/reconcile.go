@@ -1,0 +1,202 @@
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// Resources is one proxy's complete set of Envoy resources, as translation
+// produces them. Names must be unique per type.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// TranslateFunc turns the mesh snapshot into one proxy's resources. It must
+// not keep or mutate its arguments; the server may call it concurrently for
+// different proxies.
+type TranslateFunc func(*model.Snapshot, *model.Proxy) (*Resources, error)
+
+// validator is what protoc-gen-validate generates on every Envoy message.
+type validator interface{ ValidateAll() error }
+
+// typed is one xDS type's resources, in the order the cache wants them.
+type typed struct {
+	url   resourcev3.Type
+	items []types.Resource
+}
+
+func (r *Resources) byType() []typed {
+	return []typed{
+		{resourcev3.ClusterType, asResources(r.Clusters)},
+		{resourcev3.EndpointType, asResources(r.Endpoints)},
+		{resourcev3.ListenerType, asResources(r.Listeners)},
+		{resourcev3.RouteType, asResources(r.Routes)},
+	}
+}
+
+func asResources[T types.Resource](in []T) []types.Resource {
+	out := make([]types.Resource, len(in))
+	for i, r := range in {
+		out[i] = r
+	}
+	return out
+}
+
+// buildSnapshot runs the checks every pushed snapshot must pass and returns
+// it with a content-hash version per type, so a config change that leaves a
+// type untouched does not re-push that type.
+func buildSnapshot(res *Resources) (*cachev3.Snapshot, map[string]string, error) {
+	if res == nil {
+		return nil, nil, errors.New("translation returned no resources")
+	}
+	snap := &cachev3.Snapshot{}
+	versions := make(map[string]string, 4)
+	for _, t := range res.byType() {
+		version, err := checkAndHash(t)
+		if err != nil {
+			return nil, nil, err
+		}
+		snap.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, t.items)
+		versions[t.url] = version
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
+	}
+	return snap, versions, nil
+}
+
+// checkAndHash validates every resource of one type, rejects duplicate or
+// empty names (the cache would silently keep only one), and hashes the
+// deterministic encoding of the whole set in name order.
+func checkAndHash(t typed) (string, error) {
+	kind := shortType(t.url)
+	named := make([]namedResource, 0, len(t.items))
+	seen := make(map[string]bool, len(t.items))
+	for i, r := range t.items {
+		if r == nil || !r.ProtoReflect().IsValid() { // a typed nil pointer is a non-nil interface
+			return "", fmt.Errorf("%s[%d]: nil resource", kind, i)
+		}
+		name := cachev3.GetResourceName(r)
+		if name == "" {
+			return "", fmt.Errorf("%s[%d]: empty name", kind, i)
+		}
+		if seen[name] {
+			return "", fmt.Errorf("%s %q: duplicate name", kind, name)
+		}
+		seen[name] = true
+		if v, ok := r.(validator); ok {
+			if err := v.ValidateAll(); err != nil {
+				return "", fmt.Errorf("%s %q: %w", kind, name, err)
+			}
+		}
+		named = append(named, namedResource{name, r})
+	}
+	slices.SortFunc(named, func(a, b namedResource) int { return strings.Compare(a.name, b.name) })
+	h := sha256.New()
+	enc := proto.MarshalOptions{Deterministic: true}
+	var buf []byte
+	for _, n := range named {
+		var err error
+		buf, err = enc.MarshalAppend(buf[:0], n.res)
+		if err != nil {
+			return "", fmt.Errorf("%s %q: marshal: %w", kind, n.name, err)
+		}
+		fmt.Fprintf(h, "%d:%s:%d:", len(n.name), n.name, len(buf))
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+type namedResource struct {
+	name string
+	res  types.Resource
+}
+
+func shortType(url resourcev3.Type) string {
+	switch url {
+	case resourcev3.ClusterType:
+		return "cluster"
+	case resourcev3.EndpointType:
+		return "cluster load assignment"
+	case resourcev3.ListenerType:
+		return "listener"
+	case resourcev3.RouteType:
+		return "route configuration"
+	}
+	return url
+}
+
+// reconcile brings one proxy's cache entry up to the latest mesh snapshot.
+// Failures leave the previous entry in place: a proxy keeps running the last
+// config that passed every check, and other proxies are unaffected.
+func (s *Server) reconcile(ctx context.Context, st *proxyState) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.forgotten {
+		return
+	}
+	mesh := s.latest.Load()
+	if mesh == nil {
+		return // no config yet; the first Update reconciles every proxy
+	}
+	s.mu.Lock()
+	proxy := st.proxy
+	s.mu.Unlock()
+
+	snap, versions, err := s.generate(mesh, proxy)
+	if err == nil {
+		err = s.cache.SetSnapshot(ctx, proxy.ID, snap)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		st.lastErr = err.Error()
+		s.log.Error("xDS push rejected; proxy keeps its previous config", "proxy", proxy.ID, "error", err)
+		return
+	}
+	st.lastErr = ""
+	if !maps.Equal(st.versions, versions) {
+		s.log.Debug("xDS snapshot set", "proxy", proxy.ID, "versions", versions)
+	}
+	st.versions = versions
+}
+
+func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+	// A translator bug for one proxy must not take down the control plane
+	// serving every other proxy.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("translate: panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	res, err := s.translate(mesh, proxy)
+	if err != nil {
+		return nil, nil, fmt.Errorf("translate: %w", err)
+	}
+	snap, versions, err = buildSnapshot(res)
+	if err != nil {
+		return nil, nil, fmt.Errorf("validate: %w", err)
+	}
+	return snap, versions, nil
+}

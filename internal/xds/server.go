@@ -1,0 +1,196 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// DefaultForgetAfter is how long a proxy's snapshot outlives its last
+// stream, so that a proxy reconnecting after a blip is not re-translated.
+const DefaultForgetAfter = 30 * time.Second
+
+// Options configure a Server. Translate is required.
+type Options struct {
+	Translate TranslateFunc
+	Logger    *slog.Logger // nil: slog.Default()
+	// ForgetAfter is how long after a proxy's last stream closes its cached
+	// snapshot and status are dropped; 0 means DefaultForgetAfter.
+	ForgetAfter time.Duration
+}
+
+// Server is an ADS server that keeps each connected proxy's snapshot in
+// step with the latest mesh snapshot given to Update.
+type Server struct {
+	log         *slog.Logger
+	translate   TranslateFunc
+	forgetAfter time.Duration
+	cache       cachev3.SnapshotCache
+
+	latest atomic.Pointer[model.Snapshot]
+	// kick wakes the push worker; capacity 1 so bursts of Update coalesce
+	// into one pass over the proxies with whatever snapshot is latest then.
+	kick chan struct{}
+
+	mu      sync.Mutex
+	proxies map[string]*proxyState
+	streams map[streamKey]*streamState
+	stop    context.CancelFunc // ends Serve
+	done    chan struct{}      // closed when Serve has returned
+	grpc    *grpc.Server
+}
+
+// NewServer returns a Server that serves nothing until Serve is called.
+// It panics if opts.Translate is nil, a programming error.
+func NewServer(opts Options) *Server {
+	if opts.Translate == nil {
+		panic("xds.NewServer: Options.Translate is nil")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ForgetAfter <= 0 {
+		opts.ForgetAfter = DefaultForgetAfter
+	}
+	log := opts.Logger.With("component", "xds")
+	return &Server{
+		log:         log,
+		translate:   opts.Translate,
+		forgetAfter: opts.ForgetAfter,
+		// ads=true: hold EDS/RDS answers until the proxy names every
+		// resource, which is what keeps ADS updates ordered and consistent.
+		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+		kick:    make(chan struct{}, 1),
+		proxies: map[string]*proxyState{},
+		streams: map[streamKey]*streamState{},
+	}
+}
+
+// Update makes snap the mesh snapshot every proxy is reconciled against. It
+// never blocks: the push happens on the server's worker, and updates that
+// arrive while a push is running collapse into one more push of the latest.
+func (s *Server) Update(snap *model.Snapshot) {
+	if snap == nil {
+		return
+	}
+	s.latest.Store(snap)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Serve serves ADS (state of the world and delta) on lis until ctx is done
+// or Shutdown is called. It returns nil after a requested stop.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	gs := grpc.NewServer(
+		// Proxies keep one ADS stream open for hours; let them ping to keep
+		// NATs and load balancers from dropping it, and drop dead peers.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	// The xDS server's context ends every open stream on shutdown; without
+	// that GracefulStop would wait forever on long-lived ADS streams.
+	xs := serverv3.NewServer(ctx, s.cache, callbacks{s: s, ctx: ctx})
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+
+	s.mu.Lock()
+	if s.done != nil {
+		s.mu.Unlock()
+		return errors.New("xds: Serve called twice")
+	}
+	done := make(chan struct{})
+	s.stop, s.done, s.grpc = cancel, done, gs
+	s.mu.Unlock()
+	defer close(done)
+
+	s.log.Info("serving xDS (ADS, SotW and delta)", "address", lis.Addr().String())
+	var wg sync.WaitGroup
+	wg.Go(func() { s.pushLoop(ctx) })
+	wg.Go(func() {
+		<-ctx.Done()
+		gs.GracefulStop()
+	})
+	err := gs.Serve(lis)
+	// A stop requested before gs.Serve started makes it fail with
+	// ErrServerStopped; that is still a requested stop.
+	requested := ctx.Err() != nil
+	cancel()
+	wg.Wait()
+	s.stopForgetTimers()
+	if err != nil && !requested {
+		return fmt.Errorf("xds: serve on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown ends open streams and stops serving. If ctx ends first, open
+// connections are closed forcibly and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	stop, done, gs := s.stop, s.done, s.grpc
+	s.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		gs.Stop()
+		<-done
+		return fmt.Errorf("xds: shutdown: %w", ctx.Err())
+	}
+}
+
+// pushLoop is the single goroutine that pushes config changes, so that
+// callers of Update (informers, file watchers) never wait on proxies.
+func (s *Server) pushLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		start := time.Now()
+		states := s.connected()
+		for _, st := range states {
+			if ctx.Err() != nil {
+				return
+			}
+			s.reconcile(ctx, st)
+		}
+		s.log.Debug("pushed config", "proxies", len(states), "took", time.Since(start))
+	}
+}
+
+// connected returns the proxies with at least one open stream, in no
+// particular order.
+func (s *Server) connected() []*proxyState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*proxyState, 0, len(s.proxies))
+	for _, st := range s.proxies {
+		if st.streams > 0 {
+			out = append(out, st)
+		}
+	}
+	return out
+}

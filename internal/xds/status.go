@@ -1,0 +1,76 @@
+package xds
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// proxyState is what the server knows about one node ID. Fields other than
+// mu and forgotten are guarded by Server.mu.
+type proxyState struct {
+	mu        sync.Mutex // serializes reconciles of this proxy
+	forgotten bool       // guarded by mu: dropped from the server, never push again
+
+	proxy       *model.Proxy
+	streams     int
+	connectedAt time.Time
+	forget      *time.Timer
+	versions    map[string]string // type URL → version in the cache
+	acked       map[string]string // type URL → version the proxy last ACKed
+	lastNACK    *NACK
+	lastErr     string
+}
+
+// NACK is a proxy's rejection of a response.
+type NACK struct {
+	TypeURL string
+	Version string // version rejected; "" if the nonce was not recognised
+	Nonce   string
+	Message string
+	At      time.Time
+}
+
+// ProxyStatus is a connected (or recently disconnected) proxy's sync state.
+type ProxyStatus struct {
+	ID          string
+	Streams     int // open streams; 0 while waiting to be forgotten
+	ConnectedAt time.Time
+	// Versions is type URL → version of the config the server holds for
+	// the proxy; Acked is what the proxy last accepted. A type is in sync
+	// when the two agree.
+	Versions map[string]string
+	Acked    map[string]string
+	LastNACK *NACK
+	// LastError is why the latest reconcile failed (translation or
+	// validation); "" once one succeeds.
+	LastError string
+}
+
+// Proxies returns the status of every proxy the server tracks, sorted by ID.
+func (s *Server) Proxies() []ProxyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(s.proxies))
+	for id, st := range s.proxies {
+		ps := ProxyStatus{
+			ID:          id,
+			Streams:     st.streams,
+			ConnectedAt: st.connectedAt,
+			Versions:    maps.Clone(st.versions),
+			Acked:       maps.Clone(st.acked),
+			LastError:   st.lastErr,
+		}
+		if st.lastNACK != nil {
+			n := *st.lastNACK
+			ps.LastNACK = &n
+		}
+		out = append(out, ps)
+	}
+	slices.SortFunc(out, func(a, b ProxyStatus) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
