@@ -106,6 +106,7 @@ func validateOutlierDetection(c *checker, path string, od *networking.OutlierDet
 	if od == nil {
 		return
 	}
+	//lint:ignore SA1019 users' existing DestinationRules still set the deprecated field; Istio validates it too.
 	nonNegative(c, path+".consecutiveErrors", od.GetConsecutiveErrors())
 	validateDuration(c, path+".interval", od.GetInterval(), false)
 	validateDuration(c, path+".baseEjectionTime", od.GetBaseEjectionTime(), false)

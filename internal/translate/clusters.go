@@ -151,7 +151,6 @@ func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.P
 // for DNS resolution, LOGICAL_DNS (one host) for DNS_ROUND_ROBIN, as Istio.
 func dnsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string) error {
 	c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
-	c.RespectDnsTtl = true
 	var groups []*endpointv3.LocalityLbEndpoints
 	if len(svc.Endpoints) == 0 {
 		// No endpoints: the service's own host name is what to resolve.
@@ -243,6 +242,7 @@ func lbPolicyFor(policy *networking.TrafficPolicy, port uint32) (lb clusterv3.Cl
 		settings = pl.GetLoadBalancer()
 	}
 	switch settings.GetSimple() {
+	//lint:ignore SA1019 existing Istio YAML still says LEAST_CONN; it must keep working.
 	case networking.LoadBalancerSettings_LEAST_REQUEST, networking.LoadBalancerSettings_LEAST_CONN:
 		// Istio maps the deprecated LEAST_CONN to LEAST_REQUEST too.
 		return clusterv3.Cluster_LEAST_REQUEST, false
