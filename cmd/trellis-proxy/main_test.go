@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseMetadata(t *testing.T) {
+	md, err := parseMetadata([]string{"INTERCEPTION_MODE=NONE", "LABELS=a=b", "EMPTY="})
+	if err != nil || md["INTERCEPTION_MODE"] != "NONE" || md["LABELS"] != "a=b" || md["EMPTY"] != "" {
+		t.Fatalf("got %v %v", md, err)
+	}
+	if _, err := parseMetadata([]string{"novalue"}); err == nil {
+		t.Fatal("accepted KEY without =")
+	}
+}
+
+const bootstrap = `
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: l
+          route_config:
+            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+`
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestBinaryServesBootstrapAndExitsCleanlyOnSIGTERM builds trellis-proxy and runs it as a process.
+func TestBinaryServesBootstrapAndExitsCleanlyOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "trellis-proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello "+r.Host)
+	})}
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go backend.Serve(bln)
+	t.Cleanup(func() { backend.Close() })
+	adminPort, listenerPort := freePort(t), freePort(t)
+	cfg := filepath.Join(dir, "envoy.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, bootstrap, adminPort, listenerPort, bln.Addr().(*net.TCPAddr).Port), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", cfg, "--node-id", "router~127.0.0.1~gw.default~default.svc.cluster.local",
+		"--metadata", "INTERCEPTION_MODE=NONE", "--log-level", "debug", "--drain-duration", "2s")
+	var logs bytes.Buffer // read only after Wait
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy never became ready (%v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/x", listenerPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("hello 127.0.0.1:%d", listenerPort); string(body) != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("proxy did not exit after SIGTERM")
+	}
+}

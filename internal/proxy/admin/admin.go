@@ -1,0 +1,169 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/listener"
+	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
+)
+
+// Source is what the admin API reads from the proxy.
+type Source interface {
+	// Ready returns Envoy's server state ("LIVE", "PRE_INITIALIZING", "DRAINING") and whether it is LIVE.
+	Ready() (state string, ready bool)
+	ConfigDump() (*adminv3.ConfigDump, error)
+	Clusters() []*upstream.Cluster
+	Listeners() []listener.Info
+}
+
+// Config configures the admin server.
+type Config struct {
+	// Address to bind, host:port.
+	Address string
+	Source  Source
+	Stats   *stats.Store
+	Logger  *slog.Logger
+	// Quit is called on POST /quitquitquit; nil disables the endpoint.
+	Quit func()
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	cfg  Config
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+}
+
+// New returns an admin server; Start binds it.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /ready", s.ready)
+	mux.HandleFunc("GET /config_dump", s.configDump)
+	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("GET /clusters", s.clusters)
+	mux.HandleFunc("GET /listeners", s.listeners)
+	mux.HandleFunc("POST /quitquitquit", s.quit)
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return s
+}
+
+// Start binds the admin address and serves in the background until Shutdown.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("admin: bind %s: %w", s.cfg.Address, err)
+	}
+	s.ln = ln
+	s.cfg.Logger.Info("admin listening", "address", ln.Addr().String())
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.cfg.Logger.Error("admin server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the bound address (useful when Address asked for port 0).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops the server, waiting for requests in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.ln == nil {
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	<-s.done
+	if err != nil {
+		return fmt.Errorf("admin shutdown: %w", err)
+	}
+	return nil
+}
+
+const indexText = `admin commands are:
+  /: this page
+  /clusters: upstream cluster status (?format=json)
+  /config_dump: current configuration (JSON, Envoy's envoy.admin.v3.ConfigDump)
+  /listeners: listeners and their addresses (?format=json)
+  /quitquitquit (POST): exit the proxy
+  /ready: server state; 200 when LIVE
+  /stats: statistics (?filter=REGEX, ?format=json)
+`
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	_, _ = w.Write([]byte(indexText))
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	state, ok := s.cfg.Source.Ready()
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_, _ = w.Write([]byte(state + "\n"))
+}
+
+func (s *Server) quit(w http.ResponseWriter, _ *http.Request) {
+	if s.cfg.Quit == nil {
+		http.Error(w, "quitquitquit is disabled", http.StatusNotImplemented)
+		return
+	}
+	_, _ = w.Write([]byte("OK\n"))
+	go s.cfg.Quit() // after the reply: quitting shuts this server down
+}
+
+func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
+	d, err := s.cfg.Source.ConfigDump()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, d)
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	var filter *regexp.Regexp
+	if f := r.URL.Query().Get("filter"); f != "" {
+		re, err := regexp.Compile(f)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("invalid filter regex: %v", err), http.StatusBadRequest)
+			return
+		}
+		filter = re
+	}
+	if r.URL.Query().Get("format") == "json" {
+		writeStatsJSON(w, s.cfg.Stats.Snapshot(filter))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	_ = s.cfg.Stats.WriteText(w, filter)
+}

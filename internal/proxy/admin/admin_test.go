@@ -1,0 +1,238 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/admin"
+	"github.com/trellis-mesh/trellis/internal/proxy/server"
+)
+
+func addr(hostport string) *corev3.Address {
+	host, port, _ := net.SplitHostPort(hostport)
+	n, _ := strconv.Atoi(port)
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(n)},
+	}}}
+}
+
+func anyOf(t *testing.T, m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+type fixture struct {
+	proxy     *server.Proxy
+	adminBase string
+	listener  string
+	quit      chan struct{}
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(backend.Close)
+	log := slog.New(slog.DiscardHandler)
+	p := server.New(server.Options{Logger: log, WaitForLDS: true, WaitForCDS: true, Versions: func(typeURL string) string { return "v1" }})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	})
+	f := &fixture{proxy: p, quit: make(chan struct{})}
+	srv := admin.New(admin.Config{Address: "127.0.0.1:0", Source: p, Stats: p.Stats(), Logger: log, Quit: func() { close(f.quit) }})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	f.adminBase = "http://" + srv.Addr()
+
+	if code, body := f.get(t, "/ready"); code != 503 || body != "PRE_INITIALIZING\n" {
+		t.Fatalf("/ready before config: %d %q", code, body)
+	}
+	if err := p.ApplyBootstrap(&bootstrapv3.Bootstrap{Node: &corev3.Node{Id: "sidecar~127.0.0.1~a.default~default.svc.cluster.local"}}); err != nil {
+		t.Fatal(err)
+	}
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: "outbound_0.0.0.0_15001",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: "15001",
+			ConfigSource: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(t, &routerv3.Router{})}}},
+	}
+	must := func(typeURL string, m ...proto.Message) {
+		if err := p.OnResources(typeURL, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(server.ClusterType, &clusterv3.Cluster{Name: "outbound|80||backend", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}})
+	must(server.EndpointType, &endpointv3.ClusterLoadAssignment{ClusterName: "outbound|80||backend", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr(backend.Listener.Addr().String())}}}},
+	}}})
+	must(server.ListenerType, &listenerv3.Listener{Name: "virtualOutbound", Address: addr("127.0.0.1:0"),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, hcm)}}}}}})
+	must(server.RouteType, &routev3.RouteConfiguration{Name: "15001", VirtualHosts: []*routev3.VirtualHost{{Name: "backend", Domains: []string{"*"},
+		Routes: []*routev3.Route{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "outbound|80||backend"}}}}}}}})
+	f.listener = "http://" + p.Listeners()[0].Address
+	return f
+}
+
+func (f *fixture) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(f.adminBase + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestReadyIsLiveOnceLDSAndCDSAreApplied(t *testing.T) {
+	f := setup(t)
+	if code, body := f.get(t, "/ready"); code != 200 || body != "LIVE\n" {
+		t.Fatalf("/ready: %d %q", code, body)
+	}
+}
+
+func TestConfigDumpHasEnvoysShape(t *testing.T) {
+	f := setup(t)
+	code, body := f.get(t, "/config_dump")
+	if code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	// Envoy's JSON field names, checked on the raw text before the round trip through protos.
+	for _, want := range []string{`"type.googleapis.com/envoy.admin.v3.ListenersConfigDump"`, `"dynamic_listeners"`,
+		`"active_state"`, `"version_info"`, `"dynamic_active_clusters"`, `"dynamic_route_configs"`, `"dynamic_endpoint_configs"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("config dump lacks %s", want)
+		}
+	}
+	var dump adminv3.ConfigDump
+	if err := protojson.Unmarshal([]byte(body), &dump); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		listeners adminv3.ListenersConfigDump
+		clusters  adminv3.ClustersConfigDump
+		routes    adminv3.RoutesConfigDump
+		endpoints adminv3.EndpointsConfigDump
+		boot      adminv3.BootstrapConfigDump
+	)
+	for i, m := range []proto.Message{&boot, &clusters, &listeners, &routes, &endpoints} {
+		if err := dump.Configs[i].UnmarshalTo(m); err != nil {
+			t.Fatalf("configs[%d]: %v", i, err)
+		}
+	}
+	var l listenerv3.Listener
+	if err := listeners.DynamicListeners[0].GetActiveState().GetListener().UnmarshalTo(&l); err != nil || l.GetName() != "virtualOutbound" {
+		t.Fatalf("listener %v %v", l.GetName(), err)
+	}
+	if listeners.DynamicListeners[0].GetName() != "virtualOutbound" || listeners.DynamicListeners[0].GetActiveState().GetVersionInfo() != "v1" {
+		t.Fatalf("dynamic listener %v", listeners.DynamicListeners[0])
+	}
+	if len(clusters.DynamicActiveClusters) != 1 || len(routes.DynamicRouteConfigs) != 1 || len(endpoints.DynamicEndpointConfigs) != 1 {
+		t.Fatalf("sections: %d clusters %d routes %d endpoints", len(clusters.DynamicActiveClusters), len(routes.DynamicRouteConfigs), len(endpoints.DynamicEndpointConfigs))
+	}
+	if boot.GetBootstrap().GetNode().GetId() == "" {
+		t.Fatal("bootstrap node missing")
+	}
+}
+
+func TestStatsCountersMoveWithTraffic(t *testing.T) {
+	f := setup(t)
+	for range 3 {
+		resp, err := http.Get(f.listener + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	_, body := f.get(t, "/stats")
+	for _, want := range []string{
+		"cluster.outbound|80||backend.upstream_rq_total: 3\n",
+		"cluster.outbound|80||backend.upstream_rq_2xx: 3\n",
+		"cluster.outbound|80||backend.upstream_cx_total: 1\n",
+		"http.outbound_0.0.0.0_15001.downstream_rq_total: 3\n",
+		"http.outbound_0.0.0.0_15001.downstream_rq_2xx: 3\n",
+		"listener_manager.listener_added: 1\n",
+		"listener_manager.lds.update_success: 1\n",
+		"cluster_manager.cds.update_success: 1\n",
+		"control_plane.rds.update_success: 1\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/stats lacks %q", want)
+		}
+	}
+	_, js := f.get(t, "/stats?format=json&filter=upstream_rq_total")
+	var parsed struct {
+		Stats []struct {
+			Name  string
+			Value int64
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &parsed); err != nil || len(parsed.Stats) != 1 || parsed.Stats[0].Value != 3 {
+		t.Fatalf("json stats %s (%v)", js, err)
+	}
+}
+
+func TestClustersAndListenersEndpoints(t *testing.T) {
+	f := setup(t)
+	_, body := f.get(t, "/clusters")
+	if !strings.Contains(body, "outbound|80||backend::127.0.0.1:") || !strings.Contains(body, "::health_flags::healthy") {
+		t.Fatalf("/clusters:\n%s", body)
+	}
+	_, body = f.get(t, "/clusters?format=json")
+	var cs adminv3.Clusters
+	if err := protojson.Unmarshal([]byte(body), &cs); err != nil || len(cs.ClusterStatuses) != 1 {
+		t.Fatalf("/clusters?format=json: %v\n%s", err, body)
+	}
+	_, body = f.get(t, "/listeners")
+	if !strings.HasPrefix(body, "virtualOutbound::127.0.0.1:") {
+		t.Fatalf("/listeners: %q", body)
+	}
+}
+
+func TestQuitQuitQuitRequiresPost(t *testing.T) {
+	f := setup(t)
+	if code, _ := f.get(t, "/quitquitquit"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /quitquitquit: %d", code)
+	}
+	resp, err := http.Post(f.adminBase+"/quitquitquit", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case <-f.quit:
+	case <-time.After(5 * time.Second):
+		t.Fatal("quit not called")
+	}
+}

@@ -1,0 +1,234 @@
+package hcm
+
+import (
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/route"
+	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
+)
+
+// exchange is one request's routing view; it serves route.HeaderGetter, pseudo-headers included.
+type exchange struct {
+	r         *http.Request
+	path      string
+	authority string
+}
+
+func (e *exchange) Get(name string) (string, bool) {
+	if len(name) > 0 && name[0] == ':' {
+		switch name {
+		case ":authority":
+			return e.authority, true
+		case ":path":
+			return e.path, true
+		case ":method":
+			return e.r.Method, true
+		case ":scheme":
+			return "http", true
+		}
+		return "", false
+	}
+	vs := e.r.Header[name]
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ","), true
+}
+
+// requestPath is the origin-form target (:path): absolute-form requests sent to an explicit proxy
+// ("GET http://reviews:9080/x") are routed and forwarded by their path alone.
+func requestPath(r *http.Request) string {
+	if uri := r.RequestURI; len(uri) > 0 && uri[0] == '/' {
+		return uri
+	}
+	if r.URL == nil || r.Method == http.MethodConnect {
+		return ""
+	}
+	p := r.URL.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if r.URL.RawQuery != "" || r.URL.ForceQuery {
+		p += "?" + r.URL.RawQuery
+	}
+	return p
+}
+
+// hopByHop are the headers that describe one connection and never cross the proxy.
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+	"Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		delete(h, name)
+	}
+	// TE is hop-by-hop too, but "te: trailers" is how gRPC clients ask for trailers end to end.
+	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(strings.TrimSpace(te[0]), "trailers")) {
+		delete(h, "Te")
+	}
+}
+
+// upstreamRequest turns the downstream request into the one sent to host. It reuses r's header map:
+// the downstream request is ours to change.
+func (h *Handler) upstreamRequest(r *http.Request, ex *exchange, rt *route.Route, wc *route.WeightedCluster, mut [4]*route.HeaderMutation, host *upstream.Host) *http.Request {
+	hdr := r.Header
+	removeHopByHop(hdr)
+	if len(hdr["X-Forwarded-Proto"]) == 0 {
+		hdr["X-Forwarded-Proto"] = []string{"http"}
+	}
+	if h.cfg.GenerateRequestID && len(hdr["X-Request-Id"]) == 0 {
+		hdr["X-Request-Id"] = []string{newRequestID()}
+	}
+	path, rewritten := rt.RewritePath(ex.path)
+	if rewritten && !h.cfg.SuppressEnvoyHeaders {
+		hdr.Set("X-Envoy-Original-Path", ex.path)
+	}
+	hostHeader := ex.authority
+	if rt.Action.HostRewrite != "" {
+		hostHeader = rt.Action.HostRewrite
+	}
+	if wc != nil && wc.HostRewrite != "" {
+		hostHeader = wc.HostRewrite
+	}
+	route.ApplyAll(mut, hdr)
+
+	u := &url.URL{Scheme: "http", Host: host.Target()}
+	if strings.HasPrefix(path, "//") {
+		// URL.RequestURI would turn an opaque "//x" into an absolute URL; go through Path instead.
+		p, q, _ := strings.Cut(path, "?")
+		u.Path, _ = url.PathUnescape(p)
+		u.RawPath, u.RawQuery = p, q
+	} else {
+		u.Opaque = path
+	}
+	out := &http.Request{
+		Method:     r.Method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     hdr,
+		Host:       hostHeader,
+	}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		out.Body = r.Body
+		out.ContentLength = r.ContentLength
+		if r.ProtoMajor == 2 && r.ContentLength < 0 {
+			out.ContentLength = -1
+		}
+	}
+	return out
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// writeResponse sends the upstream response downstream.
+func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, mut [4]*route.HeaderMutation, upstreamStart time.Time) {
+	dst := w.Header()
+	for k, vs := range resp.Header {
+		dst[k] = vs
+	}
+	removeHopByHop(dst)
+	route.ApplyAll(mut, dst)
+	switch h.cfg.ServerHeader {
+	case xdsconfig.ServerHeaderOverwrite:
+		dst.Set("Server", h.cfg.ServerName)
+	case xdsconfig.ServerHeaderAppendIfAbsent:
+		if len(dst["Server"]) == 0 {
+			dst.Set("Server", h.cfg.ServerName)
+		}
+	}
+	if !h.cfg.SuppressEnvoyHeaders {
+		dst.Set("X-Envoy-Upstream-Service-Time", itoa(time.Since(upstreamStart).Milliseconds()))
+	}
+	if h.cfg.AlwaysSetRequestIDInResponse {
+		if id := r.Header.Get("X-Request-Id"); id != "" {
+			dst.Set("X-Request-Id", id)
+		}
+	}
+	for k := range resp.Trailer {
+		dst.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	h.stats.record(resp.StatusCode)
+
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	streaming := resp.ContentLength < 0
+	var flusher http.Flusher
+	if streaming {
+		flusher, _ = w.(http.Flusher)
+	}
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // the client went away
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if r.Context().Err() == nil {
+				h.stats.Resets.Inc()
+			}
+			// Reset the downstream connection: the response is incomplete and must not look whole.
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vs := range resp.Trailer {
+		dst[http.TrailerPrefix+k] = vs
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+const hexDigits = "0123456789abcdef"
+
+// newRequestID returns a random (version 4) UUID, the form Envoy generates for x-request-id.
+func newRequestID() string {
+	var b [16]byte
+	hi, lo := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		b[i] = byte(hi >> (8 * i))
+		b[8+i] = byte(lo >> (8 * i))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	j := 0
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hexDigits[c>>4], hexDigits[c&0xf]
+		j += 2
+	}
+	return string(s[:])
+}

@@ -1,0 +1,381 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/hcm"
+	"github.com/trellis-mesh/trellis/internal/proxy/listener"
+	"github.com/trellis-mesh/trellis/internal/proxy/route"
+	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
+)
+
+// Type URLs of the resources a Proxy accepts (the same strings the xDS client uses).
+const (
+	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
+
+// Subscriber is the part of the xDS client the proxy drives: which RDS and EDS names it wants.
+type Subscriber interface {
+	Subscribe(typeURL string, names []string)
+}
+
+// Options configures a Proxy.
+type Options struct {
+	Logger *slog.Logger
+	// Stats receives every metric; nil means a fresh store.
+	Stats *stats.Store
+	// DrainTimeout bounds how long a removed listener's requests may take (default 5s).
+	DrainTimeout time.Duration
+	// WaitForLDS and WaitForCDS hold readiness until the first LDS / CDS update is applied.
+	// ApplyBootstrap turns them on when the bootstrap has lds_config / cds_config.
+	WaitForLDS, WaitForCDS bool
+	// Versions reports the last accepted version_info of a type, for /config_dump; may be nil.
+	Versions func(typeURL string) string
+}
+
+// Proxy is the running data plane. Its methods are safe for concurrent use.
+type Proxy struct {
+	log       *slog.Logger
+	stats     *stats.Store
+	listeners *listener.Manager
+	versions  func(string) string
+	snap      atomic.Pointer[hcm.Snapshot]
+	draining  atomic.Bool
+
+	mu         sync.Mutex
+	sub        Subscriber
+	bootstrap  *bootstrapv3.Bootstrap
+	bootLoaded time.Time
+	static     resources
+	dynamic    resources
+	failures   map[string]map[string]*failure // type URL → name → last rejected version of it
+	clusters   map[string]*upstream.Cluster   // running, static and dynamic
+	rdsNames   []string
+	edsNames   []string
+	waitLDS    bool
+	waitCDS    bool
+	gotLDS     bool
+	gotCDS     bool
+	generation uint64
+
+	xds map[string]*xdsStats
+}
+
+type resources struct {
+	listeners map[string]*listenerEntry
+	routes    map[string]*routeEntry
+	clusters  map[string]*clusterEntry
+	endpoints map[string]*endpointEntry
+}
+
+func newResources() resources {
+	return resources{
+		listeners: map[string]*listenerEntry{},
+		routes:    map[string]*routeEntry{},
+		clusters:  map[string]*clusterEntry{},
+		endpoints: map[string]*endpointEntry{},
+	}
+}
+
+type listenerEntry struct {
+	raw     *listenerv3.Listener
+	cfg     *xdsconfig.Listener
+	handler *hcm.Handler
+	gen     string // changes whenever the listener's config does
+	updated time.Time
+}
+
+type routeEntry struct {
+	raw     *routev3.RouteConfiguration
+	table   *route.Table
+	updated time.Time
+}
+
+type clusterEntry struct {
+	raw     *clusterv3.Cluster
+	cfg     upstream.Config
+	updated time.Time
+}
+
+type endpointEntry struct {
+	raw     *endpointv3.ClusterLoadAssignment
+	eps     []upstream.Endpoint
+	updated time.Time
+}
+
+type failure struct {
+	raw     proto.Message
+	details string
+	at      time.Time
+}
+
+type xdsStats struct{ attempt, success, rejected *stats.Counter }
+
+// New returns a proxy with no configuration: no listeners, and not ready.
+func New(opts Options) *Proxy {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Stats == nil {
+		opts.Stats = stats.NewStore()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 5 * time.Second
+	}
+	p := &Proxy{
+		log:       opts.Logger,
+		stats:     opts.Stats,
+		listeners: listener.NewManager(opts.Logger.With("component", "listener"), opts.Stats, opts.DrainTimeout),
+		versions:  opts.Versions,
+		static:    newResources(),
+		dynamic:   newResources(),
+		failures:  map[string]map[string]*failure{},
+		clusters:  map[string]*upstream.Cluster{},
+		waitLDS:   opts.WaitForLDS,
+		waitCDS:   opts.WaitForCDS,
+		xds:       map[string]*xdsStats{},
+	}
+	for typeURL, prefix := range map[string]string{
+		ListenerType: "listener_manager.lds.", ClusterType: "cluster_manager.cds.",
+		RouteType: "control_plane.rds.", EndpointType: "control_plane.eds.",
+	} {
+		p.xds[typeURL] = &xdsStats{
+			attempt:  p.stats.Counter(prefix + "update_attempt"),
+			success:  p.stats.Counter(prefix + "update_success"),
+			rejected: p.stats.Counter(prefix + "update_rejected"),
+		}
+	}
+	p.stats.GaugeFunc("cluster_manager.active_clusters", func() int64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return int64(len(p.clusters))
+	})
+	p.snap.Store(&hcm.Snapshot{Routes: map[string]*route.Table{}, Clusters: map[string]*upstream.Cluster{}})
+	return p
+}
+
+// Stats returns the proxy's metric store.
+func (p *Proxy) Stats() *stats.Store { return p.stats }
+
+// SetSubscriber installs the xDS client the proxy tells which RDS and EDS names it needs. The
+// current needs are sent at once.
+func (p *Proxy) SetSubscriber(s Subscriber) {
+	p.mu.Lock()
+	p.sub = s
+	rds, eds := p.rdsNames, p.edsNames
+	p.mu.Unlock()
+	if s != nil {
+		s.Subscribe(RouteType, rds)
+		s.Subscribe(EndpointType, eds)
+	}
+}
+
+// OnResources applies the complete current set of one resource type, as the xDS client's Watcher.
+// A non-nil error means nothing changed.
+func (p *Proxy) OnResources(typeURL string, resources []proto.Message) error {
+	st := p.xds[typeURL]
+	if st == nil {
+		return fmt.Errorf("resource type %q is not supported by trellis-proxy", typeURL)
+	}
+	st.attempt.Inc()
+	p.mu.Lock()
+	var err error
+	switch typeURL {
+	case ListenerType:
+		err = p.updateListeners(resources)
+	case RouteType:
+		err = p.updateRoutes(resources)
+	case ClusterType:
+		err = p.updateClusters(resources)
+	case EndpointType:
+		err = p.updateEndpoints(resources)
+	}
+	if err != nil {
+		p.recordFailure(typeURL, resources, err)
+	} else {
+		delete(p.failures, typeURL)
+	}
+	sub, rds, eds, rdsChanged, edsChanged := p.subscriptionsLocked()
+	p.mu.Unlock()
+
+	if err != nil {
+		st.rejected.Inc()
+		p.log.Warn("xDS update rejected", "type", typeURL, "error", err)
+		return err
+	}
+	st.success.Inc()
+	if sub != nil && rdsChanged {
+		sub.Subscribe(RouteType, rds)
+	}
+	if sub != nil && edsChanged {
+		sub.Subscribe(EndpointType, eds)
+	}
+	return nil
+}
+
+// subscriptionsLocked recomputes the RDS and EDS names the config needs.
+func (p *Proxy) subscriptionsLocked() (sub Subscriber, rds, eds []string, rdsChanged, edsChanged bool) {
+	for _, set := range []map[string]*listenerEntry{p.static.listeners, p.dynamic.listeners} {
+		for _, l := range set {
+			if n := l.cfg.HTTP.RDSName; n != "" {
+				rds = append(rds, n)
+			}
+		}
+	}
+	for _, c := range p.clusters {
+		if cfg := c.Config(); cfg.Type == upstream.EDS {
+			eds = append(eds, cfg.EDSServiceName)
+		}
+	}
+	slices.Sort(rds)
+	slices.Sort(eds)
+	rds, eds = slices.Compact(rds), slices.Compact(eds)
+	rdsChanged, edsChanged = !slices.Equal(rds, p.rdsNames), !slices.Equal(eds, p.edsNames)
+	p.rdsNames, p.edsNames = rds, eds
+	// The xDS client forgets resources it no longer subscribes to without telling the watcher.
+	pruned := false
+	for name := range p.dynamic.routes {
+		if _, ok := slices.BinarySearch(rds, name); !ok {
+			delete(p.dynamic.routes, name)
+			pruned = true
+		}
+	}
+	for name := range p.dynamic.endpoints {
+		if _, ok := slices.BinarySearch(eds, name); !ok {
+			delete(p.dynamic.endpoints, name)
+		}
+	}
+	if pruned {
+		p.publishLocked()
+	}
+	return p.sub, rds, eds, rdsChanged, edsChanged
+}
+
+// recordFailure remembers, for /config_dump's error_state, the resources of a rejected update that
+// differ from what is serving.
+func (p *Proxy) recordFailure(typeURL string, msgs []proto.Message, err error) {
+	now := time.Now()
+	m := map[string]*failure{}
+	for _, msg := range msgs {
+		name := resourceName(msg)
+		var current proto.Message
+		switch typeURL {
+		case ListenerType:
+			if e := p.dynamic.listeners[name]; e != nil {
+				current = e.raw
+			}
+		case ClusterType:
+			if e := p.dynamic.clusters[name]; e != nil {
+				current = e.raw
+			}
+		}
+		if current == nil || !proto.Equal(current, msg) {
+			m[name] = &failure{raw: msg, details: err.Error(), at: now}
+		}
+	}
+	p.failures[typeURL] = m
+}
+
+// nextGen returns a fresh listener generation.
+func (p *Proxy) nextGen() string {
+	p.generation++
+	return strconv.FormatUint(p.generation, 10)
+}
+
+// publishLocked makes the current routes and clusters visible to new requests.
+func (p *Proxy) publishLocked() {
+	s := &hcm.Snapshot{
+		Routes:   make(map[string]*route.Table, len(p.dynamic.routes)),
+		Clusters: make(map[string]*upstream.Cluster, len(p.clusters)),
+	}
+	for name, r := range p.dynamic.routes {
+		s.Routes[name] = r.table
+	}
+	for name, c := range p.clusters {
+		s.Clusters[name] = c
+	}
+	p.snap.Store(s)
+}
+
+// Ready reports Envoy's server state: "LIVE" once the bootstrap is applied and the first LDS and CDS
+// updates it waits for have been, "PRE_INITIALIZING" before, "DRAINING" after Shutdown began.
+func (p *Proxy) Ready() (state string, ready bool) {
+	if p.draining.Load() {
+		return "DRAINING", false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bootLoaded.IsZero() || (p.waitLDS && !p.gotLDS) || (p.waitCDS && !p.gotCDS) {
+		return "PRE_INITIALIZING", false
+	}
+	return "LIVE", true
+}
+
+// Listeners lists the running listeners with their bound addresses.
+func (p *Proxy) Listeners() []listener.Info { return p.listeners.Listeners() }
+
+// Clusters lists the running clusters, sorted by name.
+func (p *Proxy) Clusters() []*upstream.Cluster {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*upstream.Cluster, 0, len(p.clusters))
+	for _, c := range p.clusters {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *upstream.Cluster) int {
+		switch {
+		case a.Name() < b.Name():
+			return -1
+		case a.Name() > b.Name():
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Shutdown stops the listeners accepting, waits for requests in flight to finish (bounded by the
+// drain timeout and ctx), and closes upstream connections.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.draining.Store(true)
+	err := p.listeners.Shutdown(ctx)
+	p.mu.Lock()
+	for _, c := range p.clusters {
+		c.Close()
+	}
+	p.mu.Unlock()
+	return err
+}
+
+func resourceName(m proto.Message) string {
+	switch r := m.(type) {
+	case *listenerv3.Listener:
+		return r.GetName()
+	case *routev3.RouteConfiguration:
+		return r.GetName()
+	case *clusterv3.Cluster:
+		return r.GetName()
+	case *endpointv3.ClusterLoadAssignment:
+		return r.GetClusterName()
+	}
+	return ""
+}

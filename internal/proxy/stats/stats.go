@@ -1,0 +1,176 @@
+package stats
+
+import (
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// Counter is a monotonically increasing count. The zero value is ready; a nil *Counter ignores
+// increments, so optional stats need no nil checks at the call site.
+type Counter struct{ v atomic.Uint64 }
+
+// Inc adds one.
+func (c *Counter) Inc() {
+	if c != nil {
+		c.v.Add(1)
+	}
+}
+
+// Add adds n.
+func (c *Counter) Add(n uint64) {
+	if c != nil {
+		c.v.Add(n)
+	}
+}
+
+// Value returns the current count.
+func (c *Counter) Value() uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.v.Load()
+}
+
+// Gauge is a value that goes up and down. A nil *Gauge ignores updates.
+type Gauge struct{ v atomic.Int64 }
+
+// Inc adds one.
+func (g *Gauge) Inc() {
+	if g != nil {
+		g.v.Add(1)
+	}
+}
+
+// Dec subtracts one.
+func (g *Gauge) Dec() {
+	if g != nil {
+		g.v.Add(-1)
+	}
+}
+
+// Set replaces the value.
+func (g *Gauge) Set(v int64) {
+	if g != nil {
+		g.v.Store(v)
+	}
+}
+
+// Value returns the current value.
+func (g *Gauge) Value() int64 {
+	if g == nil {
+		return 0
+	}
+	return g.v.Load()
+}
+
+// Store is a set of named metrics. Its methods are safe for concurrent use; they take a lock, so call
+// them when config changes, never per request.
+type Store struct {
+	mu       sync.Mutex
+	counters map[string]*Counter
+	gauges   map[string]*Gauge
+	funcs    map[string]func() int64
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{
+		counters: make(map[string]*Counter),
+		gauges:   make(map[string]*Gauge),
+		funcs:    make(map[string]func() int64),
+	}
+}
+
+// Counter returns the counter called name, creating it at zero the first time.
+func (s *Store) Counter(name string) *Counter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.counters[name]
+	if !ok {
+		c = &Counter{}
+		s.counters[name] = c
+	}
+	return c
+}
+
+// Gauge returns the gauge called name, creating it at zero the first time.
+func (s *Store) Gauge(name string) *Gauge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.gauges[name]
+	if !ok {
+		g = &Gauge{}
+		s.gauges[name] = g
+	}
+	return g
+}
+
+// GaugeFunc registers a gauge whose value is read from f when the stats are rendered, for state that
+// lives elsewhere (the control plane connection, say). A later registration under the same name wins.
+func (s *Store) GaugeFunc(name string, f func() int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.funcs[name] = f
+}
+
+// Stat is one metric's name and value at the time of a Snapshot.
+type Stat struct {
+	Name  string
+	Value int64
+	// Counter is true for counters, false for gauges.
+	Counter bool
+}
+
+// Snapshot returns every metric whose name matches filter (all when filter is nil), sorted by name.
+func (s *Store) Snapshot(filter *regexp.Regexp) []Stat {
+	s.mu.Lock()
+	out := make([]Stat, 0, len(s.counters)+len(s.gauges)+len(s.funcs))
+	for name, c := range s.counters {
+		out = append(out, Stat{Name: name, Value: int64(c.Value()), Counter: true})
+	}
+	for name, g := range s.gauges {
+		out = append(out, Stat{Name: name, Value: g.Value()})
+	}
+	funcs := make(map[string]func() int64, len(s.funcs))
+	for name, f := range s.funcs {
+		funcs[name] = f
+	}
+	s.mu.Unlock()
+	// Called without the lock: a gauge function may itself take locks of its owner.
+	for name, f := range funcs {
+		out = append(out, Stat{Name: name, Value: f()})
+	}
+	if filter != nil {
+		out = slices.DeleteFunc(out, func(st Stat) bool { return !filter.MatchString(st.Name) })
+	}
+	slices.SortFunc(out, func(a, b Stat) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// WriteText writes the metrics matching filter in Envoy's /stats text format.
+func (s *Store) WriteText(w io.Writer, filter *regexp.Regexp) error {
+	var buf []byte
+	for _, st := range s.Snapshot(filter) {
+		buf = append(buf, st.Name...)
+		buf = append(buf, ": "...)
+		buf = strconv.AppendInt(buf, st.Value, 10)
+		buf = append(buf, '\n')
+	}
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("write stats: %w", err)
+	}
+	return nil
+}
