@@ -1,0 +1,43 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellis-mesh/trellis/internal/controlplane"
+)
+
+func newControlPlaneCmd() *cobra.Command {
+	var (
+		opts controlplane.Options
+		logs logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "controlplane",
+		Short: "Serve Envoy xDS (ADS) from a directory of Istio YAML",
+		Long: "Watches --config-dir for Istio resources (VirtualService, DestinationRule,\n" +
+			"ServiceEntry, WorkloadEntry, Gateway, Sidecar, and MeshConfig in mesh.yaml)\n" +
+			"and serves them to proxies over ADS. A change is applied within a second;\n" +
+			"an invalid change is logged and the last good config keeps serving.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			// Packages that log through slog's default (config's warnings)
+			// then follow --log-level too.
+			prev := slog.Default()
+			slog.SetDefault(log)
+			defer slog.SetDefault(prev)
+			opts.Logger = log
+			return controlplane.Run(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.ConfigDir, "config-dir", "", "directory of Istio YAML to serve (required)")
+	cmd.Flags().StringVar(&opts.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "address to serve xDS (ADS, plaintext gRPC) on")
+	logs.register(cmd)
+	_ = cmd.MarkFlagRequired("config-dir")
+	return cmd
+}

@@ -1,0 +1,177 @@
+package localmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+
+	"github.com/trellis-mesh/trellis/internal/controlplane"
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// Options configure Run.
+type Options struct {
+	ConfigDir  string
+	XDSAddress string // "" means the control plane's default, 127.0.0.1:15010
+	Logger     *slog.Logger
+
+	// Ready, if set, is called once the control plane serves and every
+	// proxy of the initial config reports ready on its admin /ready.
+	Ready func(Mesh)
+	// OnConfigError, if set, sees every rejected config (it is logged too).
+	OnConfigError func(error)
+}
+
+// Mesh describes a running local mesh.
+type Mesh struct {
+	XDSAddress string
+	Proxies    []Proxy // sorted by IP
+}
+
+// Proxy is one running proxy and where to reach it.
+type Proxy struct {
+	NodeID       string
+	Name         string // workload name.namespace
+	IP           string
+	AdminAddress string
+	// Entrypoints are the gateway's HTTP URLs (empty for sidecars).
+	Entrypoints []string
+}
+
+// Run starts the control plane and the proxies, and runs until ctx is done;
+// then it drains the proxies and stops the control plane. It returns an
+// error if the mesh cannot start.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	m := &manager{log: opts.Logger, running: map[string]*running{}}
+	defer m.stopAll()
+
+	var (
+		xdsAddr    = make(chan string, 1)
+		configured = make(chan struct{})
+		firstOnce  sync.Once
+	)
+	cpErr := make(chan error, 1)
+	go func() {
+		cpErr <- controlplane.Run(ctx, controlplane.Options{
+			ConfigDir:  opts.ConfigDir,
+			XDSAddress: opts.XDSAddress,
+			Logger:     opts.Logger.With("component", "controlplane"),
+			// Ready runs before any config is applied, so every OnConfig
+			// below already knows where proxies must connect.
+			Ready: func(r controlplane.Ready) {
+				m.setXDSAddress(r.XDSAddr.String())
+				xdsAddr <- r.XDSAddr.String()
+			},
+			OnConfig: func(snap *model.Snapshot) {
+				m.reconcile(ctx, snap)
+				firstOnce.Do(func() { close(configured) })
+			},
+			OnConfigError: opts.OnConfigError,
+		})
+	}()
+
+	var addr string
+	select {
+	case addr = <-xdsAddr:
+	case err := <-cpErr:
+		return fmt.Errorf("local mesh: %w", err)
+	}
+
+	// The first config starts the proxies; a config dir that starts out
+	// invalid leaves the control plane waiting for a good one.
+	select {
+	case <-configured:
+	case err := <-cpErr:
+		return fmt.Errorf("local mesh: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+	if err := m.waitReady(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("local mesh: %w", err)
+	}
+	if opts.Ready != nil {
+		opts.Ready(m.describe(addr))
+	}
+
+	select {
+	case <-ctx.Done():
+		m.stopAll()
+		return <-cpErr
+	case err := <-cpErr:
+		return fmt.Errorf("local mesh: control plane stopped: %w", err)
+	}
+}
+
+// proxySpec is what a proxy is started with, derived from one WorkloadEntry.
+type proxySpec struct {
+	NodeID       string
+	Name         string
+	IP           string
+	AdminAddress string
+	Gateway      bool
+	Entrypoints  []string
+}
+
+// specsFor derives one proxy per WorkloadEntry on loopback. A workload
+// selected by some Gateway runs as a router (gateway), others as sidecars.
+func specsFor(snap *model.Snapshot) []proxySpec {
+	var out []proxySpec
+	for _, we := range snap.Config.WorkloadEntries {
+		addr, err := netip.ParseAddr(we.Spec.GetAddress())
+		if err != nil || !addr.IsLoopback() {
+			continue
+		}
+		s := proxySpec{
+			Name:         we.Name + "." + we.Namespace,
+			IP:           addr.String(),
+			AdminAddress: net.JoinHostPort(addr.String(), "15000"),
+		}
+		for _, gw := range snap.Config.Gateways {
+			sel := gw.Spec.GetSelector()
+			if len(sel) == 0 || !model.LabelsMatch(sel, we.Spec.GetLabels()) {
+				continue
+			}
+			s.Gateway = true
+			for _, srv := range gw.Spec.GetServers() {
+				if model.Protocol(srv.GetPort().GetProtocol()).IsHTTP() {
+					s.Entrypoints = append(s.Entrypoints, fmt.Sprintf("http://%s/", net.JoinHostPort(s.IP, fmt.Sprint(srv.GetPort().GetNumber()))))
+				}
+			}
+		}
+		kind := model.SidecarProxy
+		if s.Gateway {
+			kind = model.Router
+		}
+		s.NodeID = fmt.Sprintf("%s~%s~%s~%s.%s", kind, s.IP, s.Name, we.Namespace, model.DomainSuffix)
+		sort.Strings(s.Entrypoints)
+		s.Entrypoints = dedup(s.Entrypoints)
+		out = append(out, s)
+	}
+	return out
+}
+
+func dedup(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+var errNotReady = errors.New("proxies did not become ready")
