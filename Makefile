@@ -1,0 +1,48 @@
+# Trellis: one test command (`make test`), run by README readers and by .ci/run alike.
+# Everything it needs is installed or built here; tools are pinned and cached under .cache/.
+
+GO          ?= go
+CACHE       := $(CURDIR)/.cache
+TOOLS_BIN   := $(CACHE)/bin
+STATICCHECK := $(TOOLS_BIN)/staticcheck
+STATICCHECK_VERSION := v0.8.2
+# Test timeout per package: generous for 2-core CI machines.
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build test lint unit e2e bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+$(STATICCHECK):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+# Unit and integration tests, race detector on: most packages here are concurrent.
+unit:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test: lint build unit
+
+# Benchmarks of the proxy hot path (peers nginx/haproxy join with the proxy performance issue).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+# Short coverage-guided fuzzing of every fuzz target (not part of `make test`).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin
