@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -10,8 +13,9 @@ import (
 
 func newControlPlaneCmd() *cobra.Command {
 	var (
-		opts controlplane.Options
-		logs logFlags
+		opts    controlplane.Options
+		logs    logFlags
+		xdsPort uint16
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane",
@@ -31,12 +35,20 @@ func newControlPlaneCmd() *cobra.Command {
 			prev := slog.Default()
 			slog.SetDefault(log)
 			defer slog.SetDefault(prev)
+			if cmd.Flags().Changed("xds-port") {
+				host, _, err := net.SplitHostPort(opts.XDSAddress)
+				if err != nil {
+					return fmt.Errorf("--xds-address %q: %w", opts.XDSAddress, err)
+				}
+				opts.XDSAddress = net.JoinHostPort(host, strconv.Itoa(int(xdsPort)))
+			}
 			opts.Logger = log
 			return controlplane.Run(cmd.Context(), opts)
 		},
 	}
 	cmd.Flags().StringVar(&opts.ConfigDir, "config-dir", "", "directory of Istio YAML to serve (required)")
 	cmd.Flags().StringVar(&opts.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "address to serve xDS (ADS, plaintext gRPC) on")
+	cmd.Flags().Uint16Var(&xdsPort, "xds-port", 15010, "port to serve xDS on (replaces the port of --xds-address)")
 	logs.register(cmd)
 	_ = cmd.MarkFlagRequired("config-dir")
 	return cmd

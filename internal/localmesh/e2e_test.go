@@ -17,6 +17,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/examples/demo"
 	"github.com/trellis-mesh/trellis/internal/localmesh"
+	"github.com/trellis-mesh/trellis/internal/testenv"
 )
 
 // The demo mesh, driven as a user would drive it: real control plane, real
@@ -164,6 +165,7 @@ type demoMesh struct {
 
 func startDemoMesh(t *testing.T) *demoMesh {
 	t.Helper()
+	testenv.LockDemoAddresses(t)
 	dir := t.TempDir()
 	if err := demo.WriteConfig(dir); err != nil {
 		t.Fatal(err)
