@@ -170,7 +170,7 @@ func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 		dst.Add("Trailer", k)
 	}
 	w.WriteHeader(resp.StatusCode)
-	h.stats.record(resp.StatusCode)
+	h.stats.RqClass.Record(resp.StatusCode)
 
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)

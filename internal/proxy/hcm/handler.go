@@ -27,7 +27,7 @@ type Snapshot struct {
 // Stats are the connection manager's Envoy-named counters (http.<stat_prefix>.*).
 type Stats struct {
 	RqTotal                                   *stats.Counter
-	Rq1xx, Rq2xx, Rq3xx, Rq4xx, Rq5xx         *stats.Counter
+	RqClass                                   stats.StatusClasses
 	RqHTTP1, RqHTTP2                          *stats.Counter
 	CxTotal                                   *stats.Counter
 	RqActive                                  *stats.Gauge
@@ -38,11 +38,7 @@ func newStats(s *stats.Store, prefix string) Stats {
 	p := "http." + prefix + "."
 	return Stats{
 		RqTotal:       s.Counter(p + "downstream_rq_total"),
-		Rq1xx:         s.Counter(p + "downstream_rq_1xx"),
-		Rq2xx:         s.Counter(p + "downstream_rq_2xx"),
-		Rq3xx:         s.Counter(p + "downstream_rq_3xx"),
-		Rq4xx:         s.Counter(p + "downstream_rq_4xx"),
-		Rq5xx:         s.Counter(p + "downstream_rq_5xx"),
+		RqClass:       s.StatusClasses(p + "downstream_rq_"),
 		RqHTTP1:       s.Counter(p + "downstream_rq_http1_total"),
 		RqHTTP2:       s.Counter(p + "downstream_rq_http2_total"),
 		CxTotal:       s.Counter(p + "downstream_cx_total"),
@@ -51,21 +47,6 @@ func newStats(s *stats.Store, prefix string) Stats {
 		NoCluster:     s.Counter(p + "no_cluster"),
 		RouterRqTotal: s.Counter(p + "rq_total"),
 		Resets:        s.Counter(p + "rq_reset_after_downstream_response_started"),
-	}
-}
-
-func (s *Stats) record(code int) {
-	switch code / 100 {
-	case 1:
-		s.Rq1xx.Inc()
-	case 2:
-		s.Rq2xx.Inc()
-	case 3:
-		s.Rq3xx.Inc()
-	case 4:
-		s.Rq4xx.Inc()
-	case 5:
-		s.Rq5xx.Inc()
 	}
 }
 
@@ -253,5 +234,5 @@ func (h *Handler) localReply(w http.ResponseWriter, r *http.Request, code int, b
 	if r.Method != http.MethodHead {
 		_, _ = w.Write([]byte(body))
 	}
-	h.stats.record(code)
+	h.stats.RqClass.Record(code)
 }

@@ -22,15 +22,16 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsclient"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
 
-// Type URLs of the resources a Proxy accepts (the same strings the xDS client uses).
+// Type URLs of the resources a Proxy accepts: the xDS client's.
 const (
-	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
-	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	ListenerType = xdsclient.ListenerType
+	RouteType    = xdsclient.RouteType
+	ClusterType  = xdsclient.ClusterType
+	EndpointType = xdsclient.EndpointType
 )
 
 // Subscriber is the part of the xDS client the proxy drives: which RDS and EDS names it wants.
@@ -276,7 +277,7 @@ func (p *Proxy) recordFailure(typeURL string, msgs []proto.Message, err error) {
 	now := time.Now()
 	m := map[string]*failure{}
 	for _, msg := range msgs {
-		name := resourceName(msg)
+		name := xdsclient.ResourceName(msg)
 		var current proto.Message
 		switch typeURL {
 		case ListenerType:
@@ -366,16 +367,3 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func resourceName(m proto.Message) string {
-	switch r := m.(type) {
-	case *listenerv3.Listener:
-		return r.GetName()
-	case *routev3.RouteConfiguration:
-		return r.GetName()
-	case *clusterv3.Cluster:
-		return r.GetName()
-	case *endpointv3.ClusterLoadAssignment:
-		return r.GetClusterName()
-	}
-	return ""
-}

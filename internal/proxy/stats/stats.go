@@ -174,3 +174,24 @@ func (s *Store) WriteText(w io.Writer, filter *regexp.Regexp) error {
 	}
 	return nil
 }
+
+// StatusClasses counts responses by status class, Envoy's <prefix>1xx ..
+// <prefix>5xx (e.g. upstream_rq_2xx, downstream_rq_5xx).
+type StatusClasses [5]*Counter
+
+// StatusClasses registers the five class counters named prefix+"1xx" ...
+func (s *Store) StatusClasses(prefix string) StatusClasses {
+	var c StatusClasses
+	for i := range c {
+		c[i] = s.Counter(prefix + string(rune('1'+i)) + "xx")
+	}
+	return c
+}
+
+// Record counts one response with status code; codes outside 100-599 are
+// not counted, as Envoy.
+func (c StatusClasses) Record(code int) {
+	if i := code/100 - 1; i >= 0 && i < len(c) {
+		c[i].Inc()
+	}
+}

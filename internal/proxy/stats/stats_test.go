@@ -75,3 +75,17 @@ func BenchmarkCounterInc(b *testing.B) {
 		}
 	})
 }
+
+func TestStatusClassesCountByClassLikeEnvoy(t *testing.T) {
+	s := NewStore()
+	c := s.StatusClasses("cluster.x.upstream_rq_")
+	for _, code := range []int{100, 200, 204, 299, 302, 404, 503, 599, 99, 600, 0} {
+		c.Record(code)
+	}
+	want := map[string]uint64{"1xx": 1, "2xx": 3, "3xx": 1, "4xx": 1, "5xx": 2}
+	for class, n := range want {
+		if got := s.Counter("cluster.x.upstream_rq_" + class).Value(); got != n {
+			t.Errorf("upstream_rq_%s = %d, want %d", class, got, n)
+		}
+	}
+}

@@ -15,22 +15,19 @@ import (
 
 // Stats are a cluster's Envoy-named counters (cluster.<name>.*).
 type Stats struct {
-	RqTotal, Rq1xx, Rq2xx, Rq3xx, Rq4xx, Rq5xx *stats.Counter
-	RqTimeout, RqCompleted                     *stats.Counter
-	CxTotal, CxConnectFail, NoneHealthy        *stats.Counter
-	CxActive, RqActive                         *stats.Gauge
-	MembershipTotal, MembershipHealthy         *stats.Gauge
+	RqTotal                             *stats.Counter
+	RqClass                             stats.StatusClasses
+	RqTimeout, RqCompleted              *stats.Counter
+	CxTotal, CxConnectFail, NoneHealthy *stats.Counter
+	CxActive, RqActive                  *stats.Gauge
+	MembershipTotal, MembershipHealthy  *stats.Gauge
 }
 
 func newStats(s *stats.Store, cluster string) Stats {
 	p := "cluster." + cluster + "."
 	return Stats{
 		RqTotal:           s.Counter(p + "upstream_rq_total"),
-		Rq1xx:             s.Counter(p + "upstream_rq_1xx"),
-		Rq2xx:             s.Counter(p + "upstream_rq_2xx"),
-		Rq3xx:             s.Counter(p + "upstream_rq_3xx"),
-		Rq4xx:             s.Counter(p + "upstream_rq_4xx"),
-		Rq5xx:             s.Counter(p + "upstream_rq_5xx"),
+		RqClass:           s.StatusClasses(p + "upstream_rq_"),
 		RqTimeout:         s.Counter(p + "upstream_rq_timeout"),
 		RqCompleted:       s.Counter(p + "upstream_rq_completed"),
 		CxTotal:           s.Counter(p + "upstream_cx_total"),
@@ -46,18 +43,7 @@ func newStats(s *stats.Store, cluster string) Stats {
 // RecordStatus counts a response by class (upstream_rq_2xx and friends).
 func (s *Stats) RecordStatus(code int) {
 	s.RqCompleted.Inc()
-	switch code / 100 {
-	case 1:
-		s.Rq1xx.Inc()
-	case 2:
-		s.Rq2xx.Inc()
-	case 3:
-		s.Rq3xx.Inc()
-	case 4:
-		s.Rq4xx.Inc()
-	case 5:
-		s.Rq5xx.Inc()
-	}
+	s.RqClass.Record(code)
 }
 
 // Cluster is a running cluster. All methods are safe for concurrent use.

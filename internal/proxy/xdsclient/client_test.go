@@ -89,7 +89,7 @@ func (r *recorder) names(typeURL string) []string {
 	defer r.mu.Unlock()
 	var out []string
 	for _, m := range r.last[typeURL] {
-		out = append(out, resourceName(m))
+		out = append(out, ResourceName(m))
 	}
 	return out
 }
@@ -227,7 +227,7 @@ func TestWatcherErrorNACKsWithLastACKedVersionAndReportsItInStatus(t *testing.T)
 	w := newRecorder(true)
 	w.reject = func(typeURL string, rs []proto.Message) error {
 		for _, m := range rs {
-			if typeURL == ClusterType && resourceName(m) == "bad" {
+			if typeURL == ClusterType && ResourceName(m) == "bad" {
 				return errors.New("cluster bad: rejected by test")
 			}
 		}

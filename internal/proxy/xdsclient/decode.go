@@ -31,7 +31,9 @@ func newResource(typeURL string) proto.Message {
 	return nil
 }
 
-func resourceName(m proto.Message) string {
+// ResourceName is the name xDS identifies a resource by: cluster_name for a
+// ClusterLoadAssignment, name for the others; "" for other types.
+func ResourceName(m proto.Message) string {
 	switch r := m.(type) {
 	case *listenerv3.Listener:
 		return r.GetName()
@@ -72,7 +74,7 @@ func decode(typeURL string, anys []*anypb.Any) (map[string]proto.Message, error)
 		if err := anypb.UnmarshalTo(a, m, proto.UnmarshalOptions{}); err != nil {
 			return nil, fmt.Errorf("%s response: resource %d: unmarshal: %w", kind, i, err)
 		}
-		name := resourceName(m)
+		name := ResourceName(m)
 		if name == "" {
 			return nil, fmt.Errorf("%s response: resource %d has no name", kind, i)
 		}

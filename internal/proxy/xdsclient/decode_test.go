@@ -68,7 +68,7 @@ func TestDecodeRejectsWholeResponseOnAnyBadResource(t *testing.T) {
 			}
 			var names []string
 			for _, m := range sortedResources(got) {
-				names = append(names, resourceName(m))
+				names = append(names, ResourceName(m))
 			}
 			if !slices.Equal(names, tc.want) {
 				t.Errorf("decoded %v, want %v", names, tc.want)
