@@ -366,4 +366,3 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	return err
 }
-
