@@ -61,14 +61,8 @@ func freePort(t *testing.T) int {
 
 // TestBinaryServesBootstrapAndExitsCleanlyOnSIGTERM builds trellis-proxy and runs it as a process.
 func TestBinaryServesBootstrapAndExitsCleanlyOnSIGTERM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
+	bin := buildBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "trellis-proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "hello "+r.Host)
 	})}

@@ -180,7 +180,12 @@ func TestRequestAndResponseBodiesStreamThrough(t *testing.T) {
 func TestLocalRepliesFollowEnvoy(t *testing.T) {
 	px, _, base := startFrontProxy(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/slow") {
-			time.Sleep(time.Second)
+			// Never answer: only the route's 0.2 s timeout can end this
+			// request, however slowly the machine schedules timers.
+			select {
+			case <-r.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
 		}
 	})
 	c := keepAliveClient(t)
