@@ -12,13 +12,9 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/trellis-mesh/trellis/internal/testenv/adstest"
 )
 
 const services = `apiVersion: networking.istio.io/v1
@@ -141,90 +137,6 @@ func startControlPlane(t *testing.T, dir string, onErr func(error)) net.Addr {
 	return nil
 }
 
-type adsClient struct {
-	t      *testing.T
-	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	node   *corev3.Node
-	resps  chan *discoveryv3.DiscoveryResponse
-	errc   chan error
-}
-
-func connect(t *testing.T, addr net.Addr, nodeID string) *adsClient {
-	t.Helper()
-	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); conn.Close() })
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, _ := structpb.NewStruct(map[string]any{"INTERCEPTION_MODE": "NONE", "LABELS": map[string]any{"app": "productpage", "version": "v1"}})
-	c := &adsClient{t: t, stream: stream, node: &corev3.Node{Id: nodeID, Metadata: md},
-		resps: make(chan *discoveryv3.DiscoveryResponse, 16), errc: make(chan error, 1)}
-	go func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				c.errc <- err
-				return
-			}
-			c.resps <- r
-		}
-	}()
-	return c
-}
-
-func (c *adsClient) send(typeURL, version, nonce string, names ...string) {
-	c.t.Helper()
-	if err := c.stream.Send(&discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *adsClient) expect(typeURL string, within time.Duration) *discoveryv3.DiscoveryResponse {
-	c.t.Helper()
-	select {
-	case r := <-c.resps:
-		if r.TypeUrl != typeURL {
-			c.t.Fatalf("got %s, want %s", r.TypeUrl, typeURL)
-		}
-		return r
-	case err := <-c.errc:
-		c.t.Fatalf("stream ended: %v", err)
-	case <-time.After(within):
-		c.t.Fatalf("no %s response within %v", typeURL, within)
-	}
-	return nil
-}
-
-func (c *adsClient) expectNone(within time.Duration) {
-	c.t.Helper()
-	select {
-	case r := <-c.resps:
-		c.t.Fatalf("unexpected %s response version %s", r.TypeUrl, r.VersionInfo)
-	case err := <-c.errc:
-		c.t.Fatalf("stream ended: %v", err)
-	case <-time.After(within):
-	}
-}
-
-func resourceNames(t *testing.T, r *discoveryv3.DiscoveryResponse) []string {
-	t.Helper()
-	var out []string
-	for _, a := range r.Resources {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, cachev3.GetResourceName(m))
-	}
-	slices.Sort(out)
-	return out
-}
-
 func TestConfigDirChangeReachesConnectedProxyWithin1s(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "services.yaml"), services)
@@ -232,31 +144,33 @@ func TestConfigDirChangeReachesConnectedProxyWithin1s(t *testing.T) {
 	configErrs := make(chan error, 4)
 	addr := startControlPlane(t, dir, func(err error) { configErrs <- err })
 
-	c := connect(t, addr, productpageNode)
-	c.send(resourcev3.ClusterType, "", "")
-	cds := c.expect(resourcev3.ClusterType, 5*time.Second)
-	clusters := resourceNames(t, cds)
+	// The proxy is productpage-v1 as its WorkloadEntry describes it.
+	c := adstest.NewSotW(t, adstest.Dial(t, addr.String()),
+		adstest.Node(productpageNode, map[string]string{"app": "productpage", "version": "v1"}))
+	c.Request(resourcev3.ClusterType)
+	cds := c.Expect(resourcev3.ClusterType, 5*time.Second)
+	clusters := adstest.ResourceNames(t, cds)
 	if !slices.Contains(clusters, reviewsCluster) {
 		t.Fatalf("clusters = %v, want %s", clusters, reviewsCluster)
 	}
-	c.send(resourcev3.ClusterType, cds.VersionInfo, cds.Nonce)
+	c.ACK(cds)
 	var edsNames []string
 	for _, name := range clusters {
 		if strings.HasPrefix(name, "outbound|") {
 			edsNames = append(edsNames, name)
 		}
 	}
-	c.send(resourcev3.EndpointType, "", "", edsNames...)
-	eds := c.expect(resourcev3.EndpointType, applyWithin)
-	c.send(resourcev3.EndpointType, eds.VersionInfo, eds.Nonce, edsNames...)
+	c.Request(resourcev3.EndpointType, edsNames...)
+	eds := c.Expect(resourcev3.EndpointType, applyWithin)
+	c.ACK(eds, edsNames...)
 
 	// A new reviews workload changes reviews' endpoints.
 	writeFile(t, filepath.Join(dir, "workloads.yaml"), workloads+reviewsV2)
-	next := c.expect(resourcev3.EndpointType, applyWithin)
+	next := c.Expect(resourcev3.EndpointType, applyWithin)
 	if next.VersionInfo == eds.VersionInfo {
 		t.Fatalf("EDS re-sent with unchanged version %s", next.VersionInfo)
 	}
-	c.send(resourcev3.EndpointType, next.VersionInfo, next.Nonce, edsNames...)
+	c.ACK(next, edsNames...)
 
 	// An invalid file is reported and changes nothing the proxy sees.
 	writeFile(t, filepath.Join(dir, "bad.yaml"), "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad, namespace: default}\nspec:\n  hosts: []\n")
@@ -268,7 +182,7 @@ func TestConfigDirChangeReachesConnectedProxyWithin1s(t *testing.T) {
 	case <-time.After(2 * applyWithin):
 		t.Fatal("invalid config was not reported")
 	}
-	c.expectNone(300 * time.Millisecond)
+	c.ExpectNone(300 * time.Millisecond)
 }
 
 func TestRunFailsWhenXDSAddressIsTaken(t *testing.T) {
