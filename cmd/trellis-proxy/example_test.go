@@ -70,6 +70,44 @@ func withPorts(t *testing.T, src string, ports map[int]int) string {
 	return src
 }
 
+// proxyProcess is a running trellis-proxy binary.
+type proxyProcess struct {
+	cmd  *exec.Cmd
+	logs *bytes.Buffer // stderr; read only after Wait
+}
+
+// startBinary runs trellis-proxy with args; the process is killed at cleanup
+// if the test has not stopped it.
+func startBinary(t *testing.T, bin string, args ...string) *proxyProcess {
+	t.Helper()
+	p := &proxyProcess{cmd: exec.Command(bin, args...), logs: &bytes.Buffer{}}
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+	return p
+}
+
+// stopWithSIGTERM sends SIGTERM, as a kubelet does, and requires a clean
+// exit (status 0) within 10 s.
+func (p *proxyProcess) stopWithSIGTERM(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- p.cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("proxy did not exit after SIGTERM")
+	}
+}
+
 func waitReady(t *testing.T, adminURL string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -125,13 +163,7 @@ func TestFrontProxyExampleRunsUnderTheBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(bin, "--config", cfg, "--drain-duration", "2s")
-	var logs bytes.Buffer // read only after Wait
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	proc := startBinary(t, bin, "--config", cfg, "--drain-duration", "2s")
 	adminURL := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	waitReady(t, adminURL)
 
@@ -151,17 +183,5 @@ func TestFrontProxyExampleRunsUnderTheBinary(t *testing.T) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("proxy did not exit after SIGTERM")
-	}
+	proc.stopWithSIGTERM(t)
 }

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 )
 
 func TestParseMetadata(t *testing.T) {
@@ -77,30 +73,10 @@ func TestBinaryServesBootstrapAndExitsCleanlyOnSIGTERM(t *testing.T) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, bootstrap, adminPort, listenerPort, bln.Addr().(*net.TCPAddr).Port), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config", cfg, "--node-id", "router~127.0.0.1~gw.default~default.svc.cluster.local",
+	proc := startBinary(t, bin, "--config", cfg, "--node-id", "router~127.0.0.1~gw.default~default.svc.cluster.local",
 		"--metadata", "INTERCEPTION_MODE=NONE", "--log-level", "debug", "--drain-duration", "2s")
-	var logs bytes.Buffer // read only after Wait
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
-	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(ready)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy never became ready (%v)", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d", adminPort))
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/x", listenerPort))
 	if err != nil {
 		t.Fatal(err)
@@ -111,17 +87,5 @@ func TestBinaryServesBootstrapAndExitsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatalf("got %q, want %q", body, want)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("proxy did not exit after SIGTERM")
-	}
+	proc.stopWithSIGTERM(t)
 }
