@@ -1,0 +1,53 @@
+package streaminfo
+
+import (
+	"net/http"
+	"time"
+)
+
+// Info describes one HTTP request (or one TCP connection, where the HTTP fields stay empty) from the
+// proxy's side. The code that owns the request fills it in as it goes; readers (access logs, stats)
+// see it once the request is done and must not keep it.
+type Info struct {
+	Start    time.Time
+	Duration time.Duration // until the last byte went downstream
+
+	// Protocol is "HTTP/1.1", "HTTP/2" or "" for TCP.
+	Protocol  string
+	Method    string
+	Path      string // as received, before any rewrite
+	Authority string
+	// RequestHeaders and ResponseHeaders are the downstream request's and the response's headers as
+	// sent; nil for TCP.
+	RequestHeaders  http.Header
+	ResponseHeaders http.Header
+
+	DownstreamRemoteAddr string
+	DownstreamLocalAddr  string
+	// ServerName is the TLS SNI the downstream sent, if any.
+	ServerName string
+
+	RouteName       string
+	UpstreamCluster string
+	UpstreamHost    string // address of the last host tried
+	// UpstreamServiceTime is from the request leaving for the upstream until its response headers
+	// came back (x-envoy-upstream-service-time).
+	UpstreamServiceTime time.Duration
+	// Attempts counts upstream tries, retries included.
+	Attempts int
+
+	ResponseCode int
+	// ResponseCodeDetails says why a local reply was sent (Envoy's %RESPONSE_CODE_DETAILS%), e.g.
+	// "route_not_found"; "via_upstream" when the upstream answered.
+	ResponseCodeDetails string
+	Flags               Flags
+
+	BytesReceived int64 // request body (HTTP) or bytes from downstream (TCP)
+	BytesSent     int64 // response body (HTTP) or bytes to downstream (TCP)
+}
+
+// SetFlag adds f to the request's response flags.
+func (i *Info) SetFlag(f Flags) { i.Flags |= f }
+
+// Reset clears i for reuse, keeping nothing of the previous request.
+func (i *Info) Reset() { *i = Info{} }
