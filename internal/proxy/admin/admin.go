@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -56,6 +57,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("GET /stats/prometheus", s.prometheus)
 	mux.HandleFunc("GET /clusters", s.clusters)
 	mux.HandleFunc("GET /listeners", s.listeners)
 	mux.HandleFunc("POST /quitquitquit", s.quit)
@@ -115,7 +117,8 @@ const indexText = `admin commands are:
   /listeners: listeners and their addresses (?format=json)
   /quitquitquit (POST): exit the proxy
   /ready: server state; 200 when LIVE
-  /stats: statistics (?filter=REGEX, ?format=json)
+  /stats: statistics (?filter=REGEX, ?usedonly, ?format=json|prometheus)
+  /stats/prometheus: statistics in Prometheus text format (?filter=REGEX, ?usedonly)
 `
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
@@ -150,20 +153,47 @@ func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, d)
 }
 
-func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	var filter *regexp.Regexp
-	if f := r.URL.Query().Get("filter"); f != "" {
+// statsQuery reads Envoy's /stats query parameters: filter (a regex on the stat name) and usedonly.
+func statsQuery(w http.ResponseWriter, r *http.Request) (filter *regexp.Regexp, usedOnly, ok bool) {
+	q := r.URL.Query()
+	if f := q.Get("filter"); f != "" {
 		re, err := regexp.Compile(f)
 		if err != nil {
 			http.Error(w, fmt.Sprintf("invalid filter regex: %v", err), http.StatusBadRequest)
-			return
+			return nil, false, false
 		}
 		filter = re
 	}
-	if r.URL.Query().Get("format") == "json" {
-		writeStatsJSON(w, s.cfg.Stats.Snapshot(filter))
+	return filter, q.Has("usedonly"), true
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	filter, usedOnly, ok := statsQuery(w, r)
+	if !ok {
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-	_ = s.cfg.Stats.WriteText(w, filter)
+	snap := s.cfg.Stats.Snapshot(filter)
+	if usedOnly {
+		snap = slices.DeleteFunc(snap, func(st stats.Stat) bool { return !st.Used })
+	}
+	switch f := r.URL.Query().Get("format"); f {
+	case "json":
+		writeStatsJSON(w, snap)
+	case "", "text":
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		_, _ = w.Write(stats.AppendText(nil, snap))
+	case "prometheus":
+		s.prometheus(w, r)
+	default:
+		http.Error(w, fmt.Sprintf("unsupported format %q: want json, text or prometheus", f), http.StatusBadRequest)
+	}
+}
+
+func (s *Server) prometheus(w http.ResponseWriter, r *http.Request) {
+	filter, usedOnly, ok := statsQuery(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", stats.PrometheusContentType)
+	_ = s.cfg.Stats.WritePrometheus(w, filter, usedOnly)
 }

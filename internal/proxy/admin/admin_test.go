@@ -236,3 +236,41 @@ func TestQuitQuitQuitRequiresPost(t *testing.T) {
 		t.Fatal("quit not called")
 	}
 }
+
+func TestPrometheusStatsCarryEnvoyTagsAfterTraffic(t *testing.T) {
+	f := setup(t)
+	for range 2 {
+		resp, err := http.Get(f.listener + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	resp, err := http.Get(f.adminBase + "/stats/prometheus?usedonly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	for _, want := range []string{
+		"# TYPE envoy_cluster_upstream_rq_xx counter\n",
+		`envoy_cluster_upstream_rq_xx{envoy_cluster_name="outbound|80||backend",envoy_response_code_class="2"} 2` + "\n",
+		`envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||backend"} 2` + "\n",
+		"# TYPE envoy_listener_manager_listener_added counter\nenvoy_listener_manager_listener_added 1\n",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/stats/prometheus lacks %q", want)
+		}
+	}
+	// usedonly: the 5xx class never counted.
+	if strings.Contains(string(body), `envoy_response_code_class="5"`) {
+		t.Errorf("usedonly shows an unused counter:\n%s", body)
+	}
+	if code, _ := f.get(t, "/stats?format=xml"); code != http.StatusBadRequest {
+		t.Errorf("/stats?format=xml: %d, want 400", code)
+	}
+}
