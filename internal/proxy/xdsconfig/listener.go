@@ -12,6 +12,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
@@ -65,6 +66,8 @@ type HTTPConnectionManager struct {
 	SuppressEnvoyHeaders bool
 	// IdleTimeout closes downstream connections idle this long (Envoy's default: 1h).
 	IdleTimeout time.Duration
+	// AccessLogs are the HCM's access_log entries, each called when a request ends.
+	AccessLogs []accesslog.Logger
 }
 
 const (
@@ -253,6 +256,9 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 		return nil, err
 	}
 	out.SuppressEnvoyHeaders = suppress
+	if out.AccessLogs, err = parseAccessLogs(h.GetAccessLog()); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
