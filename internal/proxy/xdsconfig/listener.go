@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -22,7 +23,9 @@ type Listener struct {
 	Address string // host:port
 	// BindToPort false means the listener owns no socket (Envoy's virtual listeners).
 	BindToPort bool
-	HTTP       *HTTPConnectionManager
+	// Inbound is traffic_direction INBOUND (what /drain_listeners?inboundonly drains).
+	Inbound bool
+	HTTP    *HTTPConnectionManager
 }
 
 // Codec is the downstream HTTP protocol a connection manager accepts.
@@ -109,7 +112,8 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		"tcp_fast_open_queue_length"); err != nil {
 		return nil, err
 	}
-	out := &Listener{Name: l.GetName(), BindToPort: l.GetBindToPort() == nil || l.GetBindToPort().GetValue()}
+	out := &Listener{Name: l.GetName(), BindToPort: l.GetBindToPort() == nil || l.GetBindToPort().GetValue(),
+		Inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
 	addr, err := socketAddress(l.GetAddress())
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
