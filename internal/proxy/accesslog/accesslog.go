@@ -107,11 +107,7 @@ func (f *Files) Parse(al *accesslogv3.AccessLog) (Logger, error) {
 			return nil, err
 		}
 	}
-	s, err := f.open(path)
-	if err != nil {
-		return nil, fmt.Errorf("typed_config.path %q: %w", path, err)
-	}
-	l.sink = s
+	l.sink = f.open(path)
 	return l, nil
 }
 

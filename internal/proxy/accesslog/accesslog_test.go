@@ -303,8 +303,6 @@ func TestParseRejectsWhatItCannotHonourWithFieldPaths(t *testing.T) {
 			"filter.or_filter.filters[1].header_filter", true},
 		{"bad flag", &accesslogv3.AccessLog{Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{"UH", "XX"}}}},
 			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: stdout(nil)}}, "", false},
-		{"unopenable file", &accesslogv3.AccessLog{ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: anyOf(t, &filev3.FileAccessLog{Path: filepath.Join(t.TempDir(), "no", "such", "dir")})}},
-			"typed_config.path", false},
 	}
 	for _, tt := range tests {
 		_, err := files.Parse(tt.al)
@@ -398,6 +396,36 @@ func TestStdoutLoggerDefaultsToEnvoysFormatAndFlushesWithinASecond(t *testing.T)
 	}
 }
 
+func TestParsingTouchesNoFileAndAnUnopenablePathDropsLines(t *testing.T) {
+	files := NewFiles(nil, nil)
+	t.Cleanup(func() { _ = files.Close() })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "later.log")
+	bad := filepath.Join(dir, "no", "such", "dir", "a.log")
+	good, err := files.Parse(&accesslogv3.AccessLog{ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: anyOf(t, &filev3.FileAccessLog{Path: path})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken, err := files.Parse(&accesslogv3.AccessLog{ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: anyOf(t, &filev3.FileAccessLog{Path: bad})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("Parse created the file (stat: %v)", err)
+	}
+	good.Log(fixedInfo())
+	broken.Log(fixedInfo())
+	if err := files.Flush(); err == nil || !strings.Contains(err.Error(), "open access log") {
+		t.Fatalf("Flush: %v", err)
+	}
+	if files.Dropped() != 1 {
+		t.Fatalf("dropped %d lines, want 1", files.Dropped())
+	}
+	if data, _ := os.ReadFile(path); !strings.HasPrefix(string(data), "[2026-11-23T09:08:07.654Z]") {
+		t.Fatalf("good file: %q", data)
+	}
+}
+
 func TestReopenStartsANewFileAfterRotation(t *testing.T) {
 	files := NewFiles(nil, nil)
 	t.Cleanup(func() { _ = files.Close() })
@@ -409,6 +437,9 @@ func TestReopenStartsANewFileAfterRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Log(&streaminfo.Info{ResponseCode: 200})
+	if err := files.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}

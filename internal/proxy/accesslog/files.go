@@ -1,9 +1,11 @@
 package accesslog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -62,18 +64,21 @@ type sink struct {
 	spare  []byte
 	closed bool
 
-	wmu  sync.Mutex
-	w    io.Writer
-	file *os.File // nil for stdout and stderr
+	wmu     sync.Mutex
+	w       io.Writer // nil until the file is first opened
+	file    *os.File  // nil for stdout and stderr
+	failing bool      // the last open or write failed (logged once per failure spell)
 }
 
-// open returns the sink for path, opening the file (append, create) the first time, so a path that
-// cannot be opened fails the config that names it, as in Envoy.
-func (f *Files) open(path string) (*sink, error) {
+// open returns the sink for path. The file itself is opened (append, create) by the first flush,
+// not here: parsing config must not touch the file system (parsers are fuzzed, and a NACKed or
+// replaced config would leave files behind). Unlike Envoy, a path that cannot be opened is
+// therefore reported in the proxy's log rather than rejecting the config.
+func (f *Files) open(path string) *sink {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s := f.sinks[path]; s != nil {
-		return s, nil
+		return s
 	}
 	s := &sink{path: path, kick: f.kick}
 	switch path {
@@ -81,12 +86,6 @@ func (f *Files) open(path string) (*sink, error) {
 		s.w = f.stdout
 	case "/dev/stderr":
 		s.w = f.stderr
-	default:
-		file, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("open access log: %w", err)
-		}
-		s.w, s.file = file, file
 	}
 	f.sinks[path] = s
 	if !f.running {
@@ -94,7 +93,7 @@ func (f *Files) open(path string) (*sink, error) {
 		f.stop, f.done = make(chan struct{}), make(chan struct{})
 		go f.flushLoop(f.stop, f.done)
 	}
-	return s, nil
+	return s
 }
 
 func (f *Files) flushLoop(stop, done chan struct{}) {
@@ -200,9 +199,22 @@ func (s *sink) flushLocked() error {
 	s.mu.Unlock()
 	var err error
 	if len(b) > 0 {
-		if _, err = s.w.Write(b); err != nil {
-			err = fmt.Errorf("access log %s: %w", s.path, err)
+		if s.w == nil {
+			if file, oerr := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); oerr == nil {
+				s.w, s.file = file, file
+			} else {
+				err = fmt.Errorf("open access log: %w", oerr)
+			}
 		}
+		if s.w != nil {
+			if _, werr := s.w.Write(b); werr != nil {
+				err = fmt.Errorf("access log %s: %w", s.path, werr)
+			}
+		}
+		if err != nil {
+			s.dropped.Add(uint64(bytesLines(b)))
+		}
+		s.report(err)
 	}
 	s.mu.Lock()
 	s.spare = b[:0]
@@ -217,14 +229,9 @@ func (s *sink) reopen() error {
 	if s.file == nil {
 		return err
 	}
+	// The next flush opens the path afresh.
 	_ = s.file.Close()
-	file, oerr := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if oerr != nil {
-		s.w = io.Discard
-		s.file = nil
-		return errors.Join(err, fmt.Errorf("reopen access log: %w", oerr))
-	}
-	s.w, s.file = file, file
+	s.w, s.file = nil, nil
 	return err
 }
 
@@ -239,4 +246,25 @@ func (s *sink) close() error {
 		err = errors.Join(err, s.file.Close())
 	}
 	return err
+}
+
+// report logs the first failure of a spell and the recovery after it, so a full disk does not log
+// once per second.
+func (s *sink) report(err error) {
+	switch {
+	case err != nil && !s.failing:
+		s.failing = true
+		slog.Error("access log lines dropped", "path", s.path, "error", err)
+	case err == nil && s.failing:
+		s.failing = false
+		slog.Info("access log writing again", "path", s.path)
+	}
+}
+
+func bytesLines(b []byte) int {
+	n := bytes.Count(b, []byte{'\n'})
+	if n == 0 {
+		n = 1
+	}
+	return n
 }
