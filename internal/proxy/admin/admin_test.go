@@ -316,8 +316,42 @@ func TestGracefulDrainListenersReportsDrainingAndClosesConnections(t *testing.T)
 
 func TestDrainListenersInboundOnlyLeavesOutboundServing(t *testing.T) {
 	f := setup(t)
+	// Add an inbound listener beside virtualOutbound, with the same connection manager.
+	var outbound, inbound *listenerv3.Listener
+	{
+		var dump adminv3.ConfigDump
+		_, body := f.get(t, "/config_dump")
+		if err := protojson.Unmarshal([]byte(body), &dump); err != nil {
+			t.Fatal(err)
+		}
+		var ls adminv3.ListenersConfigDump
+		if err := dump.Configs[2].UnmarshalTo(&ls); err != nil {
+			t.Fatal(err)
+		}
+		outbound = &listenerv3.Listener{}
+		if err := ls.DynamicListeners[0].GetActiveState().GetListener().UnmarshalTo(outbound); err != nil {
+			t.Fatal(err)
+		}
+		inbound = proto.Clone(outbound).(*listenerv3.Listener)
+		inbound.Name, inbound.TrafficDirection = "virtualInbound", corev3.TrafficDirection_INBOUND
+	}
+	if err := f.proxy.OnResources(server.ListenerType, []proto.Message{outbound, inbound}); err != nil {
+		t.Fatal(err)
+	}
+	var inboundAddr string
+	for _, l := range f.proxy.Listeners() {
+		if l.Name == "virtualInbound" {
+			inboundAddr = l.Address
+		}
+	}
+	if inboundAddr == "" {
+		t.Fatal("inbound listener not running")
+	}
 	if code, _ := f.post(t, "/drain_listeners?inboundonly"); code != 200 {
 		t.Fatalf("POST /drain_listeners?inboundonly: %d", code)
+	}
+	if _, err := net.DialTimeout("tcp", inboundAddr, time.Second); err == nil {
+		t.Fatal("inbound listener still accepts after /drain_listeners?inboundonly")
 	}
 	// virtualOutbound has no traffic_direction INBOUND, so it keeps serving without closing.
 	resp, err := http.Get(f.listener + "/")
