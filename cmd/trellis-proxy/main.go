@@ -24,9 +24,10 @@ func main() {
 
 func newRootCommand() *cobra.Command {
 	var (
-		opts     proxy.Options
-		metadata []string
-		logLevel string
+		opts           proxy.Options
+		metadata       []string
+		logLevel       string
+		componentLevel string
 	)
 	cmd := &cobra.Command{
 		Use:           "trellis-proxy",
@@ -35,17 +36,17 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fail(fmt.Errorf("--log-level %q: %w", logLevel, err))
+			levels, err := logLevels(logLevel, componentLevel)
+			if err != nil {
+				return fail(err)
 			}
-			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			opts.LogLevels = levels
 			md, err := parseMetadata(metadata)
 			if err != nil {
 				return fail(err)
 			}
 			opts.Metadata = md
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			ctx, stop := onSignals()
 			defer stop()
 			return fail(proxy.Run(ctx, opts))
 		},
@@ -57,9 +58,56 @@ func newRootCommand() *cobra.Command {
 	f.StringArrayVar(&metadata, "metadata", nil, "node metadata KEY=VALUE (repeatable), e.g. INTERCEPTION_MODE=NONE")
 	f.StringVar(&opts.BootstrapPath, "config", "", "Envoy bootstrap file (YAML or JSON): static_resources, node, admin, dynamic_resources")
 	f.StringVar(&opts.AdminAddress, "admin-address", proxy.DefaultAdminAddress, "admin API address (the bootstrap's admin.address wins when set)")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.DurationVar(&opts.DrainDuration, "drain-duration", proxy.DefaultDrainDuration, "how long in-flight requests may take to finish on shutdown")
+	f.StringVar(&logLevel, "log-level", "info", "log level of every component: trace, debug, info, warning, error, critical, off")
+	f.StringVar(&componentLevel, "component-log-level", "", "per-component levels, as Envoy's flag: upstream:debug,http:info (components: "+
+		strings.Join(proxy.LogComponents, ", ")+")")
+	f.DurationVar(&opts.DrainDuration, "drain-duration", proxy.DefaultDrainDuration,
+		"drain period on SIGTERM (Envoy's --drain-time-s): listeners keep accepting but close connections after each response; requests still in flight then get as long again")
 	return cmd
+}
+
+// logLevels builds the per-component levels over one stderr handler from --log-level and
+// --component-log-level.
+func logLevels(all, components string) (*proxy.LogLevels, error) {
+	level, err := proxy.ParseLevel(all)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	// The handler takes every level; the components' levels decide, and /logging changes them.
+	base := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4})
+	levels := proxy.NewLogLevels(base, level)
+	if err := levels.SetComponents(components); err != nil {
+		return nil, fmt.Errorf("--component-log-level: %w", err)
+	}
+	return levels, nil
+}
+
+// onSignals returns a context cancelled by the first SIGTERM or SIGINT, which starts the graceful
+// drain; a second one exits at once, for an operator who will not wait.
+func onSignals() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			fmt.Fprintf(os.Stderr, "trellis-proxy: second %v: exiting without draining\n", sig)
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
 
 func parseMetadata(kvs []string) (map[string]string, error) {

@@ -11,6 +11,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/admin"
 	"github.com/trellis-mesh/trellis/internal/proxy/server"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
@@ -39,22 +40,26 @@ type Options struct {
 	// BootstrapPath is an Envoy bootstrap file (YAML or JSON); Bootstrap gives one directly instead.
 	BootstrapPath string
 	Bootstrap     *bootstrapv3.Bootstrap
-	// DrainDuration bounds the graceful drain of listeners on shutdown; default 5s.
+	// DrainDuration is the drain period on shutdown (Envoy's --drain-time-s): listeners keep
+	// accepting but close every connection after its response, then stop; requests still in flight
+	// then get as long again before their connections are closed. Also the graceful period of
+	// /drain_listeners?graceful. Default 5s.
 	DrainDuration time.Duration
-	Logger        *slog.Logger
+	// Logger is where logs go (slog.Default() when nil). Unless LogLevels is set, its handler's own
+	// level filters as before and /logging can only raise component levels above it.
+	Logger *slog.Logger
+	// LogLevels, when set, holds the per-component levels (cmd/trellis-proxy builds it from
+	// --log-level and --component-log-level) and replaces Logger.
+	LogLevels *LogLevels
 	// OnStarted, if set, is called once the admin server and the static listeners are up, with the
 	// admin server's bound address.
 	OnStarted func(adminAddress string)
 }
 
-// Run runs a proxy until ctx is cancelled (or POST /quitquitquit), then stops accepting, drains the
-// requests in flight within DrainDuration, and returns nil. It returns an error early when the
-// configuration is invalid or a socket cannot be bound.
+// Run runs a proxy until ctx is cancelled, then drains gracefully (see DrainDuration) and returns
+// nil; POST /quitquitquit stops it at once, without the drain period. It returns an error early
+// when the configuration is invalid or a socket cannot be bound.
 func Run(ctx context.Context, opts Options) error {
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	if opts.DrainDuration <= 0 {
 		opts.DrainDuration = DefaultDrainDuration
 	}
@@ -77,12 +82,24 @@ func Run(ctx context.Context, opts Options) error {
 	if xdsAddr != "" && node.GetId() == "" {
 		return errors.New("a node ID is required to talk to a control plane (--node-id or the bootstrap's node.id)")
 	}
-	log = log.With("node", node.GetId())
+	levels := opts.LogLevels
+	if levels == nil {
+		base := slog.Default()
+		if opts.Logger != nil {
+			base = opts.Logger
+		}
+		// Lowest level: the caller's handler keeps deciding what is written.
+		levels = NewLogLevels(base.Handler(), slog.LevelDebug-4)
+	}
+	logFor := func(component string) *slog.Logger { return levels.Logger(component).With("node", node.GetId()) }
+	log := logFor("main")
 
 	var client atomic.Pointer[xdsclient.Client]
 	store := stats.NewStore()
 	p := server.New(server.Options{
-		Logger:       log,
+		Logger:       logFor("config"),
+		HTTPLogger:   logFor("http"),
+		ConnLogger:   logFor("conn_handler"),
 		Stats:        store,
 		DrainTimeout: opts.DrainDuration,
 		WaitForLDS:   xdsAddr != "",
@@ -110,27 +127,32 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	ctx, quit := context.WithCancel(ctx)
-	defer quit()
+	quitCh := make(chan struct{})
+	var quitOnce sync.Once
 	adm := admin.New(admin.Config{
-		Address: adminAddress(b, opts.AdminAddress),
-		Source:  p,
-		Stats:   store,
-		Logger:  log.With("component", "admin"),
-		Quit:    quit,
+		Address:    adminAddress(b, opts.AdminAddress),
+		Source:     p,
+		Stats:      store,
+		Logger:     logFor("admin"),
+		Quit:       func() { quitOnce.Do(func() { close(quitCh) }) },
+		Logging:    levels,
+		ReopenLogs: accesslog.Default.Reopen,
 	})
 	if err := adm.Start(); err != nil {
 		stopCtx()
 		return err
 	}
 
+	// The xDS client keeps running through the drain period, as Envoy's does.
+	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopClient()
 	var wg sync.WaitGroup
 	if xdsAddr != "" {
-		c := xdsclient.New(xdsclient.Config{Address: xdsAddr, Node: node, Watcher: p, Logger: log})
+		c := xdsclient.New(xdsclient.Config{Address: xdsAddr, Node: node, Watcher: p, Logger: logFor("config")})
 		client.Store(c)
 		p.SetSubscriber(c)
 		wg.Go(func() {
-			if err := c.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := c.Run(clientCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("xDS client stopped", "error", err)
 			}
 		})
@@ -140,18 +162,46 @@ func Run(ctx context.Context, opts Options) error {
 		opts.OnStarted(adm.Addr())
 	}
 
-	<-ctx.Done()
-	log.Info("trellis-proxy draining", "drain", opts.DrainDuration)
-	// Admin stays up while listeners drain, so /ready reports DRAINING; a little slack over the
-	// drain duration lets the listener manager close what is left itself.
+	graceful := true
+	select {
+	case <-ctx.Done():
+	case <-quitCh:
+		graceful = false
+	}
+	if graceful {
+		// Envoy's shutdown drain: /ready says DRAINING so load balancers stop sending, while
+		// listeners keep accepting and tell every client to go (Connection: close, GOAWAY).
+		log.Info("trellis-proxy draining", "drain", opts.DrainDuration)
+		p.DrainListeners(false, true)
+		t := time.NewTimer(opts.DrainDuration)
+		select {
+		case <-t.C:
+		case <-quitCh:
+			graceful = false
+		}
+		t.Stop()
+	}
+	// Listeners stop accepting. Requests in flight get up to the drain duration again (the listener
+	// manager's drain timeout; the extra second lets it close what is left itself); after
+	// /quitquitquit they are cut at once.
 	dctx, cancel := context.WithTimeout(context.Background(), opts.DrainDuration+time.Second)
 	defer cancel()
-	if err := p.Shutdown(dctx); err != nil {
+	if !graceful {
+		log.Info("trellis-proxy quitting")
+		cancel()
+	}
+	if err := p.Shutdown(dctx); err != nil && graceful {
 		log.Warn("drain incomplete", "error", err)
 	}
+	stopClient()
 	wg.Wait()
-	if err := adm.Shutdown(dctx); err != nil {
+	actx, acancel := context.WithTimeout(context.Background(), time.Second)
+	defer acancel()
+	if err := adm.Shutdown(actx); err != nil {
 		log.Warn("admin shutdown", "error", err)
+	}
+	if err := accesslog.Default.Flush(); err != nil {
+		log.Warn("access log flush", "error", err)
 	}
 	log.Info("trellis-proxy stopped")
 	return nil

@@ -131,9 +131,27 @@ func TestRunServesStaticBootstrapAndDrainsOnCancel(t *testing.T) {
 	}()
 	<-entered
 	cancel()
-	time.Sleep(100 * time.Millisecond)
-	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second); err == nil {
-		t.Error("listener still accepts while draining")
+	// The drain period: /ready says DRAINING, and the listener still serves new connections but
+	// closes each after its response.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, body := getBody(t, "http://"+admin+"/ready")
+		if code == 503 && body == "DRAINING\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready after cancel: %d %q", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get(base + "/hello")
+	if err != nil {
+		t.Fatalf("new request during the drain period: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "backend/hello" || !resp.Close {
+		t.Fatalf("during drain: %d %q, Connection: close %v", resp.StatusCode, b, resp.Close)
 	}
 	close(release)
 	if got := <-inflight; got != "200 backend/slow" {
@@ -144,8 +162,47 @@ func TestRunServesStaticBootstrapAndDrainsOnCancel(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run returned %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second); err == nil {
+		t.Error("listener still accepts after Run returned")
+	}
+}
+
+func TestQuitQuitQuitStopsWithoutTheDrainPeriod(t *testing.T) {
+	_, port, _ := net.SplitHostPort("127.0.0.1:1")
+	path := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(staticBootstrap, port)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			BootstrapPath: path, AdminAddress: "127.0.0.1:0",
+			DrainDuration: time.Hour, Logger: slog.New(slog.DiscardHandler),
+			OnStarted: func(addr string) { started <- addr },
+		})
+	}()
+	var admin string
+	select {
+	case admin = <-started:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	resp, err := http.Post("http://"+admin+"/quitquitquit", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(10 * time.Second): // far less than the hour-long drain period
+		t.Fatal("Run did not return after /quitquitquit")
 	}
 }
 

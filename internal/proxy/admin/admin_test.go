@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/trellis-mesh/trellis/internal/proxy"
 	"github.com/trellis-mesh/trellis/internal/proxy/admin"
 	"github.com/trellis-mesh/trellis/internal/proxy/server"
 )
@@ -51,6 +52,7 @@ type fixture struct {
 	adminBase string
 	listener  string
 	quit      chan struct{}
+	levels    *proxy.LogLevels
 }
 
 func setup(t *testing.T) *fixture {
@@ -65,7 +67,9 @@ func setup(t *testing.T) *fixture {
 		_ = p.Shutdown(ctx)
 	})
 	f := &fixture{proxy: p, quit: make(chan struct{})}
-	srv := admin.New(admin.Config{Address: "127.0.0.1:0", Source: p, Stats: p.Stats(), Logger: log, Quit: func() { close(f.quit) }})
+	f.levels = proxy.NewLogLevels(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug - 4}), slog.LevelInfo)
+	srv := admin.New(admin.Config{Address: "127.0.0.1:0", Source: p, Stats: p.Stats(), Logger: log, Quit: func() { close(f.quit) },
+		Logging: f.levels})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -234,5 +238,162 @@ func TestQuitQuitQuitRequiresPost(t *testing.T) {
 	case <-f.quit:
 	case <-time.After(5 * time.Second):
 		t.Fatal("quit not called")
+	}
+}
+
+func TestPrometheusStatsCarryEnvoyTagsAfterTraffic(t *testing.T) {
+	f := setup(t)
+	for range 2 {
+		resp, err := http.Get(f.listener + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	resp, err := http.Get(f.adminBase + "/stats/prometheus?usedonly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	for _, want := range []string{
+		"# TYPE envoy_cluster_upstream_rq_xx counter\n",
+		`envoy_cluster_upstream_rq_xx{envoy_cluster_name="outbound|80||backend",envoy_response_code_class="2"} 2` + "\n",
+		`envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||backend"} 2` + "\n",
+		"# TYPE envoy_listener_manager_listener_added counter\nenvoy_listener_manager_listener_added 1\n",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/stats/prometheus lacks %q", want)
+		}
+	}
+	// usedonly: the 5xx class never counted.
+	if strings.Contains(string(body), `envoy_response_code_class="5"`) {
+		t.Errorf("usedonly shows an unused counter:\n%s", body)
+	}
+	if code, _ := f.get(t, "/stats?format=xml"); code != http.StatusBadRequest {
+		t.Errorf("/stats?format=xml: %d, want 400", code)
+	}
+}
+
+func (f *fixture) post(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(f.adminBase+path, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestGracefulDrainListenersReportsDrainingAndClosesConnections(t *testing.T) {
+	f := setup(t)
+	if code, _ := f.get(t, "/drain_listeners"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /drain_listeners: %d", code)
+	}
+	if code, body := f.post(t, "/drain_listeners?graceful"); code != 200 || body != "OK\n" {
+		t.Fatalf("POST /drain_listeners?graceful: %d %q", code, body)
+	}
+	if code, body := f.get(t, "/ready"); code != 503 || body != "DRAINING\n" {
+		t.Fatalf("/ready while draining: %d %q", code, body)
+	}
+	// Within the drain period (the server's default, 5s) the listener still serves, closing each
+	// connection after its response.
+	resp, err := http.Get(f.listener + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("request during the drain period: %d, Connection: close %v", resp.StatusCode, resp.Close)
+	}
+}
+
+func TestDrainListenersInboundOnlyLeavesOutboundServing(t *testing.T) {
+	f := setup(t)
+	// Add an inbound listener beside virtualOutbound, with the same connection manager.
+	var outbound, inbound *listenerv3.Listener
+	{
+		var dump adminv3.ConfigDump
+		_, body := f.get(t, "/config_dump")
+		if err := protojson.Unmarshal([]byte(body), &dump); err != nil {
+			t.Fatal(err)
+		}
+		var ls adminv3.ListenersConfigDump
+		if err := dump.Configs[2].UnmarshalTo(&ls); err != nil {
+			t.Fatal(err)
+		}
+		outbound = &listenerv3.Listener{}
+		if err := ls.DynamicListeners[0].GetActiveState().GetListener().UnmarshalTo(outbound); err != nil {
+			t.Fatal(err)
+		}
+		inbound = proto.Clone(outbound).(*listenerv3.Listener)
+		inbound.Name, inbound.TrafficDirection = "virtualInbound", corev3.TrafficDirection_INBOUND
+	}
+	if err := f.proxy.OnResources(server.ListenerType, []proto.Message{outbound, inbound}); err != nil {
+		t.Fatal(err)
+	}
+	var inboundAddr string
+	for _, l := range f.proxy.Listeners() {
+		if l.Name == "virtualInbound" {
+			inboundAddr = l.Address
+		}
+	}
+	if inboundAddr == "" {
+		t.Fatal("inbound listener not running")
+	}
+	if code, _ := f.post(t, "/drain_listeners?inboundonly"); code != 200 {
+		t.Fatalf("POST /drain_listeners?inboundonly: %d", code)
+	}
+	if _, err := net.DialTimeout("tcp", inboundAddr, time.Second); err == nil {
+		t.Fatal("inbound listener still accepts after /drain_listeners?inboundonly")
+	}
+	// virtualOutbound has no traffic_direction INBOUND, so it keeps serving without closing.
+	resp, err := http.Get(f.listener + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("outbound listener after inboundonly drain: %d close=%v", resp.StatusCode, resp.Close)
+	}
+	if code, _ := f.post(t, "/drain_listeners?bogus"); code != http.StatusBadRequest {
+		t.Fatalf("unknown parameter: %d", code)
+	}
+	if code, _ := f.post(t, "/drain_listeners"); code != 200 {
+		t.Fatal("drain all")
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(f.listener, "http://"), time.Second); err == nil {
+		t.Fatal("listener still accepts after /drain_listeners")
+	}
+}
+
+func TestLoggingListsAndSetsComponentLevels(t *testing.T) {
+	f := setup(t)
+	code, body := f.get(t, "/logging")
+	if code != 200 || !strings.HasPrefix(body, "active loggers:\n  admin: info\n  config: info\n") {
+		t.Fatalf("GET /logging: %d %q", code, body)
+	}
+	if code, body = f.post(t, "/logging?level=warning&upstream=debug"); code != 200 ||
+		!strings.Contains(body, "  http: warning\n") || !strings.Contains(body, "  upstream: debug\n") {
+		t.Fatalf("POST /logging: %d %q", code, body)
+	}
+	if !f.levels.Logger("upstream").Enabled(context.Background(), slog.LevelDebug) ||
+		f.levels.Logger("http").Enabled(context.Background(), slog.LevelInfo) {
+		t.Fatal("levels not applied to the loggers")
+	}
+	code, body = f.post(t, "/logging?level=loud")
+	if code != 400 || !strings.Contains(body, "trace, debug, info, warning, error, critical, off") {
+		t.Fatalf("bad level: %d %q", code, body)
+	}
+	code, body = f.post(t, "/logging?nosuch=debug")
+	if code != 400 || !strings.Contains(body, "admin, config, conn_handler, http, main, router, upstream") {
+		t.Fatalf("bad component: %d %q", code, body)
 	}
 }

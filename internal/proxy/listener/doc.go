@@ -7,6 +7,9 @@
 //   - A listener that is removed or moves to another address stops accepting at once and drains:
 //     requests in flight complete (keep-alive connections are closed after their current response)
 //     within the drain timeout, after which remaining connections are closed.
+//   - Drain (Envoy's /drain_listeners, and shutdown) stops every listener, or the inbound ones, at
+//     once; or gracefully: for a drain period they keep accepting while every response closes its
+//     connection (HTTP/1 Connection: close, HTTP/2 GOAWAY), then they stop.
 //   - New sockets are bound before anything else changes, so an update that cannot bind (address in
 //     use) fails as a whole and leaves the running listeners untouched.
 //

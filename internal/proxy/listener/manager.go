@@ -30,6 +30,8 @@ type Spec struct {
 	// IdleTimeout closes keep-alive connections idle this long; 0 means none. It is fixed when the
 	// socket is bound.
 	IdleTimeout time.Duration
+	// Inbound is Envoy's traffic_direction INBOUND, which /drain_listeners?inboundonly selects.
+	Inbound bool
 }
 
 // Info describes a running listener.
@@ -53,6 +55,12 @@ type running struct {
 	srv     *http.Server
 	handler atomic.Pointer[handlerBox]
 	served  chan struct{}
+	// draining is set when a graceful drain covers this listener: it still accepts, but every
+	// HTTP/1 response carries Connection: close and HTTP/2 connections get a GOAWAY. The HTTP server
+	// reads it per response (net/http does through SetKeepAlivesEnabled(false)).
+	draining atomic.Bool
+	// stopped is set, under Manager.mu, once the socket is closed and the connections drain.
+	stopped bool
 }
 
 func (l *running) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -70,6 +78,10 @@ type Manager struct {
 	draining sync.WaitGroup
 	drainSet map[*running]bool // listeners still draining, so Shutdown can cut them short
 	closed   bool
+	// graceful and stopped are the scopes /drain_listeners has put into graceful drain and stopped;
+	// listeners LDS adds later inside them start draining, or are not bound at all.
+	graceful, stopped drainScope
+	drainTimers       []*time.Timer
 
 	added, removed, modified, createSuccess, createFailure *stats.Counter
 	totalActive, totalDraining                             *stats.Gauge
@@ -141,7 +153,11 @@ func (m *Manager) Apply(specs []Spec) error {
 	}
 	started := make(map[string]*running, len(start))
 	var later []Spec
-	for _, s := range start {
+	for i, s := range start {
+		if m.stopped.covers(s) {
+			start[i].Bind = false // Envoy does not start listeners that /drain_listeners stopped
+			s = start[i]
+		}
 		if s.Bind && releasing[s.Address] {
 			later = append(later, s)
 			continue
@@ -177,6 +193,9 @@ func (m *Manager) Apply(specs []Spec) error {
 	}
 	var errs []error
 	for _, s := range later {
+		if m.stopped.covers(s) {
+			s.Bind = false
+		}
 		l, err := m.bind(s)
 		if err != nil {
 			m.createFailure.Inc()
@@ -195,6 +214,9 @@ func (m *Manager) Apply(specs []Spec) error {
 		}
 		m.active[s.Name] = l
 		m.createSuccess.Inc()
+		if m.graceful.covers(l.spec) {
+			m.startDrainLocked(l)
+		}
 		m.serve(l)
 	}
 	m.totalActive.Set(int64(len(m.active)))
@@ -275,9 +297,10 @@ func (m *Manager) serve(l *running) {
 
 // stopLocked stops l accepting now and drains it in the background.
 func (m *Manager) stopLocked(l *running) {
-	if l.srv == nil {
+	if l.srv == nil || l.stopped {
 		return
 	}
+	l.stopped = true
 	m.log.Info("listener draining", "listener", l.spec.Name, "address", l.ln.Addr().String())
 	_ = l.ln.Close()
 	m.totalDraining.Inc()
@@ -322,6 +345,9 @@ func (m *Manager) Listeners() []Info {
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
+	for _, t := range m.drainTimers {
+		t.Stop()
+	}
 	for name, l := range m.active {
 		delete(m.active, name)
 		m.stopLocked(l)
@@ -347,4 +373,70 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Unlock()
 	<-done
 	return fmt.Errorf("listener drain cut short, connections closed: %w", ctx.Err())
+}
+
+// drainScope is which listeners a /drain_listeners covers.
+type drainScope uint8
+
+const (
+	scopeNone drainScope = iota
+	scopeInbound
+	scopeAll
+)
+
+func (d drainScope) covers(s Spec) bool {
+	return d == scopeAll || d == scopeInbound && s.Inbound
+}
+
+// Drain is Envoy's /drain_listeners: for every listener (only the inbound ones when inboundOnly).
+// Without graceful they stop accepting now and their connections drain as a removed listener's do.
+// With graceful they first go through a drain period of the manager's drain timeout, still
+// accepting, with every response closing its connection (HTTP/1 Connection: close, HTTP/2 GOAWAY);
+// then they stop. Listeners LDS adds later inside the scope drain, or stay unbound, likewise.
+func (m *Manager) Drain(inboundOnly, graceful bool) {
+	scope := scopeAll
+	if inboundOnly {
+		scope = scopeInbound
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	if !graceful {
+		m.stopped = max(m.stopped, scope)
+		for _, l := range m.active {
+			if scope.covers(l.spec) {
+				m.stopLocked(l)
+			}
+		}
+		return
+	}
+	if m.graceful >= scope {
+		return // a drain of this scope is already under way
+	}
+	m.graceful = scope
+	for _, l := range m.active {
+		if scope.covers(l.spec) {
+			m.startDrainLocked(l)
+		}
+	}
+	m.log.Info("listeners draining gracefully", "inbound_only", inboundOnly, "drain", m.drain)
+	m.drainTimers = append(m.drainTimers, time.AfterFunc(m.drain, func() { m.Drain(inboundOnly, false) }))
+}
+
+func (m *Manager) startDrainLocked(l *running) {
+	l.draining.Store(true)
+	if l.srv != nil {
+		// net/http then closes every HTTP/1 connection after its response (Connection: close) and
+		// sends HTTP/2 connections a GOAWAY after their current stream; idle ones close now.
+		l.srv.SetKeepAlivesEnabled(false)
+	}
+}
+
+// Draining reports whether /drain_listeners (or shutdown) has begun draining any listener.
+func (m *Manager) Draining() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.graceful != scopeNone || m.stopped != scopeNone || m.closed
 }

@@ -41,7 +41,10 @@ type Subscriber interface {
 
 // Options configures a Proxy.
 type Options struct {
-	Logger *slog.Logger
+	// Logger logs config updates (Envoy's "config" component). HTTPLogger, for the connection
+	// managers, and ConnLogger, for listeners and connections (Envoy's "http" and "conn_handler"),
+	// default to it.
+	Logger, HTTPLogger, ConnLogger *slog.Logger
 	// Stats receives every metric; nil means a fresh store.
 	Stats *stats.Store
 	// DrainTimeout bounds how long a removed listener's requests may take (default 5s).
@@ -56,6 +59,7 @@ type Options struct {
 // Proxy is the running data plane. Its methods are safe for concurrent use.
 type Proxy struct {
 	log       *slog.Logger
+	httpLog   *slog.Logger
 	stats     *stats.Store
 	listeners *listener.Manager
 	versions  func(string) string
@@ -136,6 +140,12 @@ func New(opts Options) *Proxy {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.HTTPLogger == nil {
+		opts.HTTPLogger = opts.Logger
+	}
+	if opts.ConnLogger == nil {
+		opts.ConnLogger = opts.Logger.With("component", "listener")
+	}
 	if opts.Stats == nil {
 		opts.Stats = stats.NewStore()
 	}
@@ -144,8 +154,9 @@ func New(opts Options) *Proxy {
 	}
 	p := &Proxy{
 		log:       opts.Logger,
+		httpLog:   opts.HTTPLogger,
 		stats:     opts.Stats,
-		listeners: listener.NewManager(opts.Logger.With("component", "listener"), opts.Stats, opts.DrainTimeout),
+		listeners: listener.NewManager(opts.ConnLogger, opts.Stats, opts.DrainTimeout),
 		versions:  opts.Versions,
 		static:    newResources(),
 		dynamic:   newResources(),
@@ -352,6 +363,15 @@ func (p *Proxy) Clusters() []*upstream.Cluster {
 		return 0
 	})
 	return out
+}
+
+// DrainListeners is Envoy's POST /drain_listeners: it drains every listener, or only those with
+// traffic_direction INBOUND, gracefully (a drain period of the drain timeout in which listeners
+// still accept but close each connection after its response, then they stop) or at once. The
+// server state becomes DRAINING, so /ready answers 503 from now on.
+func (p *Proxy) DrainListeners(inboundOnly, graceful bool) {
+	p.draining.Store(true)
+	p.listeners.Drain(inboundOnly, graceful)
 }
 
 // Shutdown stops the listeners accepting, waits for requests in flight to finish (bounded by the

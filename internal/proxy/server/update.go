@@ -98,7 +98,7 @@ func (p *Proxy) ApplyBootstrap(b *bootstrapv3.Bootstrap) error {
 }
 
 func (p *Proxy) newHandler(cfg *xdsconfig.Listener) *hcm.Handler {
-	return hcm.New(cfg.HTTP, &p.snap, p.stats, p.log.With("listener", cfg.Name))
+	return hcm.New(cfg.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name))
 }
 
 // applyListenersLocked hands the static and dynamic listeners to the listener manager.
@@ -113,6 +113,7 @@ func (p *Proxy) applyListenersLocked() error {
 				Version:     e.gen,
 				Handler:     e.handler,
 				IdleTimeout: e.cfg.HTTP.IdleTimeout,
+				Inbound:     e.cfg.Inbound,
 			})
 		}
 	}

@@ -37,11 +37,23 @@ func (c *Counter) Value() uint64 {
 }
 
 // Gauge is a value that goes up and down. A nil *Gauge ignores updates.
-type Gauge struct{ v atomic.Int64 }
+type Gauge struct {
+	v atomic.Int64
+	// used is Envoy's "used" flag for ?usedonly: set by the first write, so a gauge that went up and
+	// back to zero still shows.
+	used atomic.Bool
+}
+
+func (g *Gauge) markUsed() {
+	if !g.used.Load() { // a load first keeps the cache line shared once the flag is set
+		g.used.Store(true)
+	}
+}
 
 // Inc adds one.
 func (g *Gauge) Inc() {
 	if g != nil {
+		g.markUsed()
 		g.v.Add(1)
 	}
 }
@@ -49,6 +61,7 @@ func (g *Gauge) Inc() {
 // Dec subtracts one.
 func (g *Gauge) Dec() {
 	if g != nil {
+		g.markUsed()
 		g.v.Add(-1)
 	}
 }
@@ -56,6 +69,7 @@ func (g *Gauge) Dec() {
 // Set replaces the value.
 func (g *Gauge) Set(v int64) {
 	if g != nil {
+		g.markUsed()
 		g.v.Store(v)
 	}
 }
@@ -75,6 +89,9 @@ type Store struct {
 	counters map[string]*Counter
 	gauges   map[string]*Gauge
 	funcs    map[string]func() int64
+
+	tagMu    sync.Mutex
+	tagCache map[string]extracted
 }
 
 // NewStore returns an empty store.
@@ -124,6 +141,9 @@ type Stat struct {
 	Value int64
 	// Counter is true for counters, false for gauges.
 	Counter bool
+	// Used is Envoy's used flag (?usedonly): a counter that has counted, a gauge that has been
+	// written; gauge functions always are.
+	Used bool
 }
 
 // Snapshot returns every metric whose name matches filter (all when filter is nil), sorted by name.
@@ -131,10 +151,11 @@ func (s *Store) Snapshot(filter *regexp.Regexp) []Stat {
 	s.mu.Lock()
 	out := make([]Stat, 0, len(s.counters)+len(s.gauges)+len(s.funcs))
 	for name, c := range s.counters {
-		out = append(out, Stat{Name: name, Value: int64(c.Value()), Counter: true})
+		v := c.Value()
+		out = append(out, Stat{Name: name, Value: int64(v), Counter: true, Used: v > 0})
 	}
 	for name, g := range s.gauges {
-		out = append(out, Stat{Name: name, Value: g.Value()})
+		out = append(out, Stat{Name: name, Value: g.Value(), Used: g.used.Load()})
 	}
 	funcs := make(map[string]func() int64, len(s.funcs))
 	for name, f := range s.funcs {
@@ -143,7 +164,7 @@ func (s *Store) Snapshot(filter *regexp.Regexp) []Stat {
 	s.mu.Unlock()
 	// Called without the lock: a gauge function may itself take locks of its owner.
 	for name, f := range funcs {
-		out = append(out, Stat{Name: name, Value: f()})
+		out = append(out, Stat{Name: name, Value: f(), Used: true})
 	}
 	if filter != nil {
 		out = slices.DeleteFunc(out, func(st Stat) bool { return !filter.MatchString(st.Name) })
@@ -162,17 +183,21 @@ func (s *Store) Snapshot(filter *regexp.Regexp) []Stat {
 
 // WriteText writes the metrics matching filter in Envoy's /stats text format.
 func (s *Store) WriteText(w io.Writer, filter *regexp.Regexp) error {
-	var buf []byte
-	for _, st := range s.Snapshot(filter) {
+	if _, err := w.Write(AppendText(nil, s.Snapshot(filter))); err != nil {
+		return fmt.Errorf("write stats: %w", err)
+	}
+	return nil
+}
+
+// AppendText appends stats in Envoy's /stats text format: "name: value" lines.
+func AppendText(buf []byte, snap []Stat) []byte {
+	for _, st := range snap {
 		buf = append(buf, st.Name...)
 		buf = append(buf, ": "...)
 		buf = strconv.AppendInt(buf, st.Value, 10)
 		buf = append(buf, '\n')
 	}
-	if _, err := w.Write(buf); err != nil {
-		return fmt.Errorf("write stats: %w", err)
-	}
-	return nil
+	return buf
 }
 
 // StatusClasses counts responses by status class, Envoy's <prefix>1xx ..

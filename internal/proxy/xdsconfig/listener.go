@@ -7,11 +7,13 @@ import (
 	"strconv"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
@@ -21,7 +23,9 @@ type Listener struct {
 	Address string // host:port
 	// BindToPort false means the listener owns no socket (Envoy's virtual listeners).
 	BindToPort bool
-	HTTP       *HTTPConnectionManager
+	// Inbound is traffic_direction INBOUND (what /drain_listeners?inboundonly drains).
+	Inbound bool
+	HTTP    *HTTPConnectionManager
 }
 
 // Codec is the downstream HTTP protocol a connection manager accepts.
@@ -65,6 +69,8 @@ type HTTPConnectionManager struct {
 	SuppressEnvoyHeaders bool
 	// IdleTimeout closes downstream connections idle this long (Envoy's default: 1h).
 	IdleTimeout time.Duration
+	// AccessLogs are the HCM's access_log entries, each called when a request ends.
+	AccessLogs []accesslog.Logger
 }
 
 const (
@@ -106,7 +112,8 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		"tcp_fast_open_queue_length"); err != nil {
 		return nil, err
 	}
-	out := &Listener{Name: l.GetName(), BindToPort: l.GetBindToPort() == nil || l.GetBindToPort().GetValue()}
+	out := &Listener{Name: l.GetName(), BindToPort: l.GetBindToPort() == nil || l.GetBindToPort().GetValue(),
+		Inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
 	addr, err := socketAddress(l.GetAddress())
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
@@ -253,6 +260,9 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 		return nil, err
 	}
 	out.SuppressEnvoyHeaders = suppress
+	if out.AccessLogs, err = parseAccessLogs(h.GetAccessLog()); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
