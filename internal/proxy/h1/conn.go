@@ -273,7 +273,7 @@ func (c *conn) releaseBody(body *reqBody) bool {
 	if c.dec.done {
 		return true
 	}
-	if c.dec.err != nil || c.w.canContinue.Load() {
+	if c.dec.err != nil || c.w.awaitingContinue() {
 		// The client may still be waiting for 100 Continue before it sends the body.
 		return false
 	}

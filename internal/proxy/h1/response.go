@@ -37,8 +37,10 @@ type response struct {
 	pendingLen    int64 // bytes written before commit (for HEAD, counted only)
 	werr          error
 
-	canContinue atomic.Bool
-	continueMu  sync.Mutex
+	canContinue  atomic.Bool
+	continueMu   sync.Mutex
+	expect       bool // the client asked for 100 Continue
+	continueSent bool // guarded by continueMu
 }
 
 var (
@@ -64,7 +66,19 @@ func (w *response) reset(req *http.Request, rh *requestHead) {
 		contentLength: -1,
 		pending:       w.pending[:0],
 	}
+	w.expect = rh.expectContinue
 	w.canContinue.Store(rh.expectContinue)
+}
+
+// awaitingContinue reports whether the client may still be holding its body back for a
+// 100 Continue that will never come.
+func (w *response) awaitingContinue() bool {
+	if !w.expect {
+		return false
+	}
+	w.continueMu.Lock()
+	defer w.continueMu.Unlock()
+	return !w.continueSent
 }
 
 func (w *response) Header() http.Header { return w.header }
@@ -75,6 +89,7 @@ func (w *response) writeContinue() {
 	defer w.continueMu.Unlock()
 	if w.canContinue.Load() {
 		w.canContinue.Store(false)
+		w.continueSent = true
 		_, _ = w.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		_ = w.c.bw.Flush()
 	}
@@ -238,7 +253,7 @@ func (w *response) commit() {
 	if conn := h["Connection"]; len(conn) > 0 && hasToken(conn, "close") {
 		w.closeAfter = true
 	}
-	if w.reqClose || s.closing.Load() {
+	if w.reqClose || s.closing.Load() || w.awaitingContinue() {
 		w.closeAfter = true
 	}
 	if w.status == http.StatusSwitchingProtocols {
