@@ -30,6 +30,7 @@ type conn struct {
 	remoteAddr string
 	ctx        context.Context
 	state      atomic.Int32
+	h2         atomic.Bool // handed to the HTTP/2 server
 
 	cr connReader
 	br *bufio.Reader
@@ -164,6 +165,7 @@ func (h *h2Conn) Read(p []byte) (int, error) { return h.r.Read(p) }
 
 func (c *conn) serveH2() {
 	h2, base := c.srv.h2Server()
+	c.h2.Store(true)
 	_ = c.rwc.SetReadDeadline(time.Time{})
 	h2.ServeConn(&h2Conn{Conn: c.rwc, r: c.br, c: c}, &http2.ServeConnOpts{
 		Context:    c.ctx,

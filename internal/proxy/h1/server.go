@@ -204,6 +204,9 @@ func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
+		if c.h2.Load() {
+			continue // GOAWAY was sent; the HTTP/2 server closes it once its streams are flushed
+		}
 		if st := http.ConnState(c.state.Load()); st == http.StateIdle || st == http.StateNew {
 			c.closeIdle()
 		}

@@ -22,8 +22,10 @@ const DefaultMaxIdleConnsPerHost = 2
 const inlineBodyMax = 64 << 10
 
 const (
-	clientBuf = 16 << 10
-	max1xx    = 8
+	// writeWaitBeforeReuse is how long a finished exchange waits for its body writer to report.
+	writeWaitBeforeReuse = 50 * time.Millisecond
+	clientBuf            = 16 << 10
+	max1xx               = 8
 )
 
 // Transport is an HTTP/1.1 http.RoundTripper with a keep-alive pool per host (req.URL.Host). A
@@ -308,16 +310,19 @@ func (pc *pconn) release() {
 	if pc.stopCancel != nil && !pc.stopCancel() {
 		keep = false // the context fired and closed it
 	}
-	if pc.writing {
+	if pc.writing && keep {
+		// The writer has usually just finished (the upstream answered after reading the body) but
+		// may not have said so yet; wait briefly, as net/http does. If the upstream answered
+		// before taking the whole body, the connection is out of step: closing it ends the writer.
+		timer := time.NewTimer(writeWaitBeforeReuse)
 		select {
 		case err := <-pc.writeDone:
 			pc.writing = false
-			keep = keep && err == nil
-		default:
-			// The upstream answered before taking the whole request body: the connection is out
-			// of step. Closing it ends the writer.
+			keep = err == nil
+		case <-timer.C:
 			keep = false
 		}
+		timer.Stop()
 	}
 	if keep && pc.br.Buffered() > 0 {
 		keep = false // unsolicited bytes after the response
