@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // maxDiscard is how much unread request body the server reads away after the handler returns to
@@ -157,21 +155,21 @@ func (c *conn) isH2Preface() bool {
 // h2Conn hands a connection to the HTTP/2 server with the bytes already buffered in front.
 type h2Conn struct {
 	net.Conn
-	r *bufio.Reader
-	c *conn
+	r    *bufio.Reader
+	c    *conn
+	done chan struct{} // closed when the HTTP/2 server is finished with it
 }
 
 func (h *h2Conn) Read(p []byte) (int, error) { return h.r.Read(p) }
 
 func (c *conn) serveH2() {
-	h2, base := c.srv.h2Server()
+	_, ln := c.srv.h2Server()
 	c.h2.Store(true)
 	_ = c.rwc.SetReadDeadline(time.Time{})
-	h2.ServeConn(&h2Conn{Conn: c.rwc, r: c.br, c: c}, &http2.ServeConnOpts{
-		Context:    c.ctx,
-		BaseConfig: base,
-		Handler:    c.srv.Handler,
-	})
+	hc := &h2Conn{Conn: c.rwc, r: c.br, c: c, done: make(chan struct{})}
+	if ln.push(hc) {
+		<-hc.done
+	}
 }
 
 // serveRequest reads, handles and answers one request. It reports whether the connection may

@@ -1,5 +1,6 @@
-// Package h1 is the proxy's own HTTP/1.1 codec: a Server that serves an http.Handler (with HTTP/2
-// prior knowledge handed to golang.org/x/net/http2) and a Transport that is an http.RoundTripper.
+// Package h1 is the proxy's own HTTP/1.1 codec: a Server that serves an http.Handler (handing
+// HTTP/2 prior-knowledge connections to a private net/http server) and a Transport that is an
+// http.RoundTripper.
 //
 // It exists for speed: net/http's Transport runs two goroutines per connection and hands every
 // request across channels, and its server allocates generously per request. Here one goroutine
@@ -13,5 +14,5 @@
 //
 // The surfaces mirror net/http (http.Request, http.ResponseWriter, http.Flusher, http.Hijacker,
 // http.Response) so the rest of the proxy does not know which codec it runs on. The package depends
-// only on the standard library and golang.org/x/net/http2.
+// only on the standard library.
 package h1

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // DefaultMaxHeaderBytes is Envoy's max_request_headers_kb default (60 KiB).
@@ -44,8 +42,9 @@ type Server struct {
 	conns     map[*conn]struct{}
 	closing   atomic.Bool
 	h2once    sync.Once
-	h2        *http2.Server
-	h2base    *http.Server
+	h2        *http.Server // serves the HTTP/2 prior-knowledge connections handed to h2ln
+	h2ln      *connListener
+	h2served  chan struct{}
 }
 
 // Serve accepts connections on ln and serves each on its own goroutine. It returns
@@ -135,33 +134,88 @@ func (s *Server) maxHeaderBytes() int {
 	return DefaultMaxHeaderBytes
 }
 
-// h2Server returns the HTTP/2 server for prior-knowledge connections. Its BaseConfig is a private
-// http.Server, configured with http2.ConfigureServer, whose Shutdown sends GOAWAY on every HTTP/2
-// connection (ConfigureServer registers that with RegisterOnShutdown).
-func (s *Server) h2Server() (*http2.Server, *http.Server) {
+// h2Server returns the server for HTTP/2 prior-knowledge connections: a private http.Server with
+// only unencrypted HTTP/2 enabled, fed connections through an in-memory listener. Its Shutdown sends
+// GOAWAY on every HTTP/2 connection and waits for their streams, as net/http does for its own.
+func (s *Server) h2Server() (*http.Server, *connListener) {
 	s.h2once.Do(func() {
-		base := &http.Server{
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		srv := &http.Server{
 			Handler:        s.Handler,
 			IdleTimeout:    s.IdleTimeout,
 			MaxHeaderBytes: s.maxHeaderBytes(),
+			Protocols:      &p,
 			ConnState: func(nc net.Conn, st http.ConnState) {
-				if hc, ok := nc.(*h2Conn); ok {
+				hc, ok := nc.(*h2Conn)
+				if !ok {
+					return
+				}
+				switch st {
+				case http.StateNew:
+					// Reported when the connection was accepted.
+				case http.StateClosed, http.StateHijacked:
+					close(hc.done)
+				default:
 					hc.c.setState(st)
 				}
 			},
 		}
 		if s.ErrorLog != nil {
-			base.ErrorLog = slog.NewLogLogger(s.ErrorLog.Handler(), slog.LevelDebug)
+			srv.ErrorLog = slog.NewLogLogger(s.ErrorLog.Handler(), slog.LevelDebug)
 		}
-		h2 := &http2.Server{}
-		if err := http2.ConfigureServer(base, h2); err != nil {
-			// Only a TLS cipher configuration can fail, and base has none.
-			panic("h1: configuring HTTP/2: " + err.Error())
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.h2ln = newConnListener()
+		if s.closing.Load() {
+			_ = s.h2ln.Close() // too late to start serving: the connection is closed instead
+			return
 		}
-		s.h2, s.h2base = h2, base
+		s.h2, s.h2served = srv, make(chan struct{})
+		go func() {
+			defer close(s.h2served)
+			_ = srv.Serve(s.h2ln)
+		}()
 	})
-	return s.h2, s.h2base
+	return s.h2, s.h2ln
 }
+
+// connListener is a net.Listener that accepts the connections pushed to it.
+type connListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// push hands c to the server; false means it is closed and c was not taken.
+func (l *connListener) push(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{} }
 
 // shutdownPollMax bounds the wait between looks for idle connections during Shutdown.
 const shutdownPollMax = 200 * time.Millisecond
@@ -176,11 +230,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.listeners {
 		_ = (*ln).Close()
 	}
-	h2base := s.h2base
+	h2 := s.h2
 	s.mu.Unlock()
-	if h2base != nil {
-		// Runs the GOAWAY hooks; it has no listeners or connections of its own to wait for.
-		_ = h2base.Shutdown(ctx)
+	if h2 != nil {
+		// GOAWAY on the HTTP/2 connections; returns when their streams are done.
+		if err := h2.Shutdown(ctx); err != nil {
+			return err
+		}
+		<-s.h2served
 	}
 	wait := time.Millisecond
 	timer := time.NewTimer(wait)
@@ -227,10 +284,11 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		_ = c.rwc.Close()
 	}
-	h2base := s.h2base
+	h2 := s.h2
 	s.mu.Unlock()
-	if h2base != nil {
-		_ = h2base.Close()
+	if h2 != nil {
+		_ = h2.Close()
+		<-s.h2served
 	}
 	return err
 }

@@ -3,7 +3,6 @@ package h1
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 const testDeadline = 10 * time.Second
@@ -556,12 +553,9 @@ func TestH2CPriorKnowledgeIsServedByHTTP2(t *testing.T) {
 		la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		fmt.Fprintf(w, "%s %s %v", r.Proto, r.URL.Path, la != nil)
 	}))
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, a)
-		},
-	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p}
 	t.Cleanup(tr.CloseIdleConnections)
 	resp, err := (&http.Client{Transport: tr, Timeout: testDeadline}).Get("http://" + addr + "/h2")
 	if err != nil {
