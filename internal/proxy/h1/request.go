@@ -79,6 +79,9 @@ func parseRequestHead(s string, rh *requestHead, scratch *[]byte) error {
 	if rh.host == "" && len(hosts) == 1 {
 		rh.host = hosts[0]
 	}
+	if !validHost(rh.host) {
+		return errHost // an absolute-form target's authority, which url parsing lets through
+	}
 	delete(h, "Host")
 
 	te, hasTE := h["Transfer-Encoding"]
