@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/h1"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 )
 
@@ -52,7 +53,7 @@ type handlerBox struct{ h http.Handler }
 type running struct {
 	spec    Spec
 	ln      net.Listener
-	srv     *http.Server
+	srv     *h1.Server
 	handler atomic.Pointer[handlerBox]
 	served  chan struct{}
 	// draining is set when a graceful drain covers this listener: it still accepts, but every
@@ -257,15 +258,12 @@ func (m *Manager) bind(s Spec) (*running, error) {
 	statPrefix := "listener." + strings.ReplaceAll(ln.Addr().String(), ":", "_") + "."
 	cxTotal := m.store.Counter(statPrefix + "downstream_cx_total")
 	cxActive := m.store.Gauge(statPrefix + "downstream_cx_active")
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // Envoy's AUTO codec also takes HTTP/2 prior knowledge
-	l.srv = &http.Server{
+	// trellis's own HTTP/1.1 codec; HTTP/2 prior knowledge is taken too (Envoy's AUTO codec).
+	l.srv = &h1.Server{
 		Handler:        l,
 		IdleTimeout:    s.IdleTimeout,
-		MaxHeaderBytes: 60 << 10, // Envoy's max_request_headers_kb default
-		Protocols:      &protocols,
-		ErrorLog:       slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
+		MaxHeaderBytes: h1.DefaultMaxHeaderBytes, // Envoy's max_request_headers_kb default
+		ErrorLog:       m.log,
 		ConnState: func(c net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:

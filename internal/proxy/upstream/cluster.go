@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/h1"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 )
 
@@ -51,7 +52,8 @@ type Cluster struct {
 	cfg   Config
 	Stats Stats
 
-	h1, h2 *http.Transport
+	h1 *h1.Transport
+	h2 *http.Transport
 
 	hosts atomic.Pointer[hostSet]
 	rr    atomic.Uint64
@@ -76,11 +78,11 @@ func New(cfg Config, store *stats.Store) *Cluster {
 	c := &Cluster{cfg: cfg, Stats: newStats(store, statName), pool: make(map[string]*Host)}
 	switch cfg.Protocol {
 	case HTTP1:
-		c.h1 = c.newTransport(false)
+		c.h1 = c.newH1Transport()
 	case HTTP2:
-		c.h2 = c.newTransport(true)
+		c.h2 = c.newTransport()
 	case UseDownstream:
-		c.h1, c.h2 = c.newTransport(false), c.newTransport(true)
+		c.h1, c.h2 = c.newH1Transport(), c.newTransport()
 	}
 	c.SetEndpoints(cfg.Endpoints)
 	return c
@@ -169,43 +171,58 @@ func (c *Cluster) Close() {
 }
 
 func (c *Cluster) closeIdle() {
-	for _, t := range []*http.Transport{c.h1, c.h2} {
-		if t != nil {
-			t.CloseIdleConnections()
-		}
+	if c.h1 != nil {
+		c.h1.CloseIdleConnections()
+	}
+	if c.h2 != nil {
+		c.h2.CloseIdleConnections()
 	}
 }
 
-func (c *Cluster) newTransport(h2 bool) *http.Transport {
+// dialer opens upstream connections for both transports, counting them and wrapping failures in
+// ConnectError.
+func (c *Cluster) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
 	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		Proxy: nil, // never the environment's HTTP_PROXY: the proxy is the one applications use
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if path, ok := unixPath(addr); ok {
-				network, addr = "unix", path
-			}
-			conn, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				c.Stats.CxConnectFail.Inc()
-				return nil, &ConnectError{Address: addr, Err: err}
-			}
-			c.Stats.CxTotal.Inc()
-			c.Stats.CxActive.Inc()
-			return &countedConn{Conn: conn, active: c.Stats.CxActive}, nil
-		},
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if path, ok := unixPath(addr); ok {
+			network, addr = "unix", path
+		}
+		conn, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			c.Stats.CxConnectFail.Inc()
+			return nil, &ConnectError{Address: addr, Err: err}
+		}
+		c.Stats.CxTotal.Inc()
+		c.Stats.CxActive.Inc()
+		return &countedConn{Conn: conn, active: c.Stats.CxActive}, nil
+	}
+}
+
+// newH1Transport is the HTTP/1.1 transport: trellis's own codec (internal/proxy/h1), which runs a
+// round trip on the caller's goroutine. Bodies pass through untouched (no compression).
+func (c *Cluster) newH1Transport() *h1.Transport {
+	return &h1.Transport{
+		DialContext:         c.dialer(),
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     c.cfg.IdleTimeout,
+	}
+}
+
+// newTransport is the HTTP/2 (prior knowledge) transport.
+func (c *Cluster) newTransport() *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{
+		Proxy:                 nil, // never the environment's HTTP_PROXY: the proxy is the one applications use
+		DialContext:           c.dialer(),
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       c.cfg.IdleTimeout,
 		DisableCompression:    true, // bodies pass through untouched
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
+		Protocols:             &p,
 	}
-	if h2 {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		t.Protocols = &p
-	}
-	return t
 }
 
 // ConnectError is a failure to open a connection to an upstream host.

@@ -1,0 +1,767 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxIdleConnsPerHost is net/http's default.
+const DefaultMaxIdleConnsPerHost = 2
+
+// inlineBodyMax is the largest request body of known length written before the response is read;
+// longer (or unknown-length) bodies stream from a goroutine while the response is read, so an
+// upstream that answers early is heard (full duplex, as Envoy).
+const inlineBodyMax = 64 << 10
+
+const (
+	// writeWaitBeforeReuse is how long a finished exchange waits for its body writer to report.
+	writeWaitBeforeReuse = 50 * time.Millisecond
+	clientBuf            = 16 << 10
+	max1xx               = 8
+)
+
+// Transport is an HTTP/1.1 http.RoundTripper with a keep-alive pool per host (req.URL.Host). A
+// round trip runs on the caller's goroutine; only a streaming request body gets a goroutine.
+type Transport struct {
+	// DialContext opens connections; nil uses a plain net.Dialer. Its errors are returned as they
+	// are (wrapped, so errors.As finds them).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// IdleConnTimeout closes a pooled connection idle this long; 0 means never.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerHost bounds the pool per host; 0 means DefaultMaxIdleConnsPerHost.
+	MaxIdleConnsPerHost int
+	// MaxResponseHeaderBytes bounds a response head; 0 means DefaultMaxHeaderBytes.
+	MaxResponseHeaderBytes int
+
+	mu   sync.Mutex
+	idle map[string][]*pconn
+}
+
+var (
+	errShortBody     = errors.New("h1: request body shorter than its ContentLength")
+	errBadStatusLine = errors.New("h1: malformed status line")
+	errTooMany1xx    = errors.New("h1: too many 1xx responses")
+	errBodyClosed    = errors.New("h1: read on closed response body")
+)
+
+// CanceledError is a round trip or body read cut short by its context. It unwraps to ctx.Err().
+type CanceledError struct {
+	Err   error // the context's error
+	Cause error // what the aborted I/O returned
+}
+
+func (e *CanceledError) Error() string {
+	return "h1: request canceled: " + e.Err.Error()
+}
+
+func (e *CanceledError) Unwrap() error { return e.Err }
+
+// RoundTrip sends req and returns the response head; its body reads from the connection.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil {
+		closeReqBody(req)
+		return nil, errors.New("h1: nil Request.URL")
+	}
+	if s := req.URL.Scheme; s != "http" && s != "" {
+		closeReqBody(req)
+		return nil, errors.New("h1: unsupported protocol scheme " + s)
+	}
+	addr := req.URL.Host
+	if addr == "" {
+		closeReqBody(req)
+		return nil, errors.New("h1: no Host in request URL")
+	}
+	if strings.LastIndexByte(addr, ':') <= strings.LastIndexByte(addr, ']') {
+		addr += ":80"
+	}
+	ctx := req.Context()
+	for retried := false; ; retried = true {
+		pc, err := t.getConn(ctx, addr)
+		if err != nil {
+			closeReqBody(req)
+			if ctx.Err() != nil {
+				return nil, &CanceledError{Err: ctx.Err(), Cause: err}
+			}
+			return nil, err
+		}
+		resp, err := pc.roundTrip(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		if !retried && pc.reused && pc.nothingRead && ctx.Err() == nil {
+			// The pooled connection was closed by the upstream while idle: try a fresh one, as
+			// net/http does, when the request can be sent again.
+			if next, ok := rewind(req); ok {
+				req = next
+				continue
+			}
+		}
+		closeReqBody(req)
+		return nil, err
+	}
+}
+
+func rewind(req *http.Request) (*http.Request, bool) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, true
+	}
+	if req.GetBody == nil {
+		return nil, false
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, false
+	}
+	next := *req
+	next.Body = body
+	return &next, true
+}
+
+func closeReqBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// CloseIdleConnections closes the pooled connections; those in use close when their exchange ends
+// if they are not wanted then.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, pc := range list {
+			pc.inIdle = false
+			pc.close()
+		}
+	}
+}
+
+func (t *Transport) getConn(ctx context.Context, addr string) (*pconn, error) {
+	t.mu.Lock()
+	for list := t.idle[addr]; len(list) > 0; list = t.idle[addr] {
+		pc := list[len(list)-1]
+		list[len(list)-1] = nil
+		t.idle[addr] = list[:len(list)-1]
+		pc.inIdle = false
+		if pc.idleTimer != nil && !pc.idleTimer.Stop() {
+			continue // expiring: its timer closes it
+		}
+		t.mu.Unlock()
+		pc.reused = true
+		return pc, nil
+	}
+	t.mu.Unlock()
+	dial := t.DialContext
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	pc := &pconn{
+		t:         t,
+		key:       addr,
+		conn:      conn,
+		br:        getReader(&clientReaders, conn, clientBuf),
+		bw:        getWriter(&clientWriters, conn, clientBuf),
+		writeDone: make(chan error, 1),
+	}
+	pc.onCancel = func() {
+		pc.canceled.Store(true)
+		_ = pc.conn.Close()
+	}
+	return pc, nil
+}
+
+func (t *Transport) putIdle(pc *pconn) {
+	maxIdle := t.MaxIdleConnsPerHost
+	if maxIdle <= 0 {
+		maxIdle = DefaultMaxIdleConnsPerHost
+	}
+	t.mu.Lock()
+	if len(t.idle[pc.key]) >= maxIdle {
+		t.mu.Unlock()
+		pc.close()
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(map[string][]*pconn)
+	}
+	t.idle[pc.key] = append(t.idle[pc.key], pc)
+	pc.inIdle = true
+	if d := t.IdleConnTimeout; d > 0 {
+		if pc.idleTimer == nil {
+			pc.idleTimer = time.AfterFunc(d, pc.idleExpired)
+		} else {
+			pc.idleTimer.Reset(d)
+		}
+	}
+	t.mu.Unlock()
+}
+
+func (t *Transport) maxHead() int {
+	if t.MaxResponseHeaderBytes > 0 {
+		return t.MaxResponseHeaderBytes
+	}
+	return DefaultMaxHeaderBytes
+}
+
+// pconn is one upstream connection.
+type pconn struct {
+	t         *Transport
+	key       string
+	conn      net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	dec       decoder
+	head      []byte
+	scratch   []byte
+	idleTimer *time.Timer
+	inIdle    bool // in the pool; guarded by t.mu
+	reused    bool
+	closed    atomic.Bool
+
+	// The exchange in flight.
+	ctx         context.Context
+	onCancel    func()
+	stopCancel  func() bool
+	canceled    atomic.Bool
+	nothingRead bool // the response failed before its first byte
+	keepAlive   bool
+	writing     bool // a goroutine streams the request body
+	writeDone   chan error
+}
+
+func (pc *pconn) idleExpired() {
+	t := pc.t
+	t.mu.Lock()
+	if pc.inIdle {
+		list := t.idle[pc.key]
+		for i, x := range list {
+			if x == pc {
+				t.idle[pc.key] = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+		pc.inIdle = false
+	}
+	t.mu.Unlock()
+	pc.close()
+}
+
+func (pc *pconn) close() {
+	if pc.closed.Swap(true) {
+		return
+	}
+	_ = pc.conn.Close()
+	if pc.idleTimer != nil {
+		pc.idleTimer.Stop()
+	}
+	if !pc.writing {
+		putReader(&clientReaders, pc.br)
+		putWriter(&clientWriters, pc.bw)
+	}
+}
+
+// roundTrip runs one exchange on pc.
+func (pc *pconn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	pc.nothingRead, pc.keepAlive, pc.writing, pc.stopCancel = false, false, false, nil
+	pc.ctx = ctx
+	if ctx.Done() != nil {
+		pc.stopCancel = context.AfterFunc(ctx, pc.onCancel)
+	}
+	if err := pc.writeRequest(req); err != nil {
+		pc.nothingRead = true
+		pc.abort()
+		return nil, pc.ioError(ctx, err)
+	}
+	resp, err := pc.readResponse(ctx, req)
+	if err != nil {
+		pc.abort()
+		return nil, pc.ioError(ctx, err)
+	}
+	return resp, nil
+}
+
+// abort ends the exchange with the connection closed.
+func (pc *pconn) abort() {
+	if pc.stopCancel != nil {
+		pc.stopCancel()
+	}
+	pc.close()
+}
+
+// release ends the exchange after the response body; the connection goes back to the pool when
+// the exchange left it in step.
+func (pc *pconn) release() {
+	keep := pc.keepAlive && !pc.closed.Load()
+	if pc.stopCancel != nil && !pc.stopCancel() {
+		keep = false // the context fired and closed it
+	}
+	if pc.writing && keep {
+		// The writer has usually just finished (the upstream answered after reading the body) but
+		// may not have said so yet; wait briefly, as net/http does. If the upstream answered
+		// before taking the whole body, the connection is out of step: closing it ends the writer.
+		timer := time.NewTimer(writeWaitBeforeReuse)
+		select {
+		case err := <-pc.writeDone:
+			pc.writing = false
+			keep = err == nil
+		case <-timer.C:
+			keep = false
+		}
+		timer.Stop()
+	}
+	if keep && pc.br.Buffered() > 0 {
+		keep = false // unsolicited bytes after the response
+	}
+	pc.ctx = nil
+	if !keep {
+		pc.close()
+		return
+	}
+	pc.t.putIdle(pc)
+}
+
+func (pc *pconn) ioError(ctx context.Context, err error) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if ctx.Err() != nil || pc.canceled.Load() {
+		cerr := ctx.Err()
+		if cerr == nil {
+			cerr = context.Canceled
+		}
+		return &CanceledError{Err: cerr, Cause: err}
+	}
+	return err
+}
+
+var (
+	errBadMethod = errors.New("h1: invalid request method")
+	errBadURI    = errors.New("h1: invalid request URI")
+	errBadHost   = errors.New("h1: invalid Host")
+	errBadHeader = errors.New("h1: invalid request header field")
+)
+
+func (pc *pconn) writeRequest(req *http.Request) error {
+	bw := pc.bw
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !validToken(method) {
+		return errBadMethod
+	}
+	uri := req.URL.Opaque
+	if uri == "" || strings.HasPrefix(uri, "//") || req.URL.RawQuery != "" || req.URL.ForceQuery {
+		uri = req.URL.RequestURI()
+	}
+	if !validTarget(uri) {
+		return errBadURI
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !validHost(host) {
+		return errBadHost
+	}
+	body := req.Body
+	if body == http.NoBody {
+		body = nil
+	}
+	cl := req.ContentLength
+	if body != nil && cl == 0 {
+		cl = -1 // net/http: a Body with ContentLength 0 is of unknown length
+	}
+	if body == nil {
+		cl = 0
+	}
+
+	_, _ = bw.WriteString(method)
+	_ = bw.WriteByte(' ')
+	_, _ = bw.WriteString(uri)
+	_, _ = bw.WriteString(" HTTP/1.1\r\nHost: ")
+	_, _ = bw.WriteString(host)
+	_, _ = bw.WriteString("\r\n")
+	hasClose := false
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		case "Connection":
+			hasClose = hasToken(vs, "close")
+		}
+		if !validToken(k) {
+			return errBadHeader
+		}
+		for _, v := range vs {
+			if !validFieldValue(v) {
+				return errBadHeader
+			}
+			_, _ = bw.WriteString(k)
+			_, _ = bw.WriteString(": ")
+			_, _ = bw.WriteString(v)
+			_, _ = bw.WriteString("\r\n")
+		}
+	}
+	pc.keepAlive = !req.Close && !hasClose
+	if req.Close && !hasClose {
+		_, _ = bw.WriteString("Connection: close\r\n")
+	}
+	switch {
+	case cl > 0:
+		_, _ = bw.WriteString("Content-Length: ")
+		writeInt(bw, cl)
+		_, _ = bw.WriteString("\r\n")
+	case cl < 0:
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(req.Trailer) > 0 {
+			_, _ = bw.WriteString("Trailer: ")
+			first := true
+			for k := range req.Trailer {
+				if !validToken(k) {
+					return errBadHeader
+				}
+				if !first {
+					_ = bw.WriteByte(',')
+				}
+				first = false
+				_, _ = bw.WriteString(k)
+			}
+			_, _ = bw.WriteString("\r\n")
+		}
+	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
+		_, _ = bw.WriteString("Content-Length: 0\r\n")
+	}
+	_, _ = bw.WriteString("\r\n")
+
+	if body == nil {
+		return bw.Flush()
+	}
+	if cl > 0 && cl <= inlineBodyMax {
+		err := copyBody(bw, body, cl, false)
+		_ = body.Close()
+		if err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	if err := bw.Flush(); err != nil {
+		_ = body.Close()
+		return err
+	}
+	pc.writing = true
+	go pc.streamBody(body, cl, req)
+	return nil
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody copies a body of length n (or, with n < 0, up to EOF as chunks), flushing after each
+// read when streaming so the upstream sees data as it comes.
+func copyBody(bw *bufio.Writer, body io.Reader, n int64, flush bool) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var written int64
+	for n < 0 || written < n {
+		p := buf
+		if n >= 0 && int64(len(p)) > n-written {
+			p = p[:n-written]
+		}
+		m, rerr := body.Read(p)
+		if m > 0 {
+			if n < 0 {
+				writeChunkHeader(bw, m)
+			}
+			if _, err := bw.Write(p[:m]); err != nil {
+				return err
+			}
+			if n < 0 {
+				_, _ = bw.WriteString("\r\n")
+			}
+			written += int64(m)
+			if flush {
+				if err := bw.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			if n >= 0 && written < n {
+				return errShortBody
+			}
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	return nil
+}
+
+// streamBody writes the request body concurrently with the response being read.
+func (pc *pconn) streamBody(body io.ReadCloser, cl int64, req *http.Request) {
+	bw := pc.bw
+	err := copyBody(bw, body, cl, true)
+	if err == nil && cl < 0 {
+		_, _ = bw.WriteString("0\r\n")
+		for k, vs := range req.Trailer {
+			if !validToken(k) {
+				continue
+			}
+			for _, v := range vs {
+				if validFieldValue(v) {
+					writeField(bw, k, v)
+				}
+			}
+		}
+		_, _ = bw.WriteString("\r\n")
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	_ = body.Close()
+	if err != nil {
+		_ = pc.conn.Close()
+	}
+	pc.writeDone <- err
+}
+
+func (pc *pconn) readResponse(ctx context.Context, req *http.Request) (*http.Response, error) {
+	maxHead := pc.t.maxHead()
+	for n1xx := 0; ; n1xx++ {
+		head, err := readHead(pc.br, pc.head, maxHead, maxHead, false)
+		pc.head = head[:0]
+		if err != nil {
+			if len(head) == 0 && pc.br.Buffered() == 0 {
+				pc.nothingRead = true
+			}
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		resp, err := pc.parseResponse(string(head), req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if n1xx >= max1xx {
+				return nil, errTooMany1xx
+			}
+			continue
+		}
+		return resp, nil
+	}
+}
+
+func (pc *pconn) parseResponse(s string, req *http.Request) (*http.Response, error) {
+	line, rest, err := nextLine(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return nil, errBadStatusLine
+	}
+	major, minor, ok := parseVersion(line[:8])
+	if !ok || major != 1 {
+		return nil, errBadStatusLine
+	}
+	code := 0
+	for i := 9; i < 12; i++ {
+		c := line[i]
+		if c < '0' || c > '9' {
+			return nil, errBadStatusLine
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return nil, errBadStatusLine
+	}
+	n := countLines(rest)
+	h := make(http.Header, n)
+	if err := parseFields(rest, h, make([]string, 0, n), &pc.scratch); err != nil {
+		return nil, err
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		return &http.Response{StatusCode: code}, nil
+	}
+	resp := &http.Response{
+		Status:     line[9:],
+		StatusCode: code,
+		Proto:      line[:8],
+		ProtoMajor: major,
+		ProtoMinor: minor,
+		Header:     h,
+		Request:    req,
+	}
+	conn := h["Connection"]
+	if minor == 0 {
+		resp.Close = !hasToken(conn, "keep-alive")
+	} else {
+		resp.Close = hasToken(conn, "close")
+	}
+
+	if code == http.StatusSwitchingProtocols {
+		resp.Close = true
+		resp.ContentLength = -1
+		resp.Body = &upgradedBody{pc: pc}
+		if pc.stopCancel != nil {
+			pc.stopCancel()
+		}
+		if pc.writing {
+			// A request body still streaming makes an upgrade meaningless; refuse it.
+			return nil, errors.New("h1: 101 Switching Protocols while the request body streams")
+		}
+		return resp, nil
+	}
+
+	noBody := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	te, hasTE := h["Transfer-Encoding"]
+	cl, hasCL := h["Content-Length"]
+	kind, length := bodyToEOF, int64(-1)
+	switch {
+	case hasTE && hasCL:
+		return nil, errSmuggle
+	case hasTE:
+		if err := parseTransferEncoding(te); err != nil {
+			return nil, err
+		}
+		delete(h, "Transfer-Encoding")
+		resp.TransferEncoding = chunkedTE()
+		kind = bodyChunked
+		if resp.Trailer, err = declaredTrailers(h["Trailer"]); err != nil {
+			return nil, err
+		}
+		if resp.Trailer != nil {
+			delete(h, "Trailer")
+		}
+	case hasCL:
+		if length, err = parseContentLength(cl); err != nil {
+			return nil, err
+		}
+		kind = bodyFixed
+		if len(cl) > 1 {
+			h["Content-Length"] = cl[:1]
+		}
+	}
+	switch {
+	case noBody:
+		// net/http: a HEAD response reports the Content-Length it announces; 204 and 304 none.
+		kind = bodyNone
+		if req.Method != http.MethodHead {
+			length = 0
+		}
+	case kind == bodyToEOF:
+		resp.Close = true
+	case kind == bodyFixed && length == 0:
+		kind = bodyNone
+	}
+	resp.ContentLength = length
+	if kind == bodyChunked {
+		resp.ContentLength = -1
+	}
+	pc.keepAlive = pc.keepAlive && !resp.Close
+	if kind == bodyNone {
+		resp.Body = http.NoBody
+		pc.release()
+		return resp, nil
+	}
+	pc.dec.reset(pc.br, kind, length)
+	rb := &respBody{pc: pc}
+	if kind == bodyChunked {
+		pc.dec.trailerDst = &resp.Trailer
+	}
+	resp.Body = rb
+	return resp, nil
+}
+
+// respBody reads a response body from its connection and gives the connection back at EOF.
+type respBody struct {
+	mu     sync.Mutex
+	pc     *pconn
+	done   bool // the exchange is over; pc is no longer ours
+	closed bool
+	err    error
+}
+
+func (b *respBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errBodyClosed
+	}
+	if b.done {
+		return 0, b.err
+	}
+	pc := b.pc
+	n, err := pc.dec.Read(p)
+	if err == io.EOF {
+		b.done, b.err = true, io.EOF
+		pc.release()
+	} else if err != nil {
+		err = pc.ioError(pc.ctx, err)
+		b.done, b.err = true, err
+		pc.abort()
+	}
+	return n, err
+}
+
+// Close ends the body. Unread bytes already buffered are skipped to keep the connection; anything
+// more closes it.
+func (b *respBody) Close() error {
+	if !b.mu.TryLock() {
+		// A read is blocked in another goroutine: cut the connection under it.
+		_ = b.pc.conn.Close()
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if b.done {
+		return nil
+	}
+	b.done = true
+	pc := b.pc
+	d := &pc.dec
+	if d.kind == bodyFixed && d.err == nil && d.remaining <= int64(pc.br.Buffered()) {
+		if _, err := io.Copy(io.Discard, d); err == nil && d.done {
+			pc.release()
+			return nil
+		}
+	}
+	pc.abort()
+	return nil
+}
+
+// upgradedBody is a 101 response's body: the connection itself, both ways.
+type upgradedBody struct {
+	pc *pconn
+}
+
+func (u *upgradedBody) Read(p []byte) (int, error) { return u.pc.br.Read(p) }
+
+func (u *upgradedBody) Write(p []byte) (int, error) { return u.pc.conn.Write(p) }
+
+func (u *upgradedBody) Close() error {
+	u.pc.writing = true // the hijacker may still use the buffers; leave them to the GC
+	u.pc.close()
+	return nil
+}
