@@ -111,7 +111,7 @@ func (c *conn) awaitRequest(first bool) bool {
 	if c.br.Buffered() == 0 && !c.cr.pending() {
 		if !first {
 			c.setState(http.StateIdle)
-			if s.closing.Load() {
+			if !s.keepAlive() {
 				return false
 			}
 		}

@@ -253,7 +253,7 @@ func (w *response) commit() {
 	if conn := h["Connection"]; len(conn) > 0 && hasToken(conn, "close") {
 		w.closeAfter = true
 	}
-	if w.reqClose || s.closing.Load() || w.awaitingContinue() {
+	if w.reqClose || !s.keepAlive() || w.awaitingContinue() {
 		w.closeAfter = true
 	}
 	if w.status == http.StatusSwitchingProtocols {

@@ -41,10 +41,12 @@ type Server struct {
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closing   atomic.Bool
-	h2once    sync.Once
-	h2        *http.Server // serves the HTTP/2 prior-knowledge connections handed to h2ln
-	h2ln      *connListener
-	h2served  chan struct{}
+	// noKeepAlive is set while the listener drains: every response closes its connection.
+	noKeepAlive atomic.Bool
+	h2once      sync.Once
+	h2          *http.Server // serves the HTTP/2 prior-knowledge connections handed to h2ln
+	h2ln        *connListener
+	h2served    chan struct{}
 }
 
 // Serve accepts connections on ln and serves each on its own goroutine. It returns
@@ -171,6 +173,7 @@ func (s *Server) h2Server() (*http.Server, *connListener) {
 			_ = s.h2ln.Close() // too late to start serving: the connection is closed instead
 			return
 		}
+		srv.SetKeepAlivesEnabled(!s.noKeepAlive.Load())
 		s.h2, s.h2served = srv, make(chan struct{})
 		go func() {
 			defer close(s.h2served)
@@ -216,6 +219,25 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// SetKeepAlivesEnabled(false) makes every HTTP/1 response from now on carry Connection: close and
+// end its connection, closes idle connections, and sends HTTP/2 connections a GOAWAY after their
+// current stream: the graceful drain of Envoy's /drain_listeners. true restores keep-alive.
+func (s *Server) SetKeepAlivesEnabled(v bool) {
+	s.noKeepAlive.Store(!v)
+	s.mu.Lock()
+	h2 := s.h2
+	s.mu.Unlock()
+	if h2 != nil {
+		h2.SetKeepAlivesEnabled(v)
+	}
+	if !v {
+		s.closeIdle()
+	}
+}
+
+// keepAlive reports whether connections may outlive their current request.
+func (s *Server) keepAlive() bool { return !s.closing.Load() && !s.noKeepAlive.Load() }
 
 // shutdownPollMax bounds the wait between looks for idle connections during Shutdown.
 const shutdownPollMax = 200 * time.Millisecond
