@@ -205,6 +205,7 @@ func (c *Cluster) newTransport(h2 bool) *http.Transport {
 		p.SetUnencryptedHTTP2(true)
 		t.Protocols = &p
 	}
+	c.withTLS(t, h2)
 	return t
 }
 
