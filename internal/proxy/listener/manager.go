@@ -2,18 +2,21 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
 
 // Spec is one desired listener.
@@ -24,12 +27,38 @@ type Spec struct {
 	Bind bool
 	// Version identifies the listener's config: equal versions mean nothing to do.
 	Version string
-	// Handler serves the listener's requests. If it has a ConnState(net.Conn, http.ConnState)
-	// method, it is told about connections too.
-	Handler http.Handler
-	// IdleTimeout closes keep-alive connections idle this long; 0 means none. It is fixed when the
-	// socket is bound.
+
+	// Filters are the listener filters run on each new connection before its chain is chosen.
+	Filters xdsconfig.ListenerFilters
+	// Chains are chosen per connection by their Match; Default serves connections none matches,
+	// and without it those are closed.
+	Chains  []Chain
+	Default *Chain
+
+	// Handler and IdleTimeout, when Chains and Default are empty, make the listener one plaintext
+	// HTTP chain (codec AUTO) serving Handler.
+	Handler     http.Handler
 	IdleTimeout time.Duration
+}
+
+// Chain is a filter chain ready to serve: a match, optional TLS termination, and either HTTP or a
+// connection handler (the TCP proxy).
+type Chain struct {
+	// Name identifies the chain across updates: an HTTP chain that keeps its name, codec and idle
+	// timeout keeps its server and connections, and serves them with the new handler.
+	Name  string
+	Match xdsconfig.FilterChainMatch
+	// TLS terminates TLS with this config; nil is plaintext.
+	TLS                 *tls.Config
+	TLSHandshakeTimeout time.Duration
+	HTTP                *HTTPChain
+	Conn                ConnHandler
+}
+
+// ConnHandler serves a whole connection (after TLS, when the chain terminates it). ctx ends when
+// the listener's drain is over and connections must close. The listener closes c afterwards.
+type ConnHandler interface {
+	ServeConn(ctx context.Context, c net.Conn, info *ConnInfo)
 }
 
 // Info describes a running listener.
@@ -47,33 +76,77 @@ type connStater interface {
 // handlerBox lets an interface value live in an atomic.Pointer.
 type handlerBox struct{ h http.Handler }
 
-type running struct {
-	spec    Spec
-	ln      net.Listener
-	srv     *http.Server
+// httpServer is an HTTP chain's server, which may outlive the chain config that created it.
+type httpServer struct {
+	key     string
+	srv     ConnServer
 	handler atomic.Pointer[handlerBox]
-	served  chan struct{}
 }
 
-func (l *running) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	l.handler.Load().h.ServeHTTP(w, r)
+func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.Load().h.ServeHTTP(w, r)
+}
+
+func (s *httpServer) connState(c net.Conn, st http.ConnState) {
+	if cs, ok := s.handler.Load().h.(connStater); ok {
+		cs.ConnState(c, st)
+	}
+}
+
+type runChain struct {
+	cfg  Chain
+	http *httpServer // nil for connection handlers
+}
+
+// chainSet is a listener's current chains, swapped whole on update.
+type chainSet struct {
+	filters xdsconfig.ListenerFilters
+	chains  []*runChain
+	def     *runChain
+}
+
+func (cs *chainSet) servers() []*httpServer {
+	var out []*httpServer
+	for _, c := range append(cs.chains[:len(cs.chains):len(cs.chains)], cs.def) {
+		if c != nil && c.http != nil {
+			out = append(out, c.http)
+		}
+	}
+	return out
+}
+
+type running struct {
+	spec   Spec
+	ln     net.Listener
+	set    atomic.Pointer[chainSet]
+	conns  tracker
+	ctx    context.Context // ends when the listener's connections must close
+	cancel context.CancelFunc
+	served chan struct{}
+
+	cxTotal, noChain, preTimeout, tlsFail *stats.Counter
+	cxActive                              *stats.Gauge
 }
 
 // Manager runs the listeners. Its methods are safe for concurrent use.
 type Manager struct {
-	log   *slog.Logger
-	store *stats.Store
-	drain time.Duration
+	log     *slog.Logger
+	store   *stats.Store
+	drain   time.Duration
+	inspect inspectStats
 
 	mu       sync.Mutex
 	active   map[string]*running
 	draining sync.WaitGroup
-	drainSet map[*running]bool // listeners still draining, so Shutdown can cut them short
+	drainSet map[*drainJob]bool // drains still running, so Shutdown can cut them short
 	closed   bool
 
 	added, removed, modified, createSuccess, createFailure *stats.Counter
 	totalActive, totalDraining                             *stats.Gauge
 }
+
+// drainJob is something draining in the background; cut ends it now.
+type drainJob struct{ cut func() }
 
 // NewManager returns a manager with no listeners. drain bounds how long a removed listener's
 // connections may take to finish.
@@ -82,8 +155,9 @@ func NewManager(log *slog.Logger, store *stats.Store, drain time.Duration) *Mana
 		log:           log,
 		store:         store,
 		drain:         drain,
+		inspect:       newInspectStats(store),
 		active:        make(map[string]*running),
-		drainSet:      make(map[*running]bool),
+		drainSet:      make(map[*drainJob]bool),
 		added:         store.Counter("listener_manager.listener_added"),
 		removed:       store.Counter("listener_manager.listener_removed"),
 		modified:      store.Counter("listener_manager.listener_modified"),
@@ -159,8 +233,12 @@ func (m *Manager) Apply(specs []Spec) error {
 
 	for _, s := range swap {
 		l := m.active[s.Name]
-		l.handler.Store(&handlerBox{h: s.Handler})
 		l.spec = s
+		if l.ln != nil {
+			set, retired := m.buildSet(s, l.set.Load())
+			l.set.Store(set)
+			m.drainServers(retired)
+		}
 		m.modified.Inc()
 		m.log.Info("listener updated in place", "listener", s.Name, "address", s.Address)
 	}
@@ -209,6 +287,14 @@ func checkSpecs(specs []Spec) error {
 			return fmt.Errorf("listener %q: duplicate name", s.Name)
 		}
 		names[s.Name] = true
+		for i, c := range s.Chains {
+			if (c.HTTP == nil) == (c.Conn == nil) {
+				return fmt.Errorf("listener %q: chain %d (%q) needs exactly one of HTTP and Conn", s.Name, i, c.Name)
+			}
+		}
+		if c := s.Default; c != nil && (c.HTTP == nil) == (c.Conn == nil) {
+			return fmt.Errorf("listener %q: the default chain needs exactly one of HTTP and Conn", s.Name)
+		}
 		if !s.Bind {
 			continue
 		}
@@ -220,85 +306,235 @@ func checkSpecs(specs []Spec) error {
 	return nil
 }
 
+// buildSet makes the running chains for s. HTTP chains reuse old's servers where the name, codec
+// and idle timeout are unchanged; the old servers not reused are returned, to be drained.
+func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
+	reusable := map[string]*httpServer{}
+	if old != nil {
+		for _, srv := range old.servers() {
+			reusable[srv.key] = srv
+		}
+	}
+	mk := func(c Chain) *runChain {
+		rc := &runChain{cfg: c}
+		if c.HTTP == nil {
+			return rc
+		}
+		key := c.Name + "\x00" + strconv.Itoa(int(c.HTTP.Codec)) + "\x00" + c.HTTP.IdleTimeout.String()
+		srv := reusable[key]
+		if srv != nil {
+			delete(reusable, key)
+		} else {
+			srv = &httpServer{key: key}
+			srv.srv = NewConnServer(*c.HTTP, srv, srv.connState, m.log.With("listener", s.Name, "filter_chain", c.Name))
+		}
+		srv.handler.Store(&handlerBox{h: c.HTTP.Handler})
+		rc.http = srv
+		return rc
+	}
+	set := &chainSet{filters: s.Filters}
+	for _, c := range s.Chains {
+		set.chains = append(set.chains, mk(c))
+	}
+	switch {
+	case s.Default != nil:
+		set.def = mk(*s.Default)
+	case len(s.Chains) == 0 && s.Handler != nil:
+		set.def = mk(Chain{HTTP: &HTTPChain{Handler: s.Handler, IdleTimeout: s.IdleTimeout}})
+	}
+	var retired []*httpServer
+	for _, srv := range reusable {
+		retired = append(retired, srv)
+	}
+	return set, retired
+}
+
 func (m *Manager) bind(s Spec) (*running, error) {
 	l := &running{spec: s, served: make(chan struct{})}
-	l.handler.Store(&handlerBox{h: s.Handler})
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if !s.Bind {
 		close(l.served)
 		return l, nil
 	}
 	ln, err := net.Listen("tcp", s.Address)
 	if err != nil {
+		l.cancel()
 		return nil, fmt.Errorf("listener %q: bind %s: %w", s.Name, s.Address, err)
 	}
 	l.ln = ln
 	statPrefix := "listener." + strings.ReplaceAll(ln.Addr().String(), ":", "_") + "."
-	cxTotal := m.store.Counter(statPrefix + "downstream_cx_total")
-	cxActive := m.store.Gauge(statPrefix + "downstream_cx_active")
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // Envoy's AUTO codec also takes HTTP/2 prior knowledge
-	l.srv = &http.Server{
-		Handler:        l,
-		IdleTimeout:    s.IdleTimeout,
-		MaxHeaderBytes: 60 << 10, // Envoy's max_request_headers_kb default
-		Protocols:      &protocols,
-		ErrorLog:       slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				cxTotal.Inc()
-				cxActive.Inc()
-			case http.StateClosed, http.StateHijacked:
-				cxActive.Dec()
-			}
-			if cs, ok := l.handler.Load().h.(connStater); ok {
-				cs.ConnState(c, st)
-			}
-		},
-	}
+	l.cxTotal = m.store.Counter(statPrefix + "downstream_cx_total")
+	l.cxActive = m.store.Gauge(statPrefix + "downstream_cx_active")
+	l.noChain = m.store.Counter(statPrefix + "no_filter_chain_match")
+	l.preTimeout = m.store.Counter(statPrefix + "downstream_pre_cx_timeout")
+	l.tlsFail = m.store.Counter(statPrefix + "ssl.connection_error")
 	return l, nil
 }
 
 func (m *Manager) serve(l *running) {
-	if l.srv == nil {
+	if l.ln == nil {
 		return
 	}
+	set, _ := m.buildSet(l.spec, nil)
+	l.set.Store(set)
 	m.log.Info("listener started", "listener", l.spec.Name, "address", l.ln.Addr().String())
 	go func() {
 		defer close(l.served)
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			m.log.Error("listener stopped", "listener", l.spec.Name, "error", err)
+		for {
+			c, err := l.ln.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				if !errors.Is(err, net.ErrClosed) {
+					m.log.Error("listener stopped", "listener", l.spec.Name, "error", err)
+				}
+				return
+			}
+			l.cxTotal.Inc()
+			l.cxActive.Inc()
+			l.conns.add(c)
+			go m.handle(l, c)
 		}
 	}()
 }
 
-// stopLocked stops l accepting now and drains it in the background.
+// handle runs the listener filters on a new connection, picks its filter chain, terminates TLS
+// when the chain says so, and hands the connection to the chain.
+func (m *Manager) handle(l *running, raw net.Conn) {
+	defer l.conns.done(raw)
+	c := &conn{Conn: raw, onClose: l.cxActive.Dec}
+	set := l.set.Load()
+	info := ConnInfo{Local: addrPort(raw.LocalAddr()), Remote: addrPort(raw.RemoteAddr()), TransportProtocol: "raw_buffer"}
+	if f := set.filters; f.TLSInspector || f.HTTPInspector {
+		err := inspect(c, &info, f.TLSInspector, f.HTTPInspector, f.Timeout, &m.inspect)
+		switch {
+		case errors.Is(err, errInspectTimeout):
+			l.preTimeout.Inc()
+			if !f.ContinueOnTimeout {
+				_ = c.Close()
+				return
+			}
+		case err != nil:
+			_ = c.Close()
+			return
+		}
+	}
+	rc := selectChain(set.chains, &info)
+	if rc == nil {
+		rc = set.def
+	}
+	if rc == nil {
+		l.noChain.Inc()
+		m.log.Debug("no filter chain matches the connection", "listener", l.spec.Name, "remote", info.Remote,
+			"server_name", info.ServerName, "transport", info.TransportProtocol)
+		_ = c.Close()
+		return
+	}
+	var nc net.Conn = c
+	if rc.cfg.TLS != nil {
+		tc := tls.Server(c, rc.cfg.TLS)
+		ctx, cancel := l.ctx, context.CancelFunc(func() {})
+		if t := rc.cfg.TLSHandshakeTimeout; t > 0 {
+			ctx, cancel = context.WithTimeout(ctx, t)
+		}
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.tlsFail.Inc()
+			m.log.Debug("TLS handshake failed", "listener", l.spec.Name, "remote", info.Remote, "error", err)
+			_ = tc.Close()
+			return
+		}
+		if info.ServerName == "" {
+			info.ServerName = lower(tc.ConnectionState().ServerName)
+		}
+		nc = tc
+	}
+	if rc.http != nil {
+		l.conns.forget(raw) // the HTTP server owns it now, and drains it
+		rc.http.srv.ServeConn(nc)
+		return
+	}
+	rc.cfg.Conn.ServeConn(l.ctx, nc, &info)
+	_ = nc.Close()
+}
+
+// drainServers shuts HTTP servers down gracefully in the background.
+func (m *Manager) drainServers(servers []*httpServer) {
+	if len(servers) == 0 {
+		return
+	}
+	job := &drainJob{cut: func() {
+		for _, s := range servers {
+			_ = s.srv.Close()
+		}
+	}}
+	m.startDrainLocked(job, func(ctx context.Context) { shutdownAll(ctx, servers) })
+}
+
+func shutdownAll(ctx context.Context, servers []*httpServer) {
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.srv.Shutdown(ctx); err != nil {
+				_ = s.srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// startDrainLocked runs drain with the manager's drain timeout, owned by the manager's WaitGroup.
+func (m *Manager) startDrainLocked(job *drainJob, drain func(ctx context.Context)) {
+	m.draining.Add(1)
+	m.drainSet[job] = true
+	go func() {
+		defer m.draining.Done()
+		defer func() {
+			m.mu.Lock()
+			delete(m.drainSet, job)
+			m.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), m.drain)
+		defer cancel()
+		drain(ctx)
+	}()
+}
+
+// stopLocked stops l accepting now and drains it in the background: HTTP servers finish their
+// requests, connection handlers (TCP proxies) get until the drain timeout, then are closed.
 func (m *Manager) stopLocked(l *running) {
-	if l.srv == nil {
+	if l.ln == nil {
+		l.cancel()
 		return
 	}
 	m.log.Info("listener draining", "listener", l.spec.Name, "address", l.ln.Addr().String())
 	_ = l.ln.Close()
 	m.totalDraining.Inc()
-	m.draining.Add(1)
-	m.drainSet[l] = true
-	go func() {
-		defer m.draining.Done()
-		defer m.totalDraining.Dec()
-		defer func() {
-			m.mu.Lock()
-			delete(m.drainSet, l)
-			m.mu.Unlock()
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), m.drain)
-		defer cancel()
-		if err := l.srv.Shutdown(ctx); err != nil {
-			m.log.Warn("listener drain timed out; closing its connections", "listener", l.spec.Name, "error", err)
-			_ = l.srv.Close()
+	servers := l.set.Load().servers()
+	job := &drainJob{cut: func() {
+		l.cancel()
+		l.conns.closeAll()
+		for _, s := range servers {
+			_ = s.srv.Close()
 		}
-		<-l.served
-	}()
+	}}
+	m.startDrainLocked(job, func(ctx context.Context) {
+		defer m.totalDraining.Dec()
+		defer l.cancel()
+		<-l.served // no connection is added to l.conns after this
+		var wg sync.WaitGroup
+		wg.Go(func() { shutdownAll(ctx, servers) })
+		if !l.conns.wait(ctx) {
+			m.log.Warn("listener drain timed out; closing its connections", "listener", l.spec.Name)
+			l.cancel()
+			l.conns.closeAll()
+			l.conns.wait(context.Background())
+		}
+		wg.Wait()
+	})
 }
 
 // Listeners lists the running listeners, sorted by name.
@@ -341,10 +577,64 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	m.mu.Lock()
-	for l := range m.drainSet {
-		_ = l.srv.Close()
+	for job := range m.drainSet {
+		job.cut()
 	}
 	m.mu.Unlock()
 	<-done
 	return fmt.Errorf("listener drain cut short, connections closed: %w", ctx.Err())
+}
+
+// tracker owns the connections a listener has not handed to an HTTP server: those being inspected
+// or in a TLS handshake, and those a connection handler serves.
+type tracker struct {
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (t *tracker) add(c net.Conn) {
+	t.wg.Add(1)
+	t.mu.Lock()
+	if t.conns == nil {
+		t.conns = make(map[net.Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+// forget stops tracking c, which someone else now owns.
+func (t *tracker) forget(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+// done marks the goroutine serving c finished.
+func (t *tracker) done(c net.Conn) {
+	t.forget(c)
+	t.wg.Done()
+}
+
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		_ = c.Close()
+	}
+}
+
+// wait waits for every connection's goroutine to finish, or ctx; it reports whether they did.
+func (t *tracker) wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
