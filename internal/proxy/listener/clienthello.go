@@ -108,10 +108,10 @@ func (r *reader) u16() int {
 func parseHelloBody(body []byte) (clientHello, bool) {
 	var h clientHello
 	r := reader{b: body, ok: true}
-	r.bytes(2 + 32) // legacy_version, random
-	r.bytes(r.u8()) // legacy_session_id
+	r.bytes(2 + 32)  // legacy_version, random
+	r.bytes(r.u8())  // legacy_session_id
 	r.bytes(r.u16()) // cipher_suites
-	r.bytes(r.u8()) // legacy_compression_methods
+	r.bytes(r.u8())  // legacy_compression_methods
 	if !r.ok {
 		return h, false
 	}

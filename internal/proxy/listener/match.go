@@ -30,8 +30,12 @@ var criteria = [...]func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int{
 		}
 		return noMatch
 	},
-	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int { return prefixScore(m.PrefixRanges, c.Local.Addr()) },
-	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int { return serverNameScore(m.ServerNames, c.ServerName) },
+	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int {
+		return prefixScore(m.PrefixRanges, c.Local.Addr())
+	},
+	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int {
+		return serverNameScore(m.ServerNames, c.ServerName)
+	},
 	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int {
 		switch m.TransportProtocol {
 		case "":
@@ -66,7 +70,9 @@ var criteria = [...]func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int{
 		}
 		return noMatch
 	},
-	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int { return prefixScore(m.SourcePrefixRanges, c.Remote.Addr()) },
+	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int {
+		return prefixScore(m.SourcePrefixRanges, c.Remote.Addr())
+	},
 	func(m *xdsconfig.FilterChainMatch, c *ConnInfo) int {
 		if len(m.SourcePorts) == 0 {
 			return 0

@@ -98,11 +98,11 @@ func newResources() resources {
 }
 
 type listenerEntry struct {
-	raw     *listenerv3.Listener
-	cfg     *xdsconfig.Listener
+	raw *listenerv3.Listener
+	cfg *xdsconfig.Listener
 	// chains are the listener's filter chains, built once per config (handlers hold their stats).
-	chains []listener.Chain
-	def    *listener.Chain
+	chains  []listener.Chain
+	def     *listener.Chain
 	gen     string // changes whenever the listener's config does
 	updated time.Time
 }
