@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -86,6 +87,7 @@ func tlsBackend(t *testing.T, name string, cert tls.Certificate, h2 bool, cfg fu
 		_, _ = io.WriteString(w, name)
 	}))
 	srv.EnableHTTP2 = h2
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // failed handshakes are what some tests want
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	if cfg != nil {
 		cfg(srv.TLS)
