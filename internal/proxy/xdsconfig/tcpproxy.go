@@ -94,8 +94,5 @@ func parseTCPProxy(a *anypb.Any) (*TCPProxy, error) {
 			return nil, errors.New("weighted_clusters: the weights add up to zero")
 		}
 	}
-	if out.Cluster == "" && len(out.WeightedClusters) == 0 {
-		return nil, errors.New("cluster_specifier: cluster or weighted_clusters is required")
-	}
 	return out, nil
 }

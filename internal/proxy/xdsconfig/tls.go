@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 Envoy still honours match_subject_alt_names, so trellis-proxy must too.
+
 package xdsconfig
 
 import (
@@ -95,8 +97,7 @@ func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 		return nil, err
 	}
 	if err := onlyFields(d, "common_tls_context", "require_client_certificate", "require_sni",
-		"disable_stateless_session_resumption", "disable_stateful_session_resumption", "ocsp_staple_policy",
-		"prefer_client_ciphers"); err != nil {
+		"disable_stateless_session_resumption", "disable_stateful_session_resumption", "ocsp_staple_policy"); err != nil {
 		return nil, err
 	}
 	if d.GetOcspStaplePolicy() != tlsv3.DownstreamTlsContext_LENIENT_STAPLING {
@@ -117,7 +118,6 @@ func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 		cfg.ClientAuth = tls.RequestClientCert
 	}
 	cfg.SessionTicketsDisabled = d.GetDisableStatelessSessionResumption()
-	cfg.PreferServerCipherSuites = !d.GetPreferClientCiphers()
 	requireSNI := d.GetRequireSni().GetValue()
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if requireSNI && cs.ServerName == "" {
