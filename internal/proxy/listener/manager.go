@@ -124,8 +124,8 @@ type running struct {
 	cancel context.CancelFunc
 	served chan struct{}
 
-	cxTotal, noChain, preTimeout, tlsFail *stats.Counter
-	cxActive                              *stats.Gauge
+	cxTotal, noChain, preTimeout, tlsOK, tlsFail *stats.Counter
+	cxActive                                     *stats.Gauge
 }
 
 // Manager runs the listeners. Its methods are safe for concurrent use.
@@ -367,6 +367,7 @@ func (m *Manager) bind(s Spec) (*running, error) {
 	l.cxActive = m.store.Gauge(statPrefix + "downstream_cx_active")
 	l.noChain = m.store.Counter(statPrefix + "no_filter_chain_match")
 	l.preTimeout = m.store.Counter(statPrefix + "downstream_pre_cx_timeout")
+	l.tlsOK = m.store.Counter(statPrefix + "ssl.handshake")
 	l.tlsFail = m.store.Counter(statPrefix + "ssl.connection_error")
 	return l, nil
 }
@@ -447,6 +448,7 @@ func (m *Manager) handle(l *running, raw net.Conn) {
 			_ = tc.Close()
 			return
 		}
+		l.tlsOK.Inc()
 		if info.ServerName == "" {
 			info.ServerName = lower(tc.ConnectionState().ServerName)
 		}
