@@ -178,3 +178,24 @@ func TestUpdatedListenerKeepsItsTCPConnectionsAndDrainEndsThem(t *testing.T) {
 		t.Fatalf("got %q after the drain", got)
 	}
 }
+
+func TestHTTP1CodecOverTLSNeverNegotiatesH2(t *testing.T) {
+	ca := tlstest.NewCA(t, "ca")
+	m, _ := newManager(t)
+	err := m.Apply([]Spec{{
+		Name: "l", Address: "127.0.0.1:0", Bind: true, Version: "1",
+		Default: &Chain{
+			TLS: &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "web.example.com").TLS}, NextProtos: []string{"h2", "http/1.1"}},
+			HTTP: &HTTPChain{Codec: xdsconfig.CodecHTTP1,
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "web.example.com", RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	if body, _ := get(t, &http.Client{Transport: tr}, "https://"+addrOf(t, m, "l")+"/"); body != "HTTP/1.1" {
+		t.Fatalf("got %q", body)
+	}
+}

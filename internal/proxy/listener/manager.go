@@ -316,6 +316,9 @@ func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
 		}
 	}
 	mk := func(c Chain) *runChain {
+		if c.HTTP != nil && c.TLS != nil {
+			c.TLS = alpnForCodec(c.TLS, c.HTTP.Codec)
+		}
 		rc := &runChain{cfg: c}
 		if c.HTTP == nil {
 			return rc
@@ -347,6 +350,25 @@ func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
 		retired = append(retired, srv)
 	}
 	return set, retired
+}
+
+// alpnForCodec drops from the ALPN list the HTTP version the chain's codec does not speak, so a
+// client is never told "h2" by a chain that only serves HTTP/1.1 (net/http does the same for its
+// own TLS listeners).
+func alpnForCodec(cfg *tls.Config, codec xdsconfig.Codec) *tls.Config {
+	drop := ""
+	switch codec {
+	case xdsconfig.CodecHTTP1:
+		drop = "h2"
+	case xdsconfig.CodecHTTP2:
+		drop = "http/1.1"
+	}
+	if drop == "" || !slices.Contains(cfg.NextProtos, drop) {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = slices.DeleteFunc(slices.Clone(cfg.NextProtos), func(p string) bool { return p == drop })
+	return cfg
 }
 
 func (m *Manager) bind(s Spec) (*running, error) {
