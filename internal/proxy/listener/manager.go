@@ -426,8 +426,13 @@ func (m *Manager) serve(l *running) {
 // handle runs the listener filters on a new connection, picks its filter chain, terminates TLS
 // when the chain says so, and hands the connection to the chain.
 func (m *Manager) handle(l *running, raw net.Conn) {
-	defer l.conns.done(raw)
 	c := &conn{Conn: raw, onClose: l.cxActive.Dec}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			l.conns.done(raw)
+		}
+	}()
 	set := l.set.Load()
 	info := ConnInfo{Local: addrPort(raw.LocalAddr()), Remote: addrPort(raw.RemoteAddr()), TransportProtocol: "raw_buffer"}
 	if f := set.filters; f.TLSInspector || f.HTTPInspector {
@@ -477,7 +482,13 @@ func (m *Manager) handle(l *running, raw net.Conn) {
 		nc = tc
 	}
 	if rc.http != nil {
-		l.conns.forget(raw) // the HTTP server owns it now, and drains it
+		// The HTTP server owns the connection now, and drains it; the listener still counts it
+		// until it closes, so upgraded (hijacked) connections get the drain time and no more.
+		handedOff = true
+		c.onClose = func() {
+			l.cxActive.Dec()
+			l.conns.done(raw)
+		}
 		rc.http.srv.ServeConn(nc)
 		return
 	}
@@ -609,8 +620,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	return fmt.Errorf("listener drain cut short, connections closed: %w", ctx.Err())
 }
 
-// tracker owns the connections a listener has not handed to an HTTP server: those being inspected
-// or in a TLS handshake, and those a connection handler serves.
+// tracker counts a listener's connections until they are done: for those being inspected, in a
+// TLS handshake or served by a connection handler, when their goroutine ends; for those handed to an
+// HTTP server, when they close (which covers connections the server no longer tracks: upgrades).
 type tracker struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -627,16 +639,11 @@ func (t *tracker) add(c net.Conn) {
 	t.mu.Unlock()
 }
 
-// forget stops tracking c, which someone else now owns.
-func (t *tracker) forget(c net.Conn) {
+// done marks c finished.
+func (t *tracker) done(c net.Conn) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
-}
-
-// done marks the goroutine serving c finished.
-func (t *tracker) done(c net.Conn) {
-	t.forget(c)
 	t.wg.Done()
 }
 

@@ -87,3 +87,34 @@ func TestUpgradeWithoutAnEnabledUpgradeConfigIsForbidden(t *testing.T) {
 		t.Fatalf("plain request: %d %q", code, body)
 	}
 }
+
+func TestWebSocketOutlivesItsRemovedListenerUntilTheDrainEnds(t *testing.T) {
+	echo := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) {
+		var msg string
+		for websocket.Message.Receive(c, &msg) == nil {
+			if websocket.Message.Send(c, msg) != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(echo.Close)
+	p := newProxy(t, Options{DrainTimeout: 5 * time.Second})
+	mustApply(t, p, ClusterType, msgs(staticCluster("ws", echo.Listener.Addr().String())))
+	mustApply(t, p, ListenerType, msgs(listenerYAML(t, upgradeListener(t, `      upgrade_configs: [{upgrade_type: websocket}]`), nil)))
+	addr := listenerAddr(t, p, "ws")
+	conn, err := websocket.Dial("ws://"+addr+"/", "", "http://"+addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	mustApply(t, p, ListenerType, nil)
+	var got string
+	if websocket.Message.Send(conn, "during drain") != nil || websocket.Message.Receive(conn, &got) != nil || got != "during drain" {
+		t.Fatalf("the upgraded connection did not survive the start of the drain: %q", got)
+	}
+	// When the drain time is up the proxy closes it.
+	if err := websocket.Message.Receive(conn, &got); err == nil {
+		t.Fatalf("still open after the drain: %q", got)
+	}
+}
