@@ -11,7 +11,7 @@
 //
 //   - A listener whose config did not change keeps its socket and its connections.
 //   - A changed listener on the same address keeps its socket. An HTTP chain that keeps its name,
-//     codec and idle timeout keeps its server and connections, which serve the new handler; other
+//     match, codec and idle timeout keeps its server and connections, which serve the new handler; other
 //     HTTP chains' servers drain. TCP connections keep running with the handler they started with.
 //   - A listener that is removed or moves to another address stops accepting at once and drains:
 //     requests in flight complete (keep-alive connections are closed after their current response),

@@ -16,8 +16,8 @@ import (
 // h2 or HTTP/1.1). It is the seam where the proxy's own HTTP/1.1 server (package h1) replaces
 // net/http: NewConnServer is the one place that builds it.
 type ConnServer interface {
-	// ServeConn serves c until it closes, or hands it back closed when the server is shut down.
-	// It does not block the caller.
+	// ServeConn serves c, or closes it when the server is shut down. It may return at once or
+	// when c is done: the caller is the connection's own goroutine either way.
 	ServeConn(c net.Conn)
 	// Shutdown stops taking connections and waits for those under way to go idle and close, or for
 	// ctx to end.

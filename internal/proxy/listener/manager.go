@@ -44,8 +44,8 @@ type Spec struct {
 // Chain is a filter chain ready to serve: a match, optional TLS termination, and either HTTP or a
 // connection handler (the TCP proxy).
 type Chain struct {
-	// Name identifies the chain across updates: an HTTP chain that keeps its name, codec and idle
-	// timeout keeps its server and connections, and serves them with the new handler.
+	// Name identifies the chain across updates: an HTTP chain that keeps its name, match, codec and
+	// idle timeout keeps its server and connections, and serves them with the new handler.
 	Name  string
 	Match xdsconfig.FilterChainMatch
 	// TLS terminates TLS with this config; nil is plaintext.
@@ -306,8 +306,8 @@ func checkSpecs(specs []Spec) error {
 	return nil
 }
 
-// buildSet makes the running chains for s. HTTP chains reuse old's servers where the name, codec
-// and idle timeout are unchanged; the old servers not reused are returned, to be drained.
+// buildSet makes the running chains for s. HTTP chains reuse old's servers where the name, match,
+// codec and idle timeout are unchanged; the old servers not reused are returned, to be drained.
 func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
 	reusable := map[string]*httpServer{}
 	if old != nil {
@@ -323,7 +323,7 @@ func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
 		if c.HTTP == nil {
 			return rc
 		}
-		key := c.Name + "\x00" + strconv.Itoa(int(c.HTTP.Codec)) + "\x00" + c.HTTP.IdleTimeout.String()
+		key := c.Name + "\x00" + fmt.Sprint(c.Match) + "\x00" + strconv.Itoa(int(c.HTTP.Codec)) + "\x00" + c.HTTP.IdleTimeout.String()
 		srv := reusable[key]
 		if srv != nil {
 			delete(reusable, key)

@@ -215,6 +215,7 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.ParseUint(portStr, 10, 32)
 	seen := make(map[string]int, len(l.GetFilterChains()))
+	names := make(map[string]int, len(l.GetFilterChains()))
 	for i, fc := range l.GetFilterChains() {
 		field := fmt.Sprintf("filter_chains[%d]", i)
 		c, err := parseFilterChain(fc, uint32(port))
@@ -227,6 +228,12 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 			return nil, fmt.Errorf("%s.filter_chain_match: the same match as filter_chains[%d]", field, j)
 		}
 		seen[key] = i
+		if c.Name != "" {
+			if j, dup := names[c.Name]; dup {
+				return nil, fmt.Errorf("%s.name %q: also the name of filter_chains[%d]", field, c.Name, j)
+			}
+			names[c.Name] = i
+		}
 		out.FilterChains = append(out.FilterChains, c)
 	}
 	if dc := l.GetDefaultFilterChain(); dc != nil {

@@ -149,6 +149,14 @@ filter_chains:
   filters:` + tcpFilter + `
 - filter_chain_match: {server_names: [a]}
   filters:` + tcpFilter, `filter_chains[1].filter_chain_match: the same match as filter_chains[0]`},
+		{"duplicate name", plain + `
+filter_chains:
+- name: x
+  filter_chain_match: {server_names: [a]}
+  filters:` + tcpFilter + `
+- name: x
+  filter_chain_match: {server_names: [b]}
+  filters:` + tcpFilter, `filter_chains[1].name "x": also the name of filter_chains[0]`},
 		{"bad wildcard", plain + `
 filter_chains:
 - filter_chain_match: {server_names: ["api.*.com"]}
