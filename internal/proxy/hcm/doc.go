@@ -4,6 +4,9 @@
 // local replies when it cannot (404 no route, 503 no cluster / no healthy upstream / connect failure,
 // 504 timeout), and keeps the http.<stat_prefix>.* and cluster.<name>.* stats.
 //
+// HTTP Upgrade requests (WebSocket) are forwarded when the connection manager's upgrade_configs
+// enable their type, and spliced after 101 (upgrade.go); others are refused with 403.
+//
 // A Handler is immutable. The routes and clusters it uses come from a Snapshot it loads once per
 // request, so a config push never changes a request already under way.
 //

@@ -94,6 +94,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		h.stats.RqHTTP1.Inc()
 	}
+	upgrade, refused := h.checkUpgrade(w, r)
+	if refused {
+		return
+	}
 	snap := h.snap.Load()
 
 	authority := h.authority(r.Host)
@@ -168,6 +172,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cl.Stats.RqTotal.Inc()
 	cl.Stats.RqActive.Inc()
 	defer cl.Stats.RqActive.Dec()
+	if upgrade != "" {
+		failed = h.proxyUpgrade(w, r, out, upgrade, cl)
+		return
+	}
 	upstreamStart := time.Now()
 	resp, err := cl.Transport(r.ProtoMajor == 2).RoundTrip(out)
 	if err != nil {

@@ -2,19 +2,21 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/trellis-mesh/trellis/internal/proxy/h1"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
 
 // Spec is one desired listener.
@@ -25,14 +27,41 @@ type Spec struct {
 	Bind bool
 	// Version identifies the listener's config: equal versions mean nothing to do.
 	Version string
-	// Handler serves the listener's requests. If it has a ConnState(net.Conn, http.ConnState)
-	// method, it is told about connections too.
-	Handler http.Handler
-	// IdleTimeout closes keep-alive connections idle this long; 0 means none. It is fixed when the
-	// socket is bound.
+
+	// Filters are the listener filters run on each new connection before its chain is chosen.
+	Filters xdsconfig.ListenerFilters
+	// Chains are chosen per connection by their Match; Default serves connections none matches,
+	// and without it those are closed.
+	Chains  []Chain
+	Default *Chain
+
+	// Handler and IdleTimeout, when Chains and Default are empty, make the listener one plaintext
+	// HTTP chain (codec AUTO) serving Handler.
+	Handler     http.Handler
 	IdleTimeout time.Duration
+
 	// Inbound is Envoy's traffic_direction INBOUND, which /drain_listeners?inboundonly selects.
 	Inbound bool
+}
+
+// Chain is a filter chain ready to serve: a match, optional TLS termination, and either HTTP or a
+// connection handler (the TCP proxy).
+type Chain struct {
+	// Name identifies the chain across updates: an HTTP chain that keeps its name, match, codec and
+	// idle timeout keeps its server and connections, and serves them with the new handler.
+	Name  string
+	Match xdsconfig.FilterChainMatch
+	// TLS terminates TLS with this config; nil is plaintext.
+	TLS                 *tls.Config
+	TLSHandshakeTimeout time.Duration
+	HTTP                *HTTPChain
+	Conn                ConnHandler
+}
+
+// ConnHandler serves a whole connection (after TLS, when the chain terminates it). ctx ends when
+// the listener's drain is over and connections must close. The listener closes c afterwards.
+type ConnHandler interface {
+	ServeConn(ctx context.Context, c net.Conn, info *ConnInfo)
 }
 
 // Info describes a running listener.
@@ -50,34 +79,75 @@ type connStater interface {
 // handlerBox lets an interface value live in an atomic.Pointer.
 type handlerBox struct{ h http.Handler }
 
-type running struct {
-	spec    Spec
-	ln      net.Listener
-	srv     *h1.Server
+// httpServer is an HTTP chain's server, which may outlive the chain config that created it.
+type httpServer struct {
+	key     string
+	srv     ConnServer
 	handler atomic.Pointer[handlerBox]
-	served  chan struct{}
+}
+
+func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.Load().h.ServeHTTP(w, r)
+}
+
+func (s *httpServer) connState(c net.Conn, st http.ConnState) {
+	if cs, ok := s.handler.Load().h.(connStater); ok {
+		cs.ConnState(c, st)
+	}
+}
+
+type runChain struct {
+	cfg  Chain
+	http *httpServer // nil for connection handlers
+}
+
+// chainSet is a listener's current chains, swapped whole on update.
+type chainSet struct {
+	filters xdsconfig.ListenerFilters
+	chains  []*runChain
+	def     *runChain
+}
+
+func (cs *chainSet) servers() []*httpServer {
+	var out []*httpServer
+	for _, c := range append(cs.chains[:len(cs.chains):len(cs.chains)], cs.def) {
+		if c != nil && c.http != nil {
+			out = append(out, c.http)
+		}
+	}
+	return out
+}
+
+type running struct {
+	spec   Spec
+	ln     net.Listener
+	set    atomic.Pointer[chainSet]
+	conns  tracker
+	ctx    context.Context // ends when the listener's connections must close
+	cancel context.CancelFunc
+	served chan struct{}
+
+	cxTotal, noChain, preTimeout, tlsOK, tlsFail *stats.Counter
+	cxActive                                     *stats.Gauge
+
 	// draining is set when a graceful drain covers this listener: it still accepts, but every
-	// HTTP/1 response carries Connection: close and HTTP/2 connections get a GOAWAY. The HTTP server
-	// reads it per response (net/http does through SetKeepAlivesEnabled(false)).
+	// HTTP/1 response carries Connection: close and HTTP/2 connections get a GOAWAY.
 	draining atomic.Bool
 	// stopped is set, under Manager.mu, once the socket is closed and the connections drain.
 	stopped bool
 }
 
-func (l *running) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	l.handler.Load().h.ServeHTTP(w, r)
-}
-
 // Manager runs the listeners. Its methods are safe for concurrent use.
 type Manager struct {
-	log   *slog.Logger
-	store *stats.Store
-	drain time.Duration
+	log     *slog.Logger
+	store   *stats.Store
+	drain   time.Duration
+	inspect inspectStats
 
 	mu       sync.Mutex
 	active   map[string]*running
 	draining sync.WaitGroup
-	drainSet map[*running]bool // listeners still draining, so Shutdown can cut them short
+	drainSet map[*drainJob]bool // drains still running, so Shutdown can cut them short
 	closed   bool
 	// graceful and stopped are the scopes /drain_listeners has put into graceful drain and stopped;
 	// listeners LDS adds later inside them start draining, or are not bound at all.
@@ -88,6 +158,9 @@ type Manager struct {
 	totalActive, totalDraining                             *stats.Gauge
 }
 
+// drainJob is something draining in the background; cut ends it now.
+type drainJob struct{ cut func() }
+
 // NewManager returns a manager with no listeners. drain bounds how long a removed listener's
 // connections may take to finish.
 func NewManager(log *slog.Logger, store *stats.Store, drain time.Duration) *Manager {
@@ -95,8 +168,9 @@ func NewManager(log *slog.Logger, store *stats.Store, drain time.Duration) *Mana
 		log:           log,
 		store:         store,
 		drain:         drain,
+		inspect:       newInspectStats(store),
 		active:        make(map[string]*running),
-		drainSet:      make(map[*running]bool),
+		drainSet:      make(map[*drainJob]bool),
 		added:         store.Counter("listener_manager.listener_added"),
 		removed:       store.Counter("listener_manager.listener_removed"),
 		modified:      store.Counter("listener_manager.listener_modified"),
@@ -176,8 +250,13 @@ func (m *Manager) Apply(specs []Spec) error {
 
 	for _, s := range swap {
 		l := m.active[s.Name]
-		l.handler.Store(&handlerBox{h: s.Handler})
 		l.spec = s
+		if l.ln != nil {
+			set, retired := m.buildSet(s, l.set.Load())
+			l.set.Store(set)
+			m.keepDrainSignal(l)
+			m.drainServers(retired)
+		}
 		m.modified.Inc()
 		m.log.Info("listener updated in place", "listener", s.Name, "address", s.Address)
 	}
@@ -215,10 +294,10 @@ func (m *Manager) Apply(specs []Spec) error {
 		}
 		m.active[s.Name] = l
 		m.createSuccess.Inc()
-		if m.graceful.covers(l.spec) {
-			m.startDrainLocked(l)
-		}
 		m.serve(l)
+		if m.graceful.covers(l.spec) {
+			m.beginGracefulDrainLocked(l)
+		}
 	}
 	m.totalActive.Set(int64(len(m.active)))
 	return errors.Join(errs...)
@@ -232,6 +311,14 @@ func checkSpecs(specs []Spec) error {
 			return fmt.Errorf("listener %q: duplicate name", s.Name)
 		}
 		names[s.Name] = true
+		for i, c := range s.Chains {
+			if (c.HTTP == nil) == (c.Conn == nil) {
+				return fmt.Errorf("listener %q: chain %d (%q) needs exactly one of HTTP and Conn", s.Name, i, c.Name)
+			}
+		}
+		if c := s.Default; c != nil && (c.HTTP == nil) == (c.Conn == nil) {
+			return fmt.Errorf("listener %q: the default chain needs exactly one of HTTP and Conn", s.Name)
+		}
 		if !s.Bind {
 			continue
 		}
@@ -243,83 +330,274 @@ func checkSpecs(specs []Spec) error {
 	return nil
 }
 
+// buildSet makes the running chains for s. HTTP chains reuse old's servers where the name, match,
+// codec and idle timeout are unchanged; the old servers not reused are returned, to be drained.
+func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
+	reusable := map[string]*httpServer{}
+	if old != nil {
+		for _, srv := range old.servers() {
+			reusable[srv.key] = srv
+		}
+	}
+	mk := func(c Chain) *runChain {
+		if c.HTTP != nil && c.TLS != nil {
+			c.TLS = alpnForCodec(c.TLS, c.HTTP.Codec)
+		}
+		rc := &runChain{cfg: c}
+		if c.HTTP == nil {
+			return rc
+		}
+		key := c.Name + "\x00" + fmt.Sprint(c.Match) + "\x00" + strconv.Itoa(int(c.HTTP.Codec)) + "\x00" + c.HTTP.IdleTimeout.String()
+		srv := reusable[key]
+		if srv != nil {
+			delete(reusable, key)
+		} else {
+			srv = &httpServer{key: key}
+			srv.srv = NewConnServer(*c.HTTP, srv, srv.connState, m.log.With("listener", s.Name, "filter_chain", c.Name))
+		}
+		srv.handler.Store(&handlerBox{h: c.HTTP.Handler})
+		rc.http = srv
+		return rc
+	}
+	set := &chainSet{filters: s.Filters}
+	for _, c := range s.Chains {
+		set.chains = append(set.chains, mk(c))
+	}
+	switch {
+	case s.Default != nil:
+		set.def = mk(*s.Default)
+	case len(s.Chains) == 0 && s.Handler != nil:
+		set.def = mk(Chain{HTTP: &HTTPChain{Handler: s.Handler, IdleTimeout: s.IdleTimeout}})
+	}
+	var retired []*httpServer
+	for _, srv := range reusable {
+		retired = append(retired, srv)
+	}
+	return set, retired
+}
+
+// alpnForCodec drops from the ALPN list the HTTP version the chain's codec does not speak, so a
+// client is never told "h2" by a chain that only serves HTTP/1.1 (net/http does the same for its
+// own TLS listeners).
+func alpnForCodec(cfg *tls.Config, codec xdsconfig.Codec) *tls.Config {
+	drop := ""
+	switch codec {
+	case xdsconfig.CodecHTTP1:
+		drop = "h2"
+	case xdsconfig.CodecHTTP2:
+		drop = "http/1.1"
+	}
+	if drop == "" || !slices.Contains(cfg.NextProtos, drop) {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = slices.DeleteFunc(slices.Clone(cfg.NextProtos), func(p string) bool { return p == drop })
+	return cfg
+}
+
 func (m *Manager) bind(s Spec) (*running, error) {
 	l := &running{spec: s, served: make(chan struct{})}
-	l.handler.Store(&handlerBox{h: s.Handler})
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if !s.Bind {
 		close(l.served)
 		return l, nil
 	}
 	ln, err := net.Listen("tcp", s.Address)
 	if err != nil {
+		l.cancel()
 		return nil, fmt.Errorf("listener %q: bind %s: %w", s.Name, s.Address, err)
 	}
 	l.ln = ln
 	statPrefix := "listener." + strings.ReplaceAll(ln.Addr().String(), ":", "_") + "."
-	cxTotal := m.store.Counter(statPrefix + "downstream_cx_total")
-	cxActive := m.store.Gauge(statPrefix + "downstream_cx_active")
-	// trellis's own HTTP/1.1 codec; HTTP/2 prior knowledge is taken too (Envoy's AUTO codec).
-	l.srv = &h1.Server{
-		Handler:        l,
-		IdleTimeout:    s.IdleTimeout,
-		MaxHeaderBytes: h1.DefaultMaxHeaderBytes, // Envoy's max_request_headers_kb default
-		ErrorLog:       m.log,
-		ConnState: func(c net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				cxTotal.Inc()
-				cxActive.Inc()
-			case http.StateClosed, http.StateHijacked:
-				cxActive.Dec()
-			}
-			if cs, ok := l.handler.Load().h.(connStater); ok {
-				cs.ConnState(c, st)
-			}
-		},
-	}
+	l.cxTotal = m.store.Counter(statPrefix + "downstream_cx_total")
+	l.cxActive = m.store.Gauge(statPrefix + "downstream_cx_active")
+	l.noChain = m.store.Counter(statPrefix + "no_filter_chain_match")
+	l.preTimeout = m.store.Counter(statPrefix + "downstream_pre_cx_timeout")
+	l.tlsOK = m.store.Counter(statPrefix + "ssl.handshake")
+	l.tlsFail = m.store.Counter(statPrefix + "ssl.connection_error")
 	return l, nil
 }
 
 func (m *Manager) serve(l *running) {
-	if l.srv == nil {
+	if l.ln == nil {
 		return
 	}
+	set, _ := m.buildSet(l.spec, nil)
+	l.set.Store(set)
 	m.log.Info("listener started", "listener", l.spec.Name, "address", l.ln.Addr().String())
 	go func() {
 		defer close(l.served)
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			m.log.Error("listener stopped", "listener", l.spec.Name, "error", err)
+		for {
+			c, err := l.ln.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				if !errors.Is(err, net.ErrClosed) {
+					m.log.Error("listener stopped", "listener", l.spec.Name, "error", err)
+				}
+				return
+			}
+			l.cxTotal.Inc()
+			l.cxActive.Inc()
+			l.conns.add(c)
+			go m.handle(l, c)
 		}
 	}()
 }
 
-// stopLocked stops l accepting now and drains it in the background.
-func (m *Manager) stopLocked(l *running) {
-	if l.srv == nil || l.stopped {
+// handle runs the listener filters on a new connection, picks its filter chain, terminates TLS
+// when the chain says so, and hands the connection to the chain.
+func (m *Manager) handle(l *running, raw net.Conn) {
+	c := &conn{Conn: raw, onClose: l.cxActive.Dec}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			l.conns.done(raw)
+		}
+	}()
+	set := l.set.Load()
+	info := ConnInfo{Local: addrPort(raw.LocalAddr()), Remote: addrPort(raw.RemoteAddr()), TransportProtocol: "raw_buffer"}
+	if f := set.filters; f.TLSInspector || f.HTTPInspector {
+		err := inspect(c, &info, f.TLSInspector, f.HTTPInspector, f.Timeout, &m.inspect)
+		switch {
+		case errors.Is(err, errInspectTimeout):
+			l.preTimeout.Inc()
+			if !f.ContinueOnTimeout {
+				_ = c.Close()
+				return
+			}
+		case err != nil:
+			_ = c.Close()
+			return
+		}
+	}
+	rc := selectChain(set.chains, &info)
+	if rc == nil {
+		rc = set.def
+	}
+	if rc == nil {
+		l.noChain.Inc()
+		m.log.Debug("no filter chain matches the connection", "listener", l.spec.Name, "remote", info.Remote,
+			"server_name", info.ServerName, "transport", info.TransportProtocol)
+		_ = c.Close()
 		return
 	}
-	l.stopped = true
-	m.log.Info("listener draining", "listener", l.spec.Name, "address", l.ln.Addr().String())
-	_ = l.ln.Close()
-	m.totalDraining.Inc()
+	var nc net.Conn = c
+	if rc.cfg.TLS != nil {
+		tc := tls.Server(c, rc.cfg.TLS)
+		ctx, cancel := l.ctx, context.CancelFunc(func() {})
+		if t := rc.cfg.TLSHandshakeTimeout; t > 0 {
+			ctx, cancel = context.WithTimeout(ctx, t)
+		}
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.tlsFail.Inc()
+			m.log.Debug("TLS handshake failed", "listener", l.spec.Name, "remote", info.Remote, "error", err)
+			_ = tc.Close()
+			return
+		}
+		l.tlsOK.Inc()
+		if info.ServerName == "" {
+			info.ServerName = lower(tc.ConnectionState().ServerName)
+		}
+		nc = tc
+	}
+	if rc.http != nil {
+		// The HTTP server owns the connection now, and drains it; the listener still counts it
+		// until it closes, so upgraded (hijacked) connections get the drain time and no more.
+		handedOff = true
+		c.onClose = func() {
+			l.cxActive.Dec()
+			l.conns.done(raw)
+		}
+		rc.http.srv.ServeConn(nc)
+		return
+	}
+	rc.cfg.Conn.ServeConn(l.ctx, nc, &info)
+	_ = nc.Close()
+}
+
+// drainServers shuts HTTP servers down gracefully in the background.
+func (m *Manager) drainServers(servers []*httpServer) {
+	if len(servers) == 0 {
+		return
+	}
+	job := &drainJob{cut: func() {
+		for _, s := range servers {
+			_ = s.srv.Close()
+		}
+	}}
+	m.startDrainLocked(job, func(ctx context.Context) { shutdownAll(ctx, servers) })
+}
+
+func shutdownAll(ctx context.Context, servers []*httpServer) {
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.srv.Shutdown(ctx); err != nil {
+				_ = s.srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// startDrainLocked runs drain with the manager's drain timeout, owned by the manager's WaitGroup.
+func (m *Manager) startDrainLocked(job *drainJob, drain func(ctx context.Context)) {
 	m.draining.Add(1)
-	m.drainSet[l] = true
+	m.drainSet[job] = true
 	go func() {
 		defer m.draining.Done()
-		defer m.totalDraining.Dec()
 		defer func() {
 			m.mu.Lock()
-			delete(m.drainSet, l)
+			delete(m.drainSet, job)
 			m.mu.Unlock()
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), m.drain)
 		defer cancel()
-		if err := l.srv.Shutdown(ctx); err != nil {
-			m.log.Warn("listener drain timed out; closing its connections", "listener", l.spec.Name, "error", err)
-			_ = l.srv.Close()
-		}
-		<-l.served
+		drain(ctx)
 	}()
+}
+
+// stopLocked stops l accepting now and drains it in the background: HTTP servers finish their
+// requests, connection handlers (TCP proxies) get until the drain timeout, then are closed.
+func (m *Manager) stopLocked(l *running) {
+	if l.stopped {
+		return
+	}
+	l.stopped = true
+	if l.ln == nil {
+		l.cancel()
+		return
+	}
+	m.log.Info("listener draining", "listener", l.spec.Name, "address", l.ln.Addr().String())
+	_ = l.ln.Close()
+	m.totalDraining.Inc()
+	servers := l.set.Load().servers()
+	job := &drainJob{cut: func() {
+		l.cancel()
+		l.conns.closeAll()
+		for _, s := range servers {
+			_ = s.srv.Close()
+		}
+	}}
+	m.startDrainLocked(job, func(ctx context.Context) {
+		defer m.totalDraining.Dec()
+		defer l.cancel()
+		<-l.served // no connection is added to l.conns after this
+		var wg sync.WaitGroup
+		wg.Go(func() { shutdownAll(ctx, servers) })
+		if !l.conns.wait(ctx) {
+			m.log.Warn("listener drain timed out; closing its connections", "listener", l.spec.Name)
+			l.cancel()
+			l.conns.closeAll()
+			l.conns.wait(context.Background())
+		}
+		wg.Wait()
+	})
 }
 
 // Listeners lists the running listeners, sorted by name.
@@ -365,8 +643,8 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	m.mu.Lock()
-	for l := range m.drainSet {
-		_ = l.srv.Close()
+	for job := range m.drainSet {
+		job.cut()
 	}
 	m.mu.Unlock()
 	<-done
@@ -416,19 +694,29 @@ func (m *Manager) Drain(inboundOnly, graceful bool) {
 	m.graceful = scope
 	for _, l := range m.active {
 		if scope.covers(l.spec) {
-			m.startDrainLocked(l)
+			m.beginGracefulDrainLocked(l)
 		}
 	}
 	m.log.Info("listeners draining gracefully", "inbound_only", inboundOnly, "drain", m.drain)
 	m.drainTimers = append(m.drainTimers, time.AfterFunc(m.drain, func() { m.Drain(inboundOnly, false) }))
 }
 
-func (m *Manager) startDrainLocked(l *running) {
+func (m *Manager) beginGracefulDrainLocked(l *running) {
 	l.draining.Store(true)
-	if l.srv != nil {
-		// net/http then closes every HTTP/1 connection after its response (Connection: close) and
-		// sends HTTP/2 connections a GOAWAY after their current stream; idle ones close now.
-		l.srv.SetKeepAlivesEnabled(false)
+	m.keepDrainSignal(l)
+}
+
+// keepDrainSignal tells l's HTTP servers, new ones included, whether l drains: while it does,
+// every HTTP/1 connection closes after its response (Connection: close), HTTP/2 connections get a
+// GOAWAY after their current stream, and idle ones close now.
+func (m *Manager) keepDrainSignal(l *running) {
+	if !l.draining.Load() {
+		return
+	}
+	if set := l.set.Load(); set != nil {
+		for _, s := range set.servers() {
+			s.srv.SetKeepAlivesEnabled(false)
+		}
 	}
 }
 
@@ -437,4 +725,54 @@ func (m *Manager) Draining() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.graceful != scopeNone || m.stopped != scopeNone || m.closed
+}
+
+// tracker counts a listener's connections until they are done: for those being inspected, in a
+// TLS handshake or served by a connection handler, when their goroutine ends; for those handed to an
+// HTTP server, when they close (which covers connections the server no longer tracks: upgrades).
+type tracker struct {
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (t *tracker) add(c net.Conn) {
+	t.wg.Add(1)
+	t.mu.Lock()
+	if t.conns == nil {
+		t.conns = make(map[net.Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+// done marks c finished.
+func (t *tracker) done(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		_ = c.Close()
+	}
+}
+
+// wait waits for every connection's goroutine to finish, or ctx; it reports whether they did.
+func (t *tracker) wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -113,7 +113,7 @@ func TestInvalidResourceIsRejectedAndOldConfigKeepsServing(t *testing.T) {
 	tls := edsCluster("a")
 	tls.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls"}
 	if err := d.p.OnResources(ClusterType, msgs(tls, edsCluster("b"))); err == nil {
-		t.Fatal("cluster with TLS accepted")
+		t.Fatal("cluster with a TLS socket without its context accepted")
 	}
 	if code, body, _ := do(t, keepAliveClient(t), "GET", d.base+"/", "", nil); code != 200 || body != "a" {
 		t.Fatalf("after rejected CDS: %d %q", code, body)
@@ -125,7 +125,7 @@ func TestInvalidResourceIsRejectedAndOldConfigKeepsServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(dump.String(), "transport_socket: not supported") {
+	if !strings.Contains(dump.String(), "transport_socket.typed_config: the TLS transport socket needs its TLS context") {
 		t.Fatal("config dump has no error_state for the rejected cluster")
 	}
 }

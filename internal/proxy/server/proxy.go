@@ -102,9 +102,11 @@ func newResources() resources {
 }
 
 type listenerEntry struct {
-	raw     *listenerv3.Listener
-	cfg     *xdsconfig.Listener
-	handler *hcm.Handler
+	raw *listenerv3.Listener
+	cfg *xdsconfig.Listener
+	// chains are the listener's filter chains, built once per config (handlers hold their stats).
+	chains  []listener.Chain
+	def     *listener.Chain
 	gen     string // changes whenever the listener's config does
 	updated time.Time
 }
@@ -248,8 +250,10 @@ func (p *Proxy) OnResources(typeURL string, resources []proto.Message) error {
 func (p *Proxy) subscriptionsLocked() (sub Subscriber, rds, eds []string, rdsChanged, edsChanged bool) {
 	for _, set := range []map[string]*listenerEntry{p.static.listeners, p.dynamic.listeners} {
 		for _, l := range set {
-			if n := l.cfg.HTTP.RDSName; n != "" {
-				rds = append(rds, n)
+			for _, h := range l.cfg.HTTPManagers() {
+				if n := h.RDSName; n != "" {
+					rds = append(rds, n)
+				}
 			}
 		}
 	}

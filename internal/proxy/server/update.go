@@ -14,6 +14,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/hcm"
 	"github.com/trellis-mesh/trellis/internal/proxy/listener"
+	"github.com/trellis-mesh/trellis/internal/proxy/tcpproxy"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
@@ -60,7 +61,7 @@ func (p *Proxy) ApplyBootstrap(b *bootstrapv3.Bootstrap) error {
 	}
 	for name, e := range listeners {
 		e.gen = p.nextGen()
-		e.handler = p.newHandler(e.cfg)
+		e.chains, e.def = p.newChains(e.cfg)
 		if _, clash := p.dynamic.listeners[name]; clash {
 			p.mu.Unlock()
 			return fmt.Errorf("bootstrap: listener %q already exists as a dynamic listener", name)
@@ -97,8 +98,41 @@ func (p *Proxy) ApplyBootstrap(b *bootstrapv3.Bootstrap) error {
 	return nil
 }
 
-func (p *Proxy) newHandler(cfg *xdsconfig.Listener) *hcm.Handler {
-	return hcm.New(cfg.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name))
+// newChains builds the running side of a listener's filter chains: an HTTP connection manager or
+// a TCP proxy each, with its TLS termination.
+func (p *Proxy) newChains(cfg *xdsconfig.Listener) ([]listener.Chain, *listener.Chain) {
+	mk := func(fc *xdsconfig.FilterChain) listener.Chain {
+		c := listener.Chain{Name: fc.Name, Match: fc.Match, TLS: fc.TLS, TLSHandshakeTimeout: fc.TLSHandshakeTimeout}
+		switch {
+		case fc.HTTP != nil:
+			c.HTTP = &listener.HTTPChain{
+				Handler:     hcm.New(fc.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name, "filter_chain", fc.Name)),
+				Codec:       fc.HTTP.Codec,
+				IdleTimeout: fc.HTTP.IdleTimeout,
+			}
+		case fc.TCP != nil:
+			c.Conn = tcpproxy.New(fc.TCP, p.cluster, p.stats, p.log.With("listener", cfg.Name, "filter_chain", fc.Name))
+		}
+		return c
+	}
+	chains := make([]listener.Chain, 0, len(cfg.FilterChains))
+	for _, fc := range cfg.FilterChains {
+		chains = append(chains, mk(fc))
+	}
+	var def *listener.Chain
+	if cfg.DefaultChain != nil {
+		c := mk(cfg.DefaultChain)
+		def = &c
+	}
+	return chains, def
+}
+
+// cluster returns the running cluster called name, or nil.
+func (p *Proxy) cluster(name string) *upstream.Cluster {
+	if s := p.snap.Load(); s != nil {
+		return s.Clusters[name]
+	}
+	return nil
 }
 
 // applyListenersLocked hands the static and dynamic listeners to the listener manager.
@@ -107,13 +141,14 @@ func (p *Proxy) applyListenersLocked() error {
 	for _, set := range []map[string]*listenerEntry{p.static.listeners, p.dynamic.listeners} {
 		for _, e := range set {
 			specs = append(specs, listener.Spec{
-				Name:        e.cfg.Name,
-				Address:     e.cfg.Address,
-				Bind:        e.cfg.BindToPort,
-				Version:     e.gen,
-				Handler:     e.handler,
-				IdleTimeout: e.cfg.HTTP.IdleTimeout,
-				Inbound:     e.cfg.Inbound,
+				Name:    e.cfg.Name,
+				Inbound: e.cfg.Inbound,
+				Address: e.cfg.Address,
+				Bind:    e.cfg.BindToPort,
+				Version: e.gen,
+				Filters: e.cfg.ListenerFilters,
+				Chains:  e.chains,
+				Default: e.def,
 			})
 		}
 	}
@@ -142,9 +177,9 @@ func (p *Proxy) updateListeners(msgs []proto.Message) error {
 		next[l.GetName()] = &listenerEntry{raw: l, cfg: cfg, updated: now}
 	}
 	for _, e := range next {
-		if e.handler == nil {
+		if e.gen == "" {
 			e.gen = p.nextGen()
-			e.handler = p.newHandler(e.cfg)
+			e.chains, e.def = p.newChains(e.cfg)
 		}
 	}
 	old := p.dynamic.listeners

@@ -181,7 +181,9 @@ func (c *Cluster) closeIdle() {
 
 // dialer opens upstream connections for both transports, counting them and wrapping failures in
 // ConnectError.
-func (c *Cluster) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func (c *Cluster) dialer() dialFunc {
 	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if path, ok := unixPath(addr); ok {
@@ -202,7 +204,7 @@ func (c *Cluster) dialer() func(ctx context.Context, network, addr string) (net.
 // round trip on the caller's goroutine. Bodies pass through untouched (no compression).
 func (c *Cluster) newH1Transport() *h1.Transport {
 	return &h1.Transport{
-		DialContext:         c.dialer(),
+		DialContext:         c.withTLS(c.dialer(), false),
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     c.cfg.IdleTimeout,
 	}
@@ -214,7 +216,7 @@ func (c *Cluster) newTransport() *http.Transport {
 	p.SetUnencryptedHTTP2(true)
 	return &http.Transport{
 		Proxy:                 nil, // never the environment's HTTP_PROXY: the proxy is the one applications use
-		DialContext:           c.dialer(),
+		DialContext:           c.withTLS(c.dialer(), true),
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       c.cfg.IdleTimeout,
 		DisableCompression:    true, // bodies pass through untouched

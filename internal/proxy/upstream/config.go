@@ -71,6 +71,8 @@ type Config struct {
 	Endpoints []Endpoint
 	// OriginalDstFromHeader lets x-envoy-original-dst-host choose an ORIGINAL_DST cluster's target.
 	OriginalDstFromHeader bool
+	// TLS, when set, originates TLS to every endpoint (transport_socket UpstreamTlsContext).
+	TLS *TLS
 }
 
 // UnixPrefix starts the Address of an endpoint that is a Unix domain socket ("unix:/run/app.sock";

@@ -28,8 +28,8 @@ func TestHCMAccessLogsAreParsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.HTTP.AccessLogs) != 2 {
-		t.Fatalf("got %d access loggers", len(got.HTTP.AccessLogs))
+	if len(got.FilterChains[0].HTTP.AccessLogs) != 2 {
+		t.Fatalf("got %d access loggers", len(got.FilterChains[0].HTTP.AccessLogs))
 	}
 }
 

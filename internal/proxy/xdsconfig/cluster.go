@@ -44,10 +44,15 @@ func parseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
 		"round_robin_lb_config", "common_lb_config", "metadata", "protocol_selection",
 		"upstream_connection_options", "close_connections_on_host_health_failure",
 		"ignore_health_on_host_removal", "track_timeout_budgets", "track_cluster_stats", "preconnect_policy",
-		"dns_jitter"); err != nil {
+		"dns_jitter", "transport_socket"); err != nil {
 		return cfg, err
 	}
 	cfg.StatName = c.GetAltStatName()
+	tlsCfg, err := upstreamTransportSocket(c.GetTransportSocket())
+	if err != nil {
+		return cfg, fmt.Errorf("transport_socket.%w", err)
+	}
+	cfg.TLS = tlsCfg
 	switch c.GetType() {
 	case clusterv3.Cluster_STATIC:
 		cfg.Type = upstream.Static

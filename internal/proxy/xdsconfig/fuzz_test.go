@@ -27,8 +27,20 @@ func FuzzParseListener(f *testing.F) {
 			return
 		}
 		out, err := ParseListener(&l)
-		if err == nil && (out == nil || out.HTTP == nil) {
-			t.Fatalf("accepted listener without an HTTP connection manager: %+v", out)
+		if err != nil {
+			return
+		}
+		chains := out.FilterChains
+		if out.DefaultChain != nil {
+			chains = append(chains, out.DefaultChain)
+		}
+		if len(chains) == 0 {
+			t.Fatalf("accepted listener without a filter chain: %+v", out)
+		}
+		for _, c := range chains {
+			if (c.HTTP == nil) == (c.TCP == nil) {
+				t.Fatalf("accepted filter chain without exactly one terminal filter: %+v", c)
+			}
 		}
 	})
 }

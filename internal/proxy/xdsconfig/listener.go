@@ -1,15 +1,19 @@
 package xdsconfig
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -17,15 +21,85 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
-// Listener is a converted Envoy Listener: a socket serving one HTTP connection manager.
+// Listener is a converted Envoy Listener: a socket, the listener filters that inspect each new
+// connection, and the filter chains one of which serves it.
 type Listener struct {
 	Name    string
 	Address string // host:port
 	// BindToPort false means the listener owns no socket (Envoy's virtual listeners).
 	BindToPort bool
 	// Inbound is traffic_direction INBOUND (what /drain_listeners?inboundonly drains).
-	Inbound bool
-	HTTP    *HTTPConnectionManager
+	Inbound         bool
+	ListenerFilters ListenerFilters
+	// FilterChains are chosen among per connection by their Match (Envoy's order); DefaultChain
+	// serves connections none matches, and without it they are closed.
+	FilterChains []*FilterChain
+	DefaultChain *FilterChain
+}
+
+// HTTPManagers lists the listener's HTTP connection managers, the default chain's last.
+func (l *Listener) HTTPManagers() []*HTTPConnectionManager {
+	var out []*HTTPConnectionManager
+	for _, fc := range l.FilterChains {
+		if fc.HTTP != nil {
+			out = append(out, fc.HTTP)
+		}
+	}
+	if l.DefaultChain != nil && l.DefaultChain.HTTP != nil {
+		out = append(out, l.DefaultChain.HTTP)
+	}
+	return out
+}
+
+// ListenerFilters are the listener filters, which inspect a connection's first bytes.
+type ListenerFilters struct {
+	// TLSInspector reads SNI and ALPN from a TLS ClientHello (transport protocol "tls").
+	TLSInspector bool
+	// HTTPInspector tells HTTP/1.x from HTTP/2 prior knowledge (application protocols "http/1.0",
+	// "http/1.1", "h2c") on plaintext connections.
+	HTTPInspector bool
+	// Timeout bounds the inspection (listener_filters_timeout, Envoy's default 15s; 0 is none).
+	Timeout time.Duration
+	// ContinueOnTimeout picks a chain with what was learnt when the timeout hits, instead of
+	// closing the connection.
+	ContinueOnTimeout bool
+}
+
+// FilterChain is one filter chain: how a connection is matched to it, its TLS termination, and its
+// one terminal network filter (HTTP or TCP proxy).
+type FilterChain struct {
+	Name  string
+	Match FilterChainMatch
+	// TLS terminates TLS with this server config; nil serves plaintext.
+	TLS *tls.Config
+	// TLSHandshakeTimeout is transport_socket_connect_timeout; 0 is none.
+	TLSHandshakeTimeout time.Duration
+	// Exactly one of HTTP and TCP is set.
+	HTTP *HTTPConnectionManager
+	TCP  *TCPProxy
+}
+
+// SourceType is FilterChainMatch.source_type.
+type SourceType int
+
+// Source types: a local source is a loopback address or the connection's own local address.
+const (
+	SourceAny SourceType = iota
+	SourceLocal
+	SourceExternal
+)
+
+// FilterChainMatch is the converted FilterChainMatch; empty fields match anything.
+type FilterChainMatch struct {
+	DestinationPort          uint32
+	PrefixRanges             []netip.Prefix
+	ServerNames              []string // lower case; "*.example.com" is a wildcard
+	TransportProtocol        string
+	ApplicationProtocols     []string
+	DirectSourcePrefixRanges []netip.Prefix
+	SourceType               SourceType
+	SourcePrefixRanges       []netip.Prefix
+	SourcePorts              []uint32
 }
 
 // Codec is the downstream HTTP protocol a connection manager accepts.
@@ -71,6 +145,25 @@ type HTTPConnectionManager struct {
 	IdleTimeout time.Duration
 	// AccessLogs are the HCM's access_log entries, each called when a request ends.
 	AccessLogs []accesslog.Logger
+	// Upgrades are upgrade_configs: the Upgrade types (lower case) forwarded, and whether each is
+	// enabled. An Upgrade request of a type not listed, or disabled, is refused with 403.
+	Upgrades []UpgradeConfig
+}
+
+// UpgradeConfig is one of HttpConnectionManager.upgrade_configs.
+type UpgradeConfig struct {
+	Type    string // lower case, e.g. "websocket"
+	Enabled bool
+}
+
+// UpgradeEnabled reports whether requests may upgrade to typ (compared case-insensitively).
+func (h *HTTPConnectionManager) UpgradeEnabled(typ string) bool {
+	for _, u := range h.Upgrades {
+		if strings.EqualFold(u.Type, typ) {
+			return u.Enabled
+		}
+	}
+	return false
 }
 
 const (
@@ -82,16 +175,19 @@ const (
 	defaultIdleTimeout = time.Hour
 )
 
-// Listener filters that only inspect a connection and never change how a single plaintext filter
-// chain behaves.
-var harmlessListenerFilters = map[string]bool{
-	"envoy.filters.listener.tls_inspector":  true,
-	"envoy.filters.listener.http_inspector": true,
-}
+const (
+	tlsInspectorName  = "envoy.filters.listener.tls_inspector"
+	tlsInspectorType  = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+	httpInspectorName = "envoy.filters.listener.http_inspector"
+	httpInspectorType = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
 
-// ParseListener converts and validates an Envoy Listener. It must have exactly one filter chain,
-// without match conditions or TLS, holding only an HTTP connection manager. Access logs, socket
-// options, use_original_dst and connection balancing are accepted and ignored.
+	defaultListenerFiltersTimeout = 15 * time.Second
+)
+
+// ParseListener converts and validates an Envoy Listener: its filter chains (each holding one HTTP
+// connection manager or TCP proxy, plaintext or TLS), their matches, and the tls_inspector and
+// http_inspector listener filters. Access logs, socket options and connection balancing are
+// accepted and ignored; use_original_dst is accepted for the redirect issue to honour.
 func ParseListener(l *listenerv3.Listener) (*Listener, error) {
 	out, err := parseListener(l)
 	if err != nil {
@@ -119,71 +215,184 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		return nil, fmt.Errorf("address: %w", err)
 	}
 	out.Address = addr
-	for i, lf := range l.GetListenerFilters() {
-		if !harmlessListenerFilters[lf.GetName()] {
-			return nil, fmt.Errorf("listener_filters[%d] (%q): %w", i, lf.GetName(), ErrUnsupported)
-		}
-	}
-	chains := l.GetFilterChains()
-	field := "filter_chains[0]"
-	if dc := l.GetDefaultFilterChain(); dc != nil {
-		chains = append(chains[:len(chains):len(chains)], dc)
-		field = "default_filter_chain"
-	}
-	if len(chains) != 1 {
-		return nil, fmt.Errorf("filter_chains: %d filter chains: only a single filter chain is %w", len(chains), ErrUnsupported)
+	if out.ListenerFilters, err = listenerFilters(l); err != nil {
+		return nil, err
 	}
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.ParseUint(portStr, 10, 32)
-	fc := chains[0]
-	if err := checkFilterChain(fc, uint32(port)); err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
+	seen := make(map[string]int, len(l.GetFilterChains()))
+	names := make(map[string]int, len(l.GetFilterChains()))
+	for i, fc := range l.GetFilterChains() {
+		field := fmt.Sprintf("filter_chains[%d]", i)
+		c, err := parseFilterChain(fc, uint32(port))
+		if err != nil {
+			return nil, fmt.Errorf("%s.%w", field, err)
+		}
+		// Envoy refuses two chains with the same match: which would serve is undefined.
+		key := fmt.Sprint(c.Match)
+		if j, dup := seen[key]; dup {
+			return nil, fmt.Errorf("%s.filter_chain_match: the same match as filter_chains[%d]", field, j)
+		}
+		seen[key] = i
+		if c.Name != "" {
+			if j, dup := names[c.Name]; dup {
+				return nil, fmt.Errorf("%s.name %q: also the name of filter_chains[%d]", field, c.Name, j)
+			}
+			names[c.Name] = i
+		}
+		out.FilterChains = append(out.FilterChains, c)
 	}
-	hcm, err := parseHCM(fc.GetFilters(), uint32(port))
-	if err != nil {
-		return nil, fmt.Errorf("%s.%w", field, err)
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		if dc.GetFilterChainMatch() != nil {
+			return nil, errors.New("default_filter_chain.filter_chain_match: the default chain has no match")
+		}
+		c, err := parseFilterChain(dc, uint32(port))
+		if err != nil {
+			return nil, fmt.Errorf("default_filter_chain.%w", err)
+		}
+		out.DefaultChain = c
 	}
-	out.HTTP = hcm
+	if len(out.FilterChains) == 0 && out.DefaultChain == nil {
+		return nil, errors.New("filter_chains: a listener needs a filter chain or a default_filter_chain")
+	}
 	return out, nil
 }
 
-func checkFilterChain(fc *listenerv3.FilterChain, port uint32) error {
-	if err := onlyFields(fc, "filter_chain_match", "filters", "name", "metadata", "transport_socket_connect_timeout"); err != nil {
-		return err
+func listenerFilters(l *listenerv3.Listener) (ListenerFilters, error) {
+	out := ListenerFilters{
+		Timeout:           duration(l.GetListenerFiltersTimeout(), defaultListenerFiltersTimeout),
+		ContinueOnTimeout: l.GetContinueOnListenerFiltersTimeout(),
 	}
-	m := fc.GetFilterChainMatch()
-	if m == nil {
-		return nil
+	for i, lf := range l.GetListenerFilters() {
+		field := fmt.Sprintf("listener_filters[%d] (%q)", i, lf.GetName())
+		if err := onlyFields(lf, "name", "typed_config"); err != nil {
+			return out, fmt.Errorf("%s.%w", field, err)
+		}
+		tc := lf.GetTypedConfig()
+		switch {
+		case tc.GetTypeUrl() == tlsInspectorType || tc == nil && lf.GetName() == tlsInspectorName:
+			if tc != nil {
+				var ti tlsinspectorv3.TlsInspector
+				if err := anypb.UnmarshalTo(tc, &ti, protoUnmarshal); err != nil {
+					return out, fmt.Errorf("%s.typed_config: %w", field, err)
+				}
+				// The read buffer size is how Envoy peeks; ours grows as the ClientHello needs.
+				if err := onlyFields(&ti, "initial_read_buffer_size"); err != nil {
+					return out, fmt.Errorf("%s.typed_config.%w", field, err)
+				}
+			}
+			out.TLSInspector = true
+		case tc.GetTypeUrl() == httpInspectorType || tc == nil && lf.GetName() == httpInspectorName:
+			out.HTTPInspector = true
+		default:
+			kind := tc.GetTypeUrl()
+			if kind == "" {
+				kind = lf.GetName()
+			}
+			return out, fmt.Errorf("%s: listener filter %q: %w", field, kind, ErrUnsupported)
+		}
 	}
-	// A match that every plaintext connection to this listener satisfies changes nothing.
-	if err := onlyFields(m, "transport_protocol", "destination_port"); err != nil {
-		return fmt.Errorf("filter_chain_match.%w", err)
-	}
-	if tp := m.GetTransportProtocol(); tp != "" && tp != "raw_buffer" {
-		return fmt.Errorf("filter_chain_match.transport_protocol %q: %w", tp, ErrUnsupported)
-	}
-	if dp := m.GetDestinationPort(); dp != nil && dp.GetValue() != port {
-		return fmt.Errorf("filter_chain_match.destination_port %d differs from the listener port: %w", dp.GetValue(), ErrUnsupported)
-	}
-	return nil
+	return out, nil
 }
 
-func parseHCM(filters []*listenerv3.Filter, port uint32) (*HTTPConnectionManager, error) {
+func parseFilterChain(fc *listenerv3.FilterChain, port uint32) (*FilterChain, error) {
+	if err := onlyFields(fc, "filter_chain_match", "filters", "name", "metadata", "transport_socket",
+		"transport_socket_connect_timeout"); err != nil {
+		return nil, err
+	}
+	out := &FilterChain{Name: fc.GetName(), TLSHandshakeTimeout: duration(fc.GetTransportSocketConnectTimeout(), 0)}
+	m, err := filterChainMatch(fc.GetFilterChainMatch())
+	if err != nil {
+		return nil, fmt.Errorf("filter_chain_match.%w", err)
+	}
+	out.Match = m
+	if out.TLS, err = downstreamTransportSocket(fc.GetTransportSocket()); err != nil {
+		return nil, fmt.Errorf("transport_socket.%w", err)
+	}
+	filters := fc.GetFilters()
 	if len(filters) != 1 {
-		return nil, fmt.Errorf("filters: %d network filters: exactly one, %s, is supported: %w", len(filters), hcmType, ErrUnsupported)
+		return nil, fmt.Errorf("filters: %d network filters: exactly one, an HTTP connection manager or a TCP proxy, is %w", len(filters), ErrUnsupported)
 	}
 	f := filters[0]
+	if err := onlyFields(f, "name", "typed_config"); err != nil {
+		return nil, fmt.Errorf("filters[0].%w", err)
+	}
 	tc := f.GetTypedConfig()
-	if tc.GetTypeUrl() != hcmType {
-		return nil, fmt.Errorf("filters[0] (%q): typed_config %q: only the HTTP connection manager is %w", f.GetName(), tc.GetTypeUrl(), ErrUnsupported)
+	switch tc.GetTypeUrl() {
+	case hcmType:
+		var h hcmv3.HttpConnectionManager
+		if err := anypb.UnmarshalTo(tc, &h, protoUnmarshal); err != nil {
+			return nil, fmt.Errorf("filters[0].typed_config: %w", err)
+		}
+		if out.HTTP, err = convertHCM(&h, port); err != nil {
+			return nil, fmt.Errorf("filters[0] (http_connection_manager).%w", err)
+		}
+	case tcpProxyType:
+		if out.TCP, err = parseTCPProxy(tc); err != nil {
+			return nil, fmt.Errorf("filters[0] (tcp_proxy).%w", err)
+		}
+	default:
+		return nil, fmt.Errorf("filters[0] (%q): typed_config %q: only the HTTP connection manager and the TCP proxy are %w", f.GetName(), tc.GetTypeUrl(), ErrUnsupported)
 	}
-	var h hcmv3.HttpConnectionManager
-	if err := anypb.UnmarshalTo(tc, &h, protoUnmarshal); err != nil {
-		return nil, fmt.Errorf("filters[0].typed_config: %w", err)
+	return out, nil
+}
+
+func filterChainMatch(m *listenerv3.FilterChainMatch) (FilterChainMatch, error) {
+	var out FilterChainMatch
+	if m == nil {
+		return out, nil
 	}
-	out, err := convertHCM(&h, port)
-	if err != nil {
-		return nil, fmt.Errorf("filters[0] (http_connection_manager).%w", err)
+	if err := onlyFields(m, "destination_port", "prefix_ranges", "direct_source_prefix_ranges", "source_type",
+		"source_prefix_ranges", "source_ports", "server_names", "transport_protocol", "application_protocols"); err != nil {
+		return out, err
+	}
+	out.DestinationPort = m.GetDestinationPort().GetValue()
+	var err error
+	if out.PrefixRanges, err = cidrRanges(m.GetPrefixRanges()); err != nil {
+		return out, fmt.Errorf("prefix_ranges%w", err)
+	}
+	if out.DirectSourcePrefixRanges, err = cidrRanges(m.GetDirectSourcePrefixRanges()); err != nil {
+		return out, fmt.Errorf("direct_source_prefix_ranges%w", err)
+	}
+	if out.SourcePrefixRanges, err = cidrRanges(m.GetSourcePrefixRanges()); err != nil {
+		return out, fmt.Errorf("source_prefix_ranges%w", err)
+	}
+	switch m.GetSourceType() {
+	case listenerv3.FilterChainMatch_ANY:
+		out.SourceType = SourceAny
+	case listenerv3.FilterChainMatch_SAME_IP_OR_LOOPBACK:
+		out.SourceType = SourceLocal
+	case listenerv3.FilterChainMatch_EXTERNAL:
+		out.SourceType = SourceExternal
+	}
+	out.SourcePorts = m.GetSourcePorts()
+	for i, n := range m.GetServerNames() {
+		n = strings.ToLower(n)
+		if strings.Contains(n[min(1, len(n)):], "*") || strings.HasPrefix(n, "*") && !strings.HasPrefix(n, "*.") {
+			return out, fmt.Errorf("server_names[%d] %q: only a leading \"*.\" wildcard is allowed", i, n)
+		}
+		out.ServerNames = append(out.ServerNames, n)
+	}
+	out.TransportProtocol = m.GetTransportProtocol()
+	out.ApplicationProtocols = m.GetApplicationProtocols()
+	return out, nil
+}
+
+func cidrRanges(rs []*corev3.CidrRange) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, r := range rs {
+		if err := onlyFields(r, "address_prefix", "prefix_len"); err != nil {
+			return nil, fmt.Errorf("[%d].%w", i, err)
+		}
+		a, err := netip.ParseAddr(r.GetAddressPrefix())
+		if err != nil {
+			return nil, fmt.Errorf("[%d].address_prefix: %w", i, err)
+		}
+		p, err := a.Prefix(int(r.GetPrefixLen().GetValue()))
+		if err != nil {
+			return nil, fmt.Errorf("[%d].prefix_len: %w", i, err)
+		}
+		out = append(out, p)
 	}
 	return out, nil
 }
@@ -254,6 +463,18 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 		out.Routes = t
 	default:
 		return nil, fmt.Errorf("route_specifier %T: only rds and route_config are %w", rs, ErrUnsupported)
+	}
+	for i, u := range h.GetUpgradeConfigs() {
+		if err := onlyFields(u, "upgrade_type", "enabled"); err != nil {
+			return nil, fmt.Errorf("upgrade_configs[%d].%w", i, err)
+		}
+		if strings.EqualFold(u.GetUpgradeType(), "CONNECT") {
+			return nil, fmt.Errorf("upgrade_configs[%d].upgrade_type CONNECT: %w", i, ErrUnsupported)
+		}
+		out.Upgrades = append(out.Upgrades, UpgradeConfig{
+			Type:    strings.ToLower(u.GetUpgradeType()),
+			Enabled: u.GetEnabled() == nil || u.GetEnabled().GetValue(),
+		})
 	}
 	suppress, err := httpFilters(h.GetHttpFilters())
 	if err != nil {

@@ -57,10 +57,11 @@ func TestListenerWithRDSConverts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Address != "127.0.0.1:8080" || !got.BindToPort || got.HTTP.RDSName != "15001" ||
-		got.HTTP.StatPrefix != "ingress_http" || got.HTTP.ServerName != "envoy" || !got.HTTP.GenerateRequestID ||
-		got.HTTP.StripPortIfMatches != 8080 || got.HTTP.IdleTimeout != time.Hour {
-		t.Fatalf("got %+v / %+v", got, got.HTTP)
+	hcm := got.FilterChains[0].HTTP
+	if got.Address != "127.0.0.1:8080" || !got.BindToPort || hcm.RDSName != "15001" ||
+		hcm.StatPrefix != "ingress_http" || hcm.ServerName != "envoy" || !hcm.GenerateRequestID ||
+		hcm.StripPortIfMatches != 8080 || hcm.IdleTimeout != time.Hour || hcm.Codec != CodecAuto {
+		t.Fatalf("got %+v / %+v", got, hcm)
 	}
 }
 
@@ -79,7 +80,7 @@ func TestListenerWithInlineRoutesConverts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rt := got.HTTP.Routes.Select(&route.Request{Authority: "x", Path: "/a"})
+	_, rt := got.FilterChains[0].HTTP.Routes.Select(&route.Request{Authority: "x", Path: "/a"})
 	if rt == nil || rt.Action.Cluster != "inbound|9080||" || rt.Action.Timeout != 0 {
 		t.Fatalf("route %+v", rt)
 	}
@@ -122,15 +123,15 @@ address: {socket_address: {address: 127.0.0.1, port_value: 8443}}
 filter_chains:
 - transport_socket: {name: envoy.transport_sockets.tls}
   filters: []
-`, `Listener "tls": filter_chains[0]: transport_socket: not supported`},
-		{"no HCM", `
+`, `Listener "tls": filter_chains[0].transport_socket.typed_config: the TLS transport socket needs its TLS context`},
+		{"tcp proxy tunneling", `
 name: tcp
 address: {socket_address: {address: 127.0.0.1, port_value: 9000}}
 filter_chains:
 - filters:
   - name: envoy.filters.network.tcp_proxy
-    typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}
-`, `Listener "tcp": filter_chains[0].filters[0] ("envoy.filters.network.tcp_proxy"): typed_config "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": only the HTTP connection manager is not supported`},
+    typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c, tunneling_config: {hostname: x}}
+`, `Listener "tcp": filter_chains[0].filters[0] (tcp_proxy).tunneling_config: not supported`},
 		{"header command", hcmHeader + `
       route_config:
         request_headers_to_add: [{header: {key: x-peer, value: "%DOWNSTREAM_REMOTE_ADDRESS%"}}]
@@ -294,7 +295,7 @@ load_assignment:
 			}, ""},
 		{"original dst", `{name: PassthroughCluster, type: ORIGINAL_DST, lb_policy: CLUSTER_PROVIDED, original_dst_lb_config: {use_http_header: true}}`,
 			func(c upstream.Config) bool { return c.Type == upstream.OriginalDst && c.OriginalDstFromHeader }, ""},
-		{"tls", `{name: c, type: EDS, transport_socket: {name: envoy.transport_sockets.tls}}`, nil, `Cluster "c": transport_socket: not supported`},
+		{"tls", `{name: c, type: EDS, transport_socket: {name: envoy.transport_sockets.tls}}`, nil, `Cluster "c": transport_socket.typed_config: the TLS transport socket needs its TLS context`},
 		{"subsets", `{name: c, type: EDS, lb_subset_config: {fallback_policy: ANY_ENDPOINT}}`, nil, `Cluster "c": lb_subset_config: not supported`},
 		{"custom type", `{name: c, cluster_type: {name: envoy.clusters.aggregate, typed_config: {"@type": type.googleapis.com/google.protobuf.Struct, value: {}}}}`, nil, `Cluster "c": cluster_type: not supported`},
 	} {
