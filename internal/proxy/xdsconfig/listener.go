@@ -8,11 +8,12 @@ import (
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
+	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 )
 
 // Listener is a converted Envoy Listener: a socket serving one HTTP connection manager.
@@ -65,6 +66,12 @@ type HTTPConnectionManager struct {
 	SuppressEnvoyHeaders bool
 	// IdleTimeout closes downstream connections idle this long (Envoy's default: 1h).
 	IdleTimeout time.Duration
+
+	// HTTPFilters are the http_filters before the router, in order.
+	HTTPFilters []filters.Spec
+	// OnComplete, when set, is called at the end of every request with its record (access logs).
+	// The record is only valid during the call.
+	OnComplete func(*streaminfo.Info)
 }
 
 const (
@@ -248,47 +255,8 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 	default:
 		return nil, fmt.Errorf("route_specifier %T: only rds and route_config are %w", rs, ErrUnsupported)
 	}
-	suppress, err := httpFilters(h.GetHttpFilters())
-	if err != nil {
+	if err := httpFilters(h.GetHttpFilters(), out); err != nil {
 		return nil, err
 	}
-	out.SuppressEnvoyHeaders = suppress
 	return out, nil
-}
-
-// httpFilters checks the filter chain is (optional filters aside) just the router, and returns the
-// router's suppress_envoy_headers.
-func httpFilters(filters []*hcmv3.HttpFilter) (suppressEnvoyHeaders bool, err error) {
-	sawRouter := false
-	for i, f := range filters {
-		field := fmt.Sprintf("http_filters[%d] (%q)", i, f.GetName())
-		tc := f.GetTypedConfig()
-		isRouter := tc.GetTypeUrl() == routerType || (tc == nil && f.GetName() == routerName)
-		switch {
-		case isRouter && i != len(filters)-1:
-			return false, fmt.Errorf("%s: the router must be the last HTTP filter", field)
-		case isRouter:
-			sawRouter = true
-			if tc != nil {
-				var r routerv3.Router
-				if err := anypb.UnmarshalTo(tc, &r, protoUnmarshal); err != nil {
-					return false, fmt.Errorf("%s.typed_config: %w", field, err)
-				}
-				suppressEnvoyHeaders = r.GetSuppressEnvoyHeaders()
-			}
-		case f.GetIsOptional() || f.GetDisabled():
-			// Envoy skips optional filters it does not know, and disabled ones run only where a
-			// route enables them, which typed_per_filter_config (rejected) would have to do.
-		default:
-			kind := tc.GetTypeUrl()
-			if kind == "" {
-				kind = f.GetName()
-			}
-			return false, fmt.Errorf("%s: HTTP filter %q: %w", field, kind, ErrUnsupported)
-		}
-	}
-	if len(filters) > 0 && !sawRouter {
-		return false, errors.New("http_filters: the last HTTP filter must be the router (" + routerName + ")")
-	}
-	return suppressEnvoyHeaders, nil
 }
