@@ -100,7 +100,7 @@ func TestRoundRobinAcrossThreeEndpoints(t *testing.T) {
 func TestInvalidResourceIsRejectedAndOldConfigKeepsServing(t *testing.T) {
 	d := newDynamicProxy(t, routeConfig("r", []string{"*"}, routeTo("/", toCluster("a"))))
 	bad := routeConfig("r", []string{"*"}, &routev3.Route{
-		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200,
 			Body: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/etc/motd"}}}},
 	})
