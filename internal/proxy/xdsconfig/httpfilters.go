@@ -142,7 +142,7 @@ func perFilterConfig(a *anypb.Any) (fc route.FilterConfig, ok bool, err error) {
 	fac := httpFilterRegistry.ByPerRouteType(a.GetTypeUrl())
 	if fac == nil {
 		if optional {
-			return fc, fc.Toggles, nil // Envoy ignores optional configs of filters it does not know
+			return fc, false, nil // Envoy ignores optional entries of filters it does not know
 		}
 		return fc, false, fmt.Errorf("%q: per-route config of an unknown HTTP filter: %w", a.GetTypeUrl(), ErrUnsupported)
 	}
