@@ -3,6 +3,7 @@ package hcm
 import (
 	"context"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -379,6 +380,9 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 		unit = time.Nanosecond
 	default:
 		return 0, false
+	}
+	if n > int64(math.MaxInt64/unit) {
+		return time.Duration(math.MaxInt64), true // "99999999H" outlasts any time.Duration
 	}
 	return time.Duration(n) * unit, true
 }
