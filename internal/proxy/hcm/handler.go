@@ -32,21 +32,25 @@ type Stats struct {
 	CxTotal                                   *stats.Counter
 	RqActive                                  *stats.Gauge
 	NoRoute, NoCluster, RouterRqTotal, Resets *stats.Counter
+	RqCompleted, RqRedirect, RqDirectResponse *stats.Counter
 }
 
 func newStats(s *stats.Store, prefix string) Stats {
 	p := "http." + prefix + "."
 	return Stats{
-		RqTotal:       s.Counter(p + "downstream_rq_total"),
-		RqClass:       s.StatusClasses(p + "downstream_rq_"),
-		RqHTTP1:       s.Counter(p + "downstream_rq_http1_total"),
-		RqHTTP2:       s.Counter(p + "downstream_rq_http2_total"),
-		CxTotal:       s.Counter(p + "downstream_cx_total"),
-		RqActive:      s.Gauge(p + "downstream_rq_active"),
-		NoRoute:       s.Counter(p + "no_route"),
-		NoCluster:     s.Counter(p + "no_cluster"),
-		RouterRqTotal: s.Counter(p + "rq_total"),
-		Resets:        s.Counter(p + "rq_reset_after_downstream_response_started"),
+		RqTotal:          s.Counter(p + "downstream_rq_total"),
+		RqClass:          s.StatusClasses(p + "downstream_rq_"),
+		RqHTTP1:          s.Counter(p + "downstream_rq_http1_total"),
+		RqHTTP2:          s.Counter(p + "downstream_rq_http2_total"),
+		CxTotal:          s.Counter(p + "downstream_cx_total"),
+		RqActive:         s.Gauge(p + "downstream_rq_active"),
+		NoRoute:          s.Counter(p + "no_route"),
+		NoCluster:        s.Counter(p + "no_cluster"),
+		RouterRqTotal:    s.Counter(p + "rq_total"),
+		Resets:           s.Counter(p + "rq_reset_after_downstream_response_started"),
+		RqCompleted:      s.Counter(p + "downstream_rq_completed"),
+		RqRedirect:       s.Counter(p + "rq_redirect"),
+		RqDirectResponse: s.Counter(p + "rq_direct_response"),
 	}
 }
 
@@ -100,6 +104,7 @@ const (
 	bodyConnectFail   = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 	bodyReset         = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 	bodyUpstreamTimed = "upstream request timeout"
+	bodyProtocolError = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 )
 
 // Envoy's %RESPONSE_CODE_DETAILS% for the replies the connection manager and router send.
@@ -109,6 +114,7 @@ const (
 	detailsNoHealthy       = "no_healthy_upstream"
 	detailsConnectFail     = "upstream_reset_before_response_started{connection_failure}"
 	detailsReset           = "upstream_reset_before_response_started{connection_termination}"
+	detailsProtocolError   = "upstream_reset_before_response_started{protocol_error}"
 	detailsTimeout         = "response_timeout"
 	detailsPerTryTimeout   = "upstream_per_try_timeout"
 	detailsViaUpstream     = "via_upstream"
@@ -160,9 +166,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case a.Redirect != nil:
+		h.stats.RqRedirect.Inc()
 		h.redirect(w, r, s, rt)
 		return
 	case a.Direct != nil:
+		h.stats.RqDirectResponse.Inc()
 		h.directResponse(w, r, s, a.Direct)
 		return
 	}

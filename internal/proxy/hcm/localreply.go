@@ -36,13 +36,13 @@ func (h *Handler) sendLocalReply(w http.ResponseWriter, r *http.Request, s *stre
 		hdr.Set("Content-Length", "0")
 	}
 	h.commonResponseHeaders(hdr, r, s)
+	if s.grpc {
+		code = http.StatusOK // what Envoy sends, logs and counts for a gRPC local reply
+	}
 	s.info.ResponseCode = code
 	s.info.ResponseCodeDetails = details
 	s.info.ResponseHeaders = hdr
 	h.stats.RqClass.Record(code)
-	if s.grpc {
-		code = http.StatusOK
-	}
 	w.WriteHeader(code)
 	if body != "" && r.Method != http.MethodHead {
 		n, _ := w.Write([]byte(body))

@@ -24,6 +24,7 @@ const (
 	failReset failure = iota
 	failConnect
 	failRefusedStream
+	failProtocol // the upstream's answer was not HTTP
 	failPerTryTimeout
 	failTimeout        // the route timeout: never retried
 	failDownstreamGone // nobody left to answer
@@ -245,6 +246,8 @@ func classify(err error, down, routeCtx, try context.Context) failure {
 		return failConnect
 	case err != nil && strings.Contains(err.Error(), "REFUSED_STREAM"):
 		return failRefusedStream
+	case err != nil && strings.Contains(err.Error(), "malformed HTTP"):
+		return failProtocol // net/http's words for a response it could not parse
 	}
 	return failReset
 }
@@ -405,6 +408,9 @@ func (h *Handler) upstreamFailure(w http.ResponseWriter, r *http.Request, s *str
 	case failConnect:
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
 		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyConnectFail, detailsConnectFail, streaminfo.UpstreamConnectionFailure)
+	case failProtocol:
+		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
+		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyProtocolError, detailsProtocolError, streaminfo.UpstreamProtocolError)
 	default:
 		h.log.Debug("upstream request failed", "cluster", cl.Name(), "error", err)
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)

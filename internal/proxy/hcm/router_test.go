@@ -278,7 +278,7 @@ func TestGRPCClientSeesUnavailableWhenNoUpstreamIsHealthy(t *testing.T) {
 	if st.Code() != codes.Unavailable || st.Message() != "no healthy upstream" {
 		t.Fatalf("got %v", err)
 	}
-	if i := p.info(t, 1); i.Protocol != "HTTP/2" || i.ResponseCode != 503 || !i.Flags.Has(streaminfo.NoHealthyUpstream) {
+	if i := p.info(t, 1); i.Protocol != "HTTP/2" || i.ResponseCode != 200 || !i.Flags.Has(streaminfo.NoHealthyUpstream) {
 		t.Fatalf("record: %s %d %v", i.Protocol, i.ResponseCode, i.Flags)
 	}
 }
@@ -301,5 +301,34 @@ func TestGRPCFaultAbortSendsItsGRPCStatus(t *testing.T) {
 	err = conn.Invoke(ctx, "/x.Y/Z", &emptypb.Empty{}, &emptypb.Empty{})
 	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || st.Message() != "fault filter abort" {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestUpstreamProtocolErrorIsReportedAsUPE(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("SSH-2.0-not-http\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	p := newTestProxy(t, routeConfig(`
+          - match: {prefix: "/"}
+            route: {cluster: c}
+`)+routerOnly, map[string][]string{"c": {ln.Addr().String()}})
+	code, body, _ := send(t, "GET", p.url+"/", nil, nil)
+	if code != 503 || !strings.HasSuffix(body, "protocol error") {
+		t.Fatalf("got %d %q", code, body)
+	}
+	if i := p.info(t, 1); i.Flags != streaminfo.UpstreamProtocolError || i.ResponseCodeDetails != "upstream_reset_before_response_started{protocol_error}" {
+		t.Fatalf("flags %v details %q", i.Flags, i.ResponseCodeDetails)
 	}
 }

@@ -56,6 +56,7 @@ func (h *Handler) begin(s *stream, r *http.Request) {
 
 // finish completes the request's record, hands it to OnComplete and recycles the stream.
 func (h *Handler) finish(s *stream) {
+	h.stats.RqCompleted.Inc()
 	i := &s.info
 	i.Duration = time.Since(i.Start)
 	if s.body != nil {
