@@ -16,13 +16,14 @@ var errAttemptOver = errors.New("request body: this upstream attempt was abandon
 // (per_request_buffer_limit_bytes) and gives up retrying once a body outgrows the buffer.
 //
 // Each try reads through its own attempt; starting a new one abandons the previous, whose transport
-// may still be reading from another goroutine.
+// may still be reading from another goroutine: what it reads is kept for the next try.
 type replayBody struct {
 	src      io.ReadCloser
 	received atomic.Int64
 
-	mu       sync.Mutex
-	limit    int64 // 0: not recording
+	readMu   sync.Mutex // held by the one try reading from src
+	mu       sync.Mutex // guards what follows
+	limit    int64      // 0: not recording
 	buf      []byte
 	overflow bool  // buf no longer holds everything read
 	read     int64 // bytes read from src
@@ -91,40 +92,58 @@ type attemptBody struct {
 
 func (a *attemptBody) Read(p []byte) (int, error) {
 	b := a.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if a.gen != b.gen {
-		return 0, errAttemptOver
-	}
-	if a.off < int64(len(b.buf)) {
-		n := copy(p, b.buf[a.off:])
-		a.off += int64(n)
-		return n, nil
-	}
-	if a.off != b.read {
-		return 0, errAttemptOver // the kept bytes overflowed: this body cannot be replayed
-	}
-	if b.srcErr != nil {
-		return 0, b.srcErr
-	}
-	// The lock stays held across the read so that bytes reach buf in order; a try that was
-	// abandoned mid-read only delays the next one until downstream sends more.
-	n, err := b.src.Read(p)
-	b.received.Add(int64(n))
-	b.read += int64(n)
-	a.off += int64(n)
-	if b.limit > 0 && !b.overflow {
-		if int64(len(b.buf)+n) > b.limit {
-			b.overflow = true
-			b.buf = nil
-		} else {
-			b.buf = append(b.buf, p[:n]...)
+	for {
+		b.mu.Lock()
+		switch {
+		case a.gen != b.gen:
+			b.mu.Unlock()
+			return 0, errAttemptOver
+		case a.off < int64(len(b.buf)):
+			n := copy(p, b.buf[a.off:])
+			a.off += int64(n)
+			b.mu.Unlock()
+			return n, nil
+		case a.off != b.read:
+			b.mu.Unlock()
+			return 0, errAttemptOver // the kept bytes overflowed: this body cannot be replayed
+		case b.srcErr != nil:
+			err := b.srcErr
+			b.mu.Unlock()
+			return 0, err
 		}
+		b.mu.Unlock()
+
+		// One reader at a time takes from downstream, so bytes reach buf in order; state stays
+		// readable meanwhile (a retry decision never waits on a client that is not sending).
+		b.readMu.Lock()
+		b.mu.Lock()
+		if a.off != b.read || b.srcErr != nil || a.gen != b.gen {
+			// Another try read while this one waited: serve from what it kept.
+			b.mu.Unlock()
+			b.readMu.Unlock()
+			continue
+		}
+		b.mu.Unlock()
+		n, err := b.src.Read(p)
+		b.received.Add(int64(n))
+		b.mu.Lock()
+		b.read += int64(n)
+		a.off += int64(n)
+		if b.limit > 0 && !b.overflow {
+			if int64(len(b.buf)+n) > b.limit {
+				b.overflow = true
+				b.buf = nil
+			} else {
+				b.buf = append(b.buf, p[:n]...)
+			}
+		}
+		if err != nil {
+			b.srcErr = err
+		}
+		b.mu.Unlock()
+		b.readMu.Unlock()
+		return n, err
 	}
-	if err != nil {
-		b.srcErr = err
-	}
-	return n, err
 }
 
 func (a *attemptBody) Close() error { return nil }

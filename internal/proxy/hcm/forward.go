@@ -133,10 +133,7 @@ func newUpstreamRequest(r *http.Request, hdr http.Header, path, hostHeader strin
 	}
 	if body != nil {
 		out.Body = body
-		out.ContentLength = r.ContentLength
-		if r.ContentLength == 0 {
-			out.ContentLength = -1 // a body of unknown length (HTTP/2 without content-length)
-		}
+		out.ContentLength = r.ContentLength // -1 for a body of unknown length
 	}
 	return out
 }

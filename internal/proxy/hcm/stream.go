@@ -48,7 +48,7 @@ func (h *Handler) begin(s *stream, r *http.Request) {
 		}
 	}
 	s.grpc = isGRPC(r.Header)
-	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0 || r.ProtoMajor == 2) {
+	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
 		s.body = newReplayBody(r.Body)
 		r.Body = s.body
 	}
