@@ -2,6 +2,7 @@ package filters
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/http"
 
@@ -20,6 +21,13 @@ import (
 // x.SendLocalReply, returning Stop. It must be safe for concurrent use and must not keep x.
 type Filter interface {
 	OnRequest(ctx context.Context, x *Exchange, perRoute any) Status
+}
+
+// Completer is implemented by filters that also want a request's final record once it is done
+// (a stats filter); only filters that ran on the request are called. The record is valid during the
+// call only.
+type Completer interface {
+	OnComplete(info *streaminfo.Info)
 }
 
 // Status says whether the chain goes on.
@@ -51,8 +59,11 @@ type Exchange struct {
 	VirtualHost *route.VirtualHost
 	Route       *route.Route
 	Cluster     string
-	// Info is the request's record: filters set response flags on it.
+	// Info is the request's record: filters set response flags on it. Its downstream addresses
+	// are there too.
 	Info *streaminfo.Info
+	// TLS is the downstream connection's TLS state (peer certificates for RBAC); nil in plaintext.
+	TLS *tls.ConnectionState
 
 	responseHeaders http.Header
 	reply           LocalReply

@@ -1,12 +1,15 @@
 package hcm
 
 import (
+	"context"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
 
 const faultType = `"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault`
@@ -246,5 +249,46 @@ func TestDeprecatedVirtualHostCORSPolicyStillApplies(t *testing.T) {
 	code, _, hdr := send(t, "OPTIONS", p.url+"/", nil, map[string]string{"Origin": "https://ui.mesh", "Access-Control-Request-Method": "PUT"})
 	if code != 200 || hdr.Get("Access-Control-Allow-Origin") != "https://ui.mesh" || hdr.Get("Access-Control-Allow-Methods") != "PUT" {
 		t.Fatalf("preflight: %d %v", code, hdr)
+	}
+}
+
+// headerFilter is a filter written against the interface alone: it edits request headers, adds a
+// response header and counts the final records it is shown.
+type headerFilter struct{ completed atomic.Int64 }
+
+func (f *headerFilter) Build(filters.Env) filters.Filter { return f }
+
+func (f *headerFilter) OnRequest(_ context.Context, x *filters.Exchange, perRoute any) filters.Status {
+	x.Headers.Set("X-Filtered", x.Route.Name)
+	x.Headers.Del("X-Secret")
+	x.AddResponseHeader("X-Seen-By", "headerFilter")
+	return filters.Continue
+}
+
+func (f *headerFilter) OnComplete(i *streaminfo.Info) {
+	if i.ResponseCode == 200 {
+		f.completed.Add(1)
+	}
+}
+
+func TestFiltersEditRequestHeadersAddResponseHeadersAndSeeTheRecord(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := upstreamServer(t, "up", func(_ http.ResponseWriter, r *http.Request) { seen <- r.Header.Clone() })
+	f := &headerFilter{}
+	p := newTestProxy(t, routeConfig(`
+          - name: r1
+            match: {prefix: "/"}
+            route: {cluster: c}
+`)+routerOnly, map[string][]string{"c": {up}}, func(h *xdsconfig.HTTPConnectionManager) {
+		h.HTTPFilters = append(h.HTTPFilters, filters.Spec{Name: "headers", Config: f})
+	})
+	code, _, hdr := send(t, "GET", p.url+"/", nil, map[string]string{"X-Secret": "s"})
+	got := <-seen
+	if code != 200 || hdr.Get("X-Seen-By") != "headerFilter" || got.Get("X-Filtered") != "r1" || got.Get("X-Secret") != "" {
+		t.Fatalf("response %d %v; upstream saw %v", code, hdr, got)
+	}
+	p.info(t, 1)
+	if f.completed.Load() != 1 {
+		t.Fatalf("OnComplete called %d times", f.completed.Load())
 	}
 }

@@ -62,16 +62,18 @@ type Handler struct {
 	store *stats.Store
 	log   *slog.Logger
 	// chain is the HTTP filters before the router, in order; empty costs nothing per request.
-	chain   []chainEntry
-	mirrors *mirrorer
+	chain      []chainEntry
+	completers bool // some filter in chain is a filters.Completer
+	mirrors    *mirrorer
 	// retryStats caches each cluster's retry counters (by *upstream.Cluster), made on first retry.
 	retryStats sync.Map
 }
 
 type chainEntry struct {
-	name     string
-	filter   filters.Filter
-	disabled bool
+	name      string
+	filter    filters.Filter
+	completer filters.Completer // the filter, when it wants the final record
+	disabled  bool
 }
 
 // New returns the handler for a connection manager config. snap is where the proxy publishes its
@@ -80,7 +82,10 @@ func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], s
 	h := &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), store: store, log: log}
 	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix}
 	for _, spec := range cfg.HTTPFilters {
-		h.chain = append(h.chain, chainEntry{name: spec.Name, filter: spec.Config.Build(env), disabled: spec.Disabled})
+		f := spec.Config.Build(env)
+		c, _ := f.(filters.Completer)
+		h.chain = append(h.chain, chainEntry{name: spec.Name, filter: f, completer: c, disabled: spec.Disabled})
+		h.completers = h.completers || c != nil
 	}
 	h.mirrors = newMirrorer(log)
 	return h
@@ -205,13 +210,16 @@ func (h *Handler) runFilters(w http.ResponseWriter, r *http.Request, s *stream, 
 	x := &s.x
 	x.Method, x.Path, x.Authority, x.Headers, x.Lookup = r.Method, s.ex.path, s.ex.authority, r.Header, &s.ex
 	x.GRPC = s.grpc
-	x.Table, x.VirtualHost, x.Route, x.Cluster, x.Info = table, vh, rt, cluster, &s.info
+	x.Table, x.VirtualHost, x.Route, x.Cluster, x.Info, x.TLS = table, vh, rt, cluster, &s.info, r.TLS
 	ctx := r.Context()
 	for i := range h.chain {
 		e := &h.chain[i]
 		cfg, disabled, toggled := table.PerFilter(e.name, vh, rt, wc)
 		if (toggled && disabled) || (!toggled && e.disabled) {
 			continue
+		}
+		if i < 64 {
+			s.ran |= 1 << i
 		}
 		if e.filter.OnRequest(ctx, x, cfg) == filters.Stop {
 			if ctx.Err() != nil {

@@ -34,7 +34,7 @@ type testProxy struct {
 
 // hcmYAML is the part of an HttpConnectionManager after stat_prefix: route_config and http_filters,
 // indented by six spaces.
-func newTestProxy(t *testing.T, hcmYAML string, clusters map[string][]string) *testProxy {
+func newTestProxy(t *testing.T, hcmYAML string, clusters map[string][]string, edits ...func(*xdsconfig.HTTPConnectionManager)) *testProxy {
 	t.Helper()
 	src := `
 name: test
@@ -57,6 +57,9 @@ filter_chains:
 	cfg, err := xdsconfig.ParseListener(&l)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, edit := range edits {
+		edit(cfg.HTTP)
 	}
 	p := &testProxy{store: stats.NewStore()}
 	cfg.HTTP.OnComplete = func(i *streaminfo.Info) {

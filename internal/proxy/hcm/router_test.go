@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -316,8 +317,18 @@ func TestUpstreamProtocolErrorIsReportedAsUPE(t *testing.T) {
 			if err != nil {
 				return
 			}
-			_, _ = c.Write([]byte("SSH-2.0-not-http\r\n\r\n"))
-			c.Close()
+			go func() {
+				defer c.Close()
+				// Read the whole request first, so the answer is not raced by a reset.
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = c.Write([]byte("SSH-2.0-not-http\r\n\r\n"))
+			}()
 		}
 	}()
 	p := newTestProxy(t, routeConfig(`

@@ -18,6 +18,8 @@ type stream struct {
 	x    filters.Exchange
 	ex   exchange
 	grpc bool
+	// ran has bit i set when filter i of the chain ran on this request (for filters.Completer).
+	ran uint64
 	// body wraps the request body when there is one: it counts bytes and keeps what a retry or a
 	// mirror replays. Allocated per request with a body, never pooled: the upstream transport may
 	// still read it after the handler returns.
@@ -62,6 +64,13 @@ func (h *Handler) finish(s *stream) {
 	if s.body != nil {
 		i.BytesReceived = s.body.Received()
 	}
+	if h.completers {
+		for j := range h.chain {
+			if c := h.chain[j].completer; c != nil && j < 64 && s.ran&(1<<j) != 0 {
+				c.OnComplete(i)
+			}
+		}
+	}
 	if f := h.cfg.OnComplete; f != nil {
 		f(i)
 	}
@@ -69,6 +78,7 @@ func (h *Handler) finish(s *stream) {
 	s.x.Reset()
 	s.ex = exchange{}
 	s.grpc = false
+	s.ran = 0
 	s.body = nil
 	streams.Put(s)
 }
