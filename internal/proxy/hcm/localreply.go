@@ -81,11 +81,12 @@ func (h *Handler) redirect(w http.ResponseWriter, r *http.Request, s *stream, rt
 		scheme = p // Envoy builds the new URI from x-forwarded-proto
 	}
 	w.Header().Set("Location", rt.RedirectLocation(scheme, s.ex.authority, s.ex.path))
-	h.sendLocalReply(w, r, s, rt.Action.Redirect.Code, "", detailsDirectResponse, 0, false)
+	h.directResponse(w, r, s, &route.DirectResponse{Status: rt.Action.Redirect.Code})
 }
 
-// directResponse answers with a route's direct_response. Its body is the configured one, even to a
-// gRPC client: it is the route's answer, not an error of the proxy.
+// directResponse answers with a route's direct_response or redirect. It goes out as configured, even
+// to a gRPC client: it is the route's answer, not an error of the proxy (Envoy's router encodes it
+// directly rather than as a local reply).
 func (h *Handler) directResponse(w http.ResponseWriter, r *http.Request, s *stream, d *route.DirectResponse) {
 	hdr := w.Header()
 	if d.Body != "" {
