@@ -52,6 +52,14 @@ var (
 	errBodyClosed    = errors.New("h1: read on closed response body")
 )
 
+// ProtocolError is an upstream answer that is not valid HTTP/1.x (Envoy's upstream protocol
+// error, flag UPE), as opposed to a connection that failed or was reset.
+type ProtocolError struct{ Err error }
+
+func (e *ProtocolError) Error() string { return "h1: malformed HTTP response: " + e.Err.Error() }
+
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
 // CanceledError is a round trip or body read cut short by its context. It unwraps to ctx.Err().
 type CanceledError struct {
 	Err   error // the context's error
@@ -554,15 +562,19 @@ func (pc *pconn) readResponse(ctx context.Context, req *http.Request) (*http.Res
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
+			var se *statusError
+			if errors.As(err, &se) {
+				err = &ProtocolError{Err: err}
+			}
 			return nil, err
 		}
 		resp, err := pc.parseResponse(string(head), req)
 		if err != nil {
-			return nil, err
+			return nil, &ProtocolError{Err: err}
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			if n1xx >= max1xx {
-				return nil, errTooMany1xx
+				return nil, &ProtocolError{Err: errTooMany1xx}
 			}
 			continue
 		}

@@ -8,11 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
+	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
-	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
 
 // exchange is one request's routing view; it serves route.HeaderGetter, pseudo-headers included.
@@ -88,9 +87,10 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// upstreamRequest turns the downstream request into the one sent to host. It reuses r's header map:
-// the downstream request is ours to change.
-func (h *Handler) upstreamRequest(r *http.Request, ex *exchange, rt *route.Route, wc *route.WeightedCluster, mut [4]*route.HeaderMutation, host *upstream.Host) *http.Request {
+// prepare turns the downstream request's headers into the upstream ones, once for every try, and
+// returns the path and Host to send. It reuses r's header map: the downstream request is ours to
+// change.
+func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route.WeightedCluster, mut [4]*route.HeaderMutation) (path, hostHeader string) {
 	hdr := r.Header
 	removeHopByHop(hdr)
 	if len(hdr["X-Forwarded-Proto"]) == 0 {
@@ -99,19 +99,20 @@ func (h *Handler) upstreamRequest(r *http.Request, ex *exchange, rt *route.Route
 	if h.cfg.GenerateRequestID && len(hdr["X-Request-Id"]) == 0 {
 		hdr["X-Request-Id"] = []string{newRequestID()}
 	}
-	path, rewritten := rt.RewritePath(ex.path)
+	path, rewritten := rt.RewritePath(s.ex.path)
 	if rewritten && !h.cfg.SuppressEnvoyHeaders {
-		hdr.Set("X-Envoy-Original-Path", ex.path)
+		hdr.Set("X-Envoy-Original-Path", s.ex.path)
 	}
-	hostHeader := ex.authority
-	if rt.Action.HostRewrite != "" {
-		hostHeader = rt.Action.HostRewrite
-	}
+	hostHeader = rt.UpstreamHost(s.ex.authority, s.ex.path, &s.ex)
 	if wc != nil && wc.HostRewrite != "" {
 		hostHeader = wc.HostRewrite
 	}
 	route.ApplyAll(mut, hdr)
+	return path, hostHeader
+}
 
+// newUpstreamRequest is one try's request to host.
+func newUpstreamRequest(r *http.Request, hdr http.Header, path, hostHeader string, host *upstream.Host, body io.ReadCloser) *http.Request {
 	u := &url.URL{Scheme: "http", Host: host.Target()}
 	if strings.HasPrefix(path, "//") {
 		// URL.RequestURI would turn an opaque "//x" into an absolute URL; go through Path instead.
@@ -130,12 +131,9 @@ func (h *Handler) upstreamRequest(r *http.Request, ex *exchange, rt *route.Route
 		Header:     hdr,
 		Host:       hostHeader,
 	}
-	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
-		out.Body = r.Body
-		out.ContentLength = r.ContentLength
-		if r.ProtoMajor == 2 && r.ContentLength < 0 {
-			out.ContentLength = -1
-		}
+	if body != nil {
+		out.Body = body
+		out.ContentLength = r.ContentLength // -1 for a body of unknown length
 	}
 	return out
 }
@@ -143,32 +141,26 @@ func (h *Handler) upstreamRequest(r *http.Request, ex *exchange, rt *route.Route
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // writeResponse sends the upstream response downstream.
-func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, mut [4]*route.HeaderMutation, upstreamStart time.Time) {
+func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, s *stream, resp *http.Response, rt *route.Route, mut [4]*route.HeaderMutation) {
 	dst := w.Header()
 	for k, vs := range resp.Header {
 		dst[k] = vs
 	}
 	removeHopByHop(dst)
 	route.ApplyAll(mut, dst)
-	switch h.cfg.ServerHeader {
-	case xdsconfig.ServerHeaderOverwrite:
-		dst.Set("Server", h.cfg.ServerName)
-	case xdsconfig.ServerHeaderAppendIfAbsent:
-		if len(dst["Server"]) == 0 {
-			dst.Set("Server", h.cfg.ServerName)
-		}
-	}
 	if !h.cfg.SuppressEnvoyHeaders {
-		dst.Set("X-Envoy-Upstream-Service-Time", itoa(time.Since(upstreamStart).Milliseconds()))
+		dst.Set("X-Envoy-Upstream-Service-Time", itoa(s.info.UpstreamServiceTime.Milliseconds()))
 	}
-	if h.cfg.AlwaysSetRequestIDInResponse {
-		if id := r.Header.Get("X-Request-Id"); id != "" {
-			dst.Set("X-Request-Id", id)
-		}
+	if rt.Action.IncludeAttemptCountInResponse {
+		dst.Set("X-Envoy-Attempt-Count", itoa(int64(s.info.Attempts)))
 	}
+	h.commonResponseHeaders(dst, r, s)
 	for k := range resp.Trailer {
 		dst.Add("Trailer", k)
 	}
+	s.info.ResponseCode = resp.StatusCode
+	s.info.ResponseCodeDetails = detailsViaUpstream
+	s.info.ResponseHeaders = dst
 	w.WriteHeader(resp.StatusCode)
 	h.stats.RqClass.Record(resp.StatusCode)
 
@@ -183,7 +175,10 @@ func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			m, werr := w.Write(buf[:n])
+			s.info.BytesSent += int64(m)
+			if werr != nil {
+				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 				return // the client went away
 			}
 			if flusher != nil {
@@ -196,6 +191,9 @@ func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 		if rerr != nil {
 			if r.Context().Err() == nil {
 				h.stats.Resets.Inc()
+				s.info.SetFlag(streaminfo.UpstreamRemoteReset)
+			} else {
+				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 			}
 			// Reset the downstream connection: the response is incomplete and must not look whole.
 			panic(http.ErrAbortHandler)

@@ -1,18 +1,18 @@
 package hcm
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
@@ -32,21 +32,25 @@ type Stats struct {
 	CxTotal                                   *stats.Counter
 	RqActive                                  *stats.Gauge
 	NoRoute, NoCluster, RouterRqTotal, Resets *stats.Counter
+	RqCompleted, RqRedirect, RqDirectResponse *stats.Counter
 }
 
 func newStats(s *stats.Store, prefix string) Stats {
 	p := "http." + prefix + "."
 	return Stats{
-		RqTotal:       s.Counter(p + "downstream_rq_total"),
-		RqClass:       s.StatusClasses(p + "downstream_rq_"),
-		RqHTTP1:       s.Counter(p + "downstream_rq_http1_total"),
-		RqHTTP2:       s.Counter(p + "downstream_rq_http2_total"),
-		CxTotal:       s.Counter(p + "downstream_cx_total"),
-		RqActive:      s.Gauge(p + "downstream_rq_active"),
-		NoRoute:       s.Counter(p + "no_route"),
-		NoCluster:     s.Counter(p + "no_cluster"),
-		RouterRqTotal: s.Counter(p + "rq_total"),
-		Resets:        s.Counter(p + "rq_reset_after_downstream_response_started"),
+		RqTotal:          s.Counter(p + "downstream_rq_total"),
+		RqClass:          s.StatusClasses(p + "downstream_rq_"),
+		RqHTTP1:          s.Counter(p + "downstream_rq_http1_total"),
+		RqHTTP2:          s.Counter(p + "downstream_rq_http2_total"),
+		CxTotal:          s.Counter(p + "downstream_cx_total"),
+		RqActive:         s.Gauge(p + "downstream_rq_active"),
+		NoRoute:          s.Counter(p + "no_route"),
+		NoCluster:        s.Counter(p + "no_cluster"),
+		RouterRqTotal:    s.Counter(p + "rq_total"),
+		Resets:           s.Counter(p + "rq_reset_after_downstream_response_started"),
+		RqCompleted:      s.Counter(p + "downstream_rq_completed"),
+		RqRedirect:       s.Counter(p + "rq_redirect"),
+		RqDirectResponse: s.Counter(p + "rq_direct_response"),
 	}
 }
 
@@ -55,13 +59,36 @@ type Handler struct {
 	cfg   *xdsconfig.HTTPConnectionManager
 	snap  *atomic.Pointer[Snapshot]
 	stats Stats
+	store *stats.Store
 	log   *slog.Logger
+	// chain is the HTTP filters before the router, in order; empty costs nothing per request.
+	chain      []chainEntry
+	completers bool // some filter in chain is a filters.Completer
+	mirrors    *mirrorer
+	// retryStats caches each cluster's retry counters (by *upstream.Cluster), made on first retry.
+	retryStats sync.Map
+}
+
+type chainEntry struct {
+	name      string
+	filter    filters.Filter
+	completer filters.Completer // the filter, when it wants the final record
+	disabled  bool
 }
 
 // New returns the handler for a connection manager config. snap is where the proxy publishes its
 // current routes and clusters; store receives the http.<stat_prefix>.* stats.
 func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], store *stats.Store, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), log: log}
+	h := &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), store: store, log: log}
+	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix}
+	for _, spec := range cfg.HTTPFilters {
+		f := spec.Config.Build(env)
+		c, _ := f.(filters.Completer)
+		h.chain = append(h.chain, chainEntry{name: spec.Name, filter: f, completer: c, disabled: spec.Disabled})
+		h.completers = h.completers || c != nil
+	}
+	h.mirrors = newMirrorer(log)
+	return h
 }
 
 // Config returns the handler's connection manager config.
@@ -82,10 +109,29 @@ const (
 	bodyConnectFail   = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 	bodyReset         = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 	bodyUpstreamTimed = "upstream request timeout"
+	bodyProtocolError = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+)
+
+// Envoy's %RESPONSE_CODE_DETAILS% for the replies the connection manager and router send.
+const (
+	detailsRouteNotFound   = "route_not_found"
+	detailsClusterNotFound = "cluster_not_found"
+	detailsNoHealthy       = "no_healthy_upstream"
+	detailsConnectFail     = "upstream_reset_before_response_started{connection_failure}"
+	detailsReset           = "upstream_reset_before_response_started{connection_termination}"
+	detailsProtocolError   = "upstream_reset_before_response_started{protocol_error}"
+	detailsTimeout         = "response_timeout"
+	detailsPerTryTimeout   = "upstream_per_try_timeout"
+	detailsViaUpstream     = "via_upstream"
+	detailsDirectResponse  = "direct_response"
+	detailsDownstreamGone  = "downstream_remote_disconnect"
+	detailsUpgradeFailed   = "upgrade_failed"
 )
 
 // ServeHTTP routes and forwards one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := getStream()
+	defer h.finish(s)
 	h.stats.RqTotal.Inc()
 	h.stats.RqActive.Inc()
 	defer h.stats.RqActive.Dec()
@@ -94,14 +140,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		h.stats.RqHTTP1.Inc()
 	}
-	upgrade, refused := h.checkUpgrade(w, r)
-	if refused {
-		return
-	}
 	snap := h.snap.Load()
 
 	authority := h.authority(r.Host)
-	ex := exchange{r: r, path: requestPath(r), authority: authority}
+	s.ex = exchange{r: r, path: requestPath(r), authority: authority}
+	h.begin(s, r)
+	if !h.checkUpgrade(w, r, s) {
+		return
+	}
 	table := h.cfg.Routes
 	if table == nil && snap != nil {
 		table = snap.Routes[h.cfg.RDSName]
@@ -109,83 +155,88 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var vh *route.VirtualHost
 	var rt *route.Route
 	if table != nil {
-		vh, rt = table.Select(&route.Request{Authority: authority, Path: ex.path, Headers: &ex})
+		vh, rt = table.Select(&route.Request{Authority: authority, Path: s.ex.path, Headers: &s.ex})
 	}
 	if rt == nil {
 		h.stats.NoRoute.Inc()
-		h.localReply(w, r, http.StatusNotFound, bodyNoRoute)
+		h.localReply(w, r, s, http.StatusNotFound, bodyNoRoute, detailsRouteNotFound, streaminfo.NoRouteFound)
+		return
+	}
+	s.info.RouteName = rt.Name
+	a := &rt.Action
+	var clusterName string
+	var wc *route.WeightedCluster
+	if a.Redirect == nil && a.Direct == nil {
+		clusterName, wc = a.Pick(rand.Uint64())
+		s.info.UpstreamCluster = clusterName
+	}
+	if len(h.chain) > 0 && h.runFilters(w, r, s, table, vh, rt, wc, clusterName) == filters.Stop {
+		return
+	}
+	switch {
+	case a.Redirect != nil:
+		h.stats.RqRedirect.Inc()
+		h.redirect(w, r, s, rt)
+		return
+	case a.Direct != nil:
+		h.stats.RqDirectResponse.Inc()
+		h.directResponse(w, r, s, a.Direct)
 		return
 	}
 	h.stats.RouterRqTotal.Inc()
-	clusterName, wc := rt.Action.Pick(rand.Uint64())
 	var cl *upstream.Cluster
 	if snap != nil {
 		cl = snap.Clusters[clusterName]
 	}
 	if cl == nil {
 		h.stats.NoCluster.Inc()
-		code := rt.Action.ClusterNotFoundCode
+		code := a.ClusterNotFoundCode
 		if code == 0 {
 			code = http.StatusServiceUnavailable
 		}
-		h.localReply(w, r, code, bodyNoCluster)
+		h.localReply(w, r, s, code, bodyNoCluster, detailsClusterNotFound, streaminfo.NoClusterFound)
 		return
 	}
-	var host *upstream.Host
-	if cl.IsOriginalDst() {
-		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		localAddr := ""
-		if local != nil {
-			localAddr = local.String()
-		}
-		host = cl.OriginalDst(r.Header.Get("X-Envoy-Original-Dst-Host"), localAddr)
-	} else {
-		host = cl.Pick()
+	var shadows []shadow
+	if len(a.Mirrors) > 0 {
+		shadows = h.pickMirrors(s, rt, snap)
 	}
-	if host == nil {
-		cl.Stats.NoneHealthy.Inc()
-		h.localReply(w, r, http.StatusServiceUnavailable, bodyNoHealthy)
-		return
-	}
-
 	reqMut, respMut := table.Mutations(vh, rt, wc)
-	out := h.upstreamRequest(r, &ex, rt, wc, reqMut, host)
+	h.forward(w, r, s, rt, wc, cl, reqMut, respMut)
+	if len(shadows) > 0 {
+		path, _ := rt.RewritePath(s.ex.path)
+		h.sendMirrors(r, s, path, shadows)
+	}
+}
+
+// runFilters runs the HTTP filter chain; on Stop it has sent the filter's local reply.
+func (h *Handler) runFilters(w http.ResponseWriter, r *http.Request, s *stream, table *route.Table, vh *route.VirtualHost, rt *route.Route, wc *route.WeightedCluster, cluster string) filters.Status {
+	x := &s.x
+	x.Method, x.Path, x.Authority, x.Headers, x.Lookup = r.Method, s.ex.path, s.ex.authority, r.Header, &s.ex
+	x.GRPC = s.grpc
+	x.Table, x.VirtualHost, x.Route, x.Cluster, x.Info, x.TLS = table, vh, rt, cluster, &s.info, r.TLS
 	ctx := r.Context()
-	if t := rt.Action.Timeout; t > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t)
-		defer cancel()
-		if !h.cfg.SuppressEnvoyHeaders {
-			out.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", itoa(t.Milliseconds()))
+	for i := range h.chain {
+		e := &h.chain[i]
+		cfg, disabled, toggled := table.PerFilter(e.name, vh, rt, wc)
+		if (toggled && disabled) || (!toggled && e.disabled) {
+			continue
+		}
+		if i < 64 {
+			s.ran |= 1 << i
+		}
+		if e.filter.OnRequest(ctx, x, cfg) == filters.Stop {
+			if ctx.Err() != nil {
+				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+				s.info.ResponseCodeDetails = detailsDownstreamGone
+				return filters.Stop
+			}
+			rep := x.Reply()
+			h.sendLocalReply(w, r, s, rep.Status, rep.Body, rep.Details, rep.GRPCStatus, rep.HasGRPCStatus)
+			return filters.Stop
 		}
 	}
-	out = out.WithContext(ctx)
-	if out.Body != nil && r.ProtoMajor == 1 {
-		// Let the upstream answer before it has read the whole body, as Envoy does.
-		_ = http.NewResponseController(w).EnableFullDuplex()
-	}
-
-	// The host counts the request as active until the response body is done, for least-request.
-	host.Begin()
-	failed := true
-	defer func() { host.End(failed) }()
-	cl.Stats.RqTotal.Inc()
-	cl.Stats.RqActive.Inc()
-	defer cl.Stats.RqActive.Dec()
-	if upgrade != "" {
-		failed = h.proxyUpgrade(w, r, out, upgrade, cl)
-		return
-	}
-	upstreamStart := time.Now()
-	resp, err := cl.Transport(r.ProtoMajor == 2).RoundTrip(out)
-	if err != nil {
-		h.upstreamFailure(ctx, w, r, cl, err)
-		return
-	}
-	defer resp.Body.Close()
-	failed = resp.StatusCode >= 500
-	cl.Stats.RecordStatus(resp.StatusCode)
-	h.writeResponse(w, r, resp, respMut, upstreamStart)
+	return filters.Continue
 }
 
 // authority applies strip_any_host_port / strip_matching_host_port to the Host header.
@@ -204,43 +255,4 @@ func (h *Handler) authority(host string) string {
 		return hostOnly
 	}
 	return host
-}
-
-func (h *Handler) upstreamFailure(ctx context.Context, w http.ResponseWriter, r *http.Request, cl *upstream.Cluster, err error) {
-	switch {
-	case r.Context().Err() != nil:
-		// The client went away; there is no one to answer.
-		return
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		cl.Stats.RqTimeout.Inc()
-		cl.Stats.RecordStatus(http.StatusGatewayTimeout)
-		h.localReply(w, r, http.StatusGatewayTimeout, bodyUpstreamTimed)
-	case upstream.IsConnectFailure(err):
-		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
-		h.localReply(w, r, http.StatusServiceUnavailable, bodyConnectFail)
-	default:
-		h.log.Debug("upstream request failed", "cluster", cl.Name(), "error", err)
-		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
-		h.localReply(w, r, http.StatusServiceUnavailable, bodyReset)
-	}
-}
-
-// localReply answers the request itself, the way Envoy's local replies look.
-func (h *Handler) localReply(w http.ResponseWriter, r *http.Request, code int, body string) {
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/plain")
-	hdr.Set("Content-Length", itoa(int64(len(body))))
-	if h.cfg.ServerHeader != xdsconfig.ServerHeaderPassThrough {
-		hdr.Set("Server", h.cfg.ServerName)
-	}
-	if h.cfg.AlwaysSetRequestIDInResponse {
-		if id := r.Header.Get("X-Request-Id"); id != "" {
-			hdr.Set("X-Request-Id", id)
-		}
-	}
-	w.WriteHeader(code)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write([]byte(body))
-	}
-	h.stats.RqClass.Record(code)
 }

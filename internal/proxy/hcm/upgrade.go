@@ -1,11 +1,14 @@
 package hcm
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 )
 
@@ -15,15 +18,19 @@ import (
 // spliced until either side closes. Upgrades ride HTTP/1.1 only (HTTP/2's extended CONNECT is not
 // supported), so the upstream leg always uses the cluster's HTTP/1.1 transport.
 
-// checkUpgrade returns the upgrade type r asks for ("" for none). It answers 403 itself, and
-// reports refused, when the type is not enabled (Envoy's upgrade_failed).
-func (h *Handler) checkUpgrade(w http.ResponseWriter, r *http.Request) (typ string, refused bool) {
-	typ = upgradeType(r)
-	if typ == "" || h.cfg.UpgradeEnabled(typ) {
-		return typ, false
+// checkUpgrade records in s the upgrade type r asks for. It answers 403 itself, and returns false,
+// when the type is not enabled (Envoy's upgrade_failed).
+func (h *Handler) checkUpgrade(w http.ResponseWriter, r *http.Request, s *stream) bool {
+	typ := upgradeType(r)
+	if typ == "" {
+		return true
 	}
-	h.localReply(w, r, http.StatusForbidden, "")
-	return "", true
+	if !h.cfg.UpgradeEnabled(typ) {
+		h.localReply(w, r, s, http.StatusForbidden, "", detailsUpgradeFailed, 0)
+		return false
+	}
+	s.upgrade = typ
+	return true
 }
 
 // upgradeType is the Upgrade token of an HTTP/1.1 request whose Connection header lists
@@ -46,27 +53,51 @@ func upgradeType(r *http.Request) string {
 	return ""
 }
 
-// proxyUpgrade sends out (which hop-by-hop removal has stripped) upstream as an upgrade to typ,
-// and on 101 splices the connections. It reports whether the upstream failed.
-func (h *Handler) proxyUpgrade(w http.ResponseWriter, r, out *http.Request, typ string, cl *upstream.Cluster) (failed bool) {
-	out.Header.Set("Connection", "Upgrade")
-	out.Header.Set("Upgrade", typ)
+// forwardUpgrade sends the upgrade request (which hop-by-hop removal has stripped) to a host of cl
+// as an upgrade to s.upgrade, and on 101 splices the connections. Upgrades are never retried.
+func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stream, cl *upstream.Cluster, hdr http.Header, path, hostHeader string, ctx context.Context) {
+	host := h.pickHost(r, cl, nil, nil)
+	if host == nil {
+		cl.Stats.NoneHealthy.Inc()
+		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyNoHealthy, detailsNoHealthy, streaminfo.NoHealthyUpstream)
+		return
+	}
+	s.info.UpstreamHost = host.Target()
+	s.info.Attempts = 1
+	hdr.Set("Connection", "Upgrade")
+	hdr.Set("Upgrade", s.upgrade)
+	var body io.ReadCloser
+	if s.body != nil {
+		body = s.body
+	}
+	out := newUpstreamRequest(r, hdr, path, hostHeader, host, body).WithContext(ctx)
+	host.Begin()
+	cl.Stats.RqTotal.Inc()
+	cl.Stats.RqActive.Inc()
+	failed := true
+	defer func() {
+		host.End(failed)
+		cl.Stats.RqActive.Dec()
+	}()
 	tr := cl.Transport(false)
 	if t, ok := tr.(*http.Transport); ok && t.Protocols != nil && !t.Protocols.HTTP1() {
-		tr = nil
+		tr = nil // an HTTP/2-only cluster cannot carry an HTTP/1.1 upgrade
 	}
 	if tr == nil {
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
-		h.localReply(w, r, http.StatusServiceUnavailable, bodyReset)
-		return true
+		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyReset, detailsUpgradeFailed, streaminfo.UpstreamProtocolError)
+		return
 	}
+	upstreamStart := time.Now()
 	resp, err := tr.RoundTrip(out)
 	if err != nil {
-		h.upstreamFailure(out.Context(), w, r, cl, err)
-		return true
+		h.upstreamFailure(w, r, s, cl, classify(err, r.Context(), ctx, ctx), err)
+		return
 	}
 	defer resp.Body.Close()
+	s.info.UpstreamServiceTime = time.Since(upstreamStart)
 	cl.Stats.RecordStatus(resp.StatusCode)
+	failed = resp.StatusCode >= 500
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// The upstream declined: its answer goes back as an ordinary response.
 		dst := w.Header()
@@ -76,30 +107,36 @@ func (h *Handler) proxyUpgrade(w http.ResponseWriter, r, out *http.Request, typ 
 		removeHopByHop(dst)
 		w.WriteHeader(resp.StatusCode)
 		h.stats.RqClass.Record(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
-		return resp.StatusCode >= 500
+		s.info.ResponseCode = resp.StatusCode
+		s.info.ResponseCodeDetails = detailsViaUpstream
+		n, _ := io.Copy(w, resp.Body)
+		s.info.BytesSent = n
+		return
 	}
 	upConn, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
-		h.localReply(w, r, http.StatusBadGateway, bodyReset)
-		return true
+		h.localReply(w, r, s, http.StatusBadGateway, bodyReset, detailsUpgradeFailed, streaminfo.UpstreamProtocolError)
+		failed = true
+		return
 	}
 	down, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		h.localReply(w, r, http.StatusInternalServerError, "upgrade_failed")
-		return true
+		h.localReply(w, r, s, http.StatusInternalServerError, "upgrade_failed", detailsUpgradeFailed, 0)
+		failed = true
+		return
 	}
 	defer down.Close()
 	h.stats.RqClass.Record(http.StatusSwitchingProtocols)
+	s.info.ResponseCode = http.StatusSwitchingProtocols
+	s.info.ResponseCodeDetails = detailsViaUpstream
 	// The 101 goes down as the upstream sent it, Upgrade and Connection included.
 	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
 	_ = resp.Header.Write(brw)
 	_, _ = brw.WriteString("\r\n")
 	if brw.Flush() != nil {
-		return false
+		return
 	}
 	splice(down, brw.Reader, upConn)
-	return false
 }
 
 // splice copies both ways until either direction ends, then closes both.

@@ -7,8 +7,12 @@ import (
 	"time"
 )
 
-// Action is what a matched route does: forward to a cluster, or to one of several by weight.
+// Action is what a matched route does: forward to a cluster, or to one of several by weight; or,
+// when Redirect or Direct is set, answer itself.
 type Action struct {
+	Redirect *Redirect
+	Direct   *DirectResponse
+
 	// Cluster is the target when Weighted is empty.
 	Cluster string
 	// Weighted, when set, replaces Cluster: each request picks one entry with probability
@@ -20,8 +24,14 @@ type Action struct {
 	// cluster_not_found_response_code); 0 means 503.
 	ClusterNotFoundCode int
 
-	// Timeout bounds the whole upstream exchange; 0 disables it (Envoy's timeout: 0s).
+	// Timeout bounds the whole upstream exchange, retries included; 0 disables it (Envoy's
+	// timeout: 0s).
 	Timeout time.Duration
+	// UseGRPCTimeout makes a gRPC request's grpc-timeout header its timeout instead, capped by
+	// GRPCTimeoutMax (0: no cap) and reduced by GRPCTimeoutOffset (Envoy's max_grpc_timeout and
+	// max_stream_duration.grpc_timeout_header_max / grpc_timeout_header_offset).
+	UseGRPCTimeout                    bool
+	GRPCTimeoutMax, GRPCTimeoutOffset time.Duration
 
 	// PrefixRewrite replaces the matched path prefix (prefix and path matches only).
 	PrefixRewrite    string
@@ -33,6 +43,28 @@ type Action struct {
 
 	// HostRewrite, when set, replaces the Host header sent upstream.
 	HostRewrite string
+	// HostRewriteHeader names a request header whose value, when present, replaces the Host header.
+	HostRewriteHeader string
+	// HostRewritePathRegex, when set, replaces the Host header with the path (query excluded) after
+	// replacing every match with HostRewritePathSubstitution.
+	HostRewritePathRegex        *regexp.Regexp
+	HostRewritePathSubstitution string
+
+	// Retry is the route's retry_policy, else its virtual host's; nil means no retries.
+	Retry *RetryPolicy
+	// BufferLimit bounds how much of a request body is kept to replay it on a retry or send it to
+	// mirrors (per_request_buffer_limit_bytes); a longer body is not retried.
+	BufferLimit int64
+	// IncludeAttemptCount sets x-envoy-attempt-count on requests sent upstream, and
+	// IncludeAttemptCountInResponse on the response sent downstream.
+	IncludeAttemptCount, IncludeAttemptCountInResponse bool
+
+	// Mirrors are the request_mirror_policies.
+	Mirrors []Mirror
+
+	// CORS is the deprecated RouteAction.cors policy, parsed by the CORS filter's package; nil when
+	// unset. Typed per-filter config takes precedence over it.
+	CORS any
 }
 
 // WeightedCluster is one target of a weighted split.
@@ -44,6 +76,7 @@ type WeightedCluster struct {
 
 	RequestHeaders  HeaderMutation
 	ResponseHeaders HeaderMutation
+	FilterConfigs   FilterConfigs
 }
 
 // SetWeighted installs a weighted split; the total must be positive.
@@ -80,6 +113,9 @@ func (a *Action) Pick(random uint64) (cluster string, wc *WeightedCluster) {
 
 // Clusters lists every cluster name the action can send to.
 func (a *Action) Clusters() []string {
+	if a.Redirect != nil || a.Direct != nil {
+		return nil
+	}
 	if len(a.Weighted) == 0 {
 		return []string{a.Cluster}
 	}

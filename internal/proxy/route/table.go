@@ -20,6 +20,7 @@ type Table struct {
 	// MostSpecificWins reverses the order header mutations apply in, so a route's own changes have the
 	// last word over its virtual host's and the table's.
 	MostSpecificWins bool
+	FilterConfigs    FilterConfigs
 
 	exact  map[string]*VirtualHost
 	suffix []wildcardHost // "*.foo.com" stored as ".foo.com", longest first
@@ -40,6 +41,9 @@ type VirtualHost struct {
 
 	RequestHeaders  HeaderMutation
 	ResponseHeaders HeaderMutation
+	FilterConfigs   FilterConfigs
+	// CORS is the deprecated VirtualHost.cors policy (see Action.CORS).
+	CORS any
 }
 
 // Route is one entry of a virtual host: the first route whose Match matches wins.
@@ -50,6 +54,7 @@ type Route struct {
 
 	RequestHeaders  HeaderMutation
 	ResponseHeaders HeaderMutation
+	FilterConfigs   FilterConfigs
 }
 
 // Request is what routing looks at.

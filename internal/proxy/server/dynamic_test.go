@@ -100,11 +100,12 @@ func TestRoundRobinAcrossThreeEndpoints(t *testing.T) {
 func TestInvalidResourceIsRejectedAndOldConfigKeepsServing(t *testing.T) {
 	d := newDynamicProxy(t, routeConfig("r", []string{"*"}, routeTo("/", toCluster("a"))))
 	bad := routeConfig("r", []string{"*"}, &routev3.Route{
-		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}},
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200,
+			Body: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/etc/motd"}}}},
 	})
 	err := d.p.OnResources(RouteType, msgs(bad))
-	if err == nil || !strings.Contains(err.Error(), `RouteConfiguration "r": virtual_hosts[0] ("vh").routes[0].direct_response: not supported`) {
+	if err == nil || !strings.Contains(err.Error(), `RouteConfiguration "r": virtual_hosts[0] ("vh").routes[0].direct_response.body: *corev3.DataSource_Filename: only inline_string and inline_bytes are not supported`) {
 		t.Fatalf("got %v", err)
 	}
 	if code, body, _ := do(t, keepAliveClient(t), "GET", d.base+"/", "", nil); code != 200 || body != "a" {

@@ -51,7 +51,15 @@ type Proxy struct {
 // New returns the proxy for cfg. clusters looks up a running cluster by name (nil when there is
 // none); it is called once per connection.
 func New(cfg *xdsconfig.TCPProxy, clusters func(name string) *upstream.Cluster, store *stats.Store, log *slog.Logger) *Proxy {
-	return &Proxy{cfg: cfg, clusters: clusters, stats: newStats(store, cfg.StatPrefix), log: log}
+	p := &Proxy{cfg: cfg, clusters: clusters, stats: newStats(store, cfg.StatPrefix), log: log}
+	if logs := cfg.AccessLogs; len(logs) > 0 {
+		p.OnDone = func(i *streaminfo.Info) {
+			for _, l := range logs {
+				l.Log(i)
+			}
+		}
+	}
+	return p
 }
 
 // ServeConn proxies down to the upstream cluster until both directions are done. The caller

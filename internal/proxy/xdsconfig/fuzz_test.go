@@ -76,8 +76,16 @@ func routeOnce(tbl *route.Table, authority, path string) {
 	if rt == nil {
 		return
 	}
+	if rt.Action.Redirect != nil {
+		_ = rt.RedirectLocation("http", authority, path)
+		return
+	}
+	if rt.Action.Direct != nil {
+		return
+	}
 	_, wc := rt.Action.Pick(uint64(len(path)))
 	_, _ = rt.RewritePath(path)
+	_ = rt.UpstreamHost(authority, path, headerGetter(h))
 	req, resp := tbl.Mutations(vh, rt, wc)
 	route.ApplyAll(req, h)
 	route.ApplyAll(resp, http.Header{})

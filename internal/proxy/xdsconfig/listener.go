@@ -12,13 +12,14 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
+	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 )
 
 // Listener is a converted Envoy Listener: a socket, the listener filters that inspect each new
@@ -148,6 +149,12 @@ type HTTPConnectionManager struct {
 	// Upgrades are upgrade_configs: the Upgrade types (lower case) forwarded, and whether each is
 	// enabled. An Upgrade request of a type not listed, or disabled, is refused with 403.
 	Upgrades []UpgradeConfig
+
+	// HTTPFilters are the http_filters before the router, in order.
+	HTTPFilters []filters.Spec
+	// OnComplete, when set, is called at the end of every request with its record (access logs).
+	// The record is only valid during the call.
+	OnComplete func(*streaminfo.Info)
 }
 
 // UpgradeConfig is one of HttpConnectionManager.upgrade_configs.
@@ -476,50 +483,19 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 			Enabled: u.GetEnabled() == nil || u.GetEnabled().GetValue(),
 		})
 	}
-	suppress, err := httpFilters(h.GetHttpFilters())
-	if err != nil {
+	if err := httpFilters(h.GetHttpFilters(), out); err != nil {
 		return nil, err
 	}
-	out.SuppressEnvoyHeaders = suppress
+	var err error
 	if out.AccessLogs, err = parseAccessLogs(h.GetAccessLog()); err != nil {
 		return nil, err
 	}
-	return out, nil
-}
-
-// httpFilters checks the filter chain is (optional filters aside) just the router, and returns the
-// router's suppress_envoy_headers.
-func httpFilters(filters []*hcmv3.HttpFilter) (suppressEnvoyHeaders bool, err error) {
-	sawRouter := false
-	for i, f := range filters {
-		field := fmt.Sprintf("http_filters[%d] (%q)", i, f.GetName())
-		tc := f.GetTypedConfig()
-		isRouter := tc.GetTypeUrl() == routerType || (tc == nil && f.GetName() == routerName)
-		switch {
-		case isRouter && i != len(filters)-1:
-			return false, fmt.Errorf("%s: the router must be the last HTTP filter", field)
-		case isRouter:
-			sawRouter = true
-			if tc != nil {
-				var r routerv3.Router
-				if err := anypb.UnmarshalTo(tc, &r, protoUnmarshal); err != nil {
-					return false, fmt.Errorf("%s.typed_config: %w", field, err)
-				}
-				suppressEnvoyHeaders = r.GetSuppressEnvoyHeaders()
+	if logs := out.AccessLogs; len(logs) > 0 {
+		out.OnComplete = func(i *streaminfo.Info) {
+			for _, l := range logs {
+				l.Log(i)
 			}
-		case f.GetIsOptional() || f.GetDisabled():
-			// Envoy skips optional filters it does not know, and disabled ones run only where a
-			// route enables them, which typed_per_filter_config (rejected) would have to do.
-		default:
-			kind := tc.GetTypeUrl()
-			if kind == "" {
-				kind = f.GetName()
-			}
-			return false, fmt.Errorf("%s: HTTP filter %q: %w", field, kind, ErrUnsupported)
 		}
 	}
-	if len(filters) > 0 && !sawRouter {
-		return false, errors.New("http_filters: the last HTTP filter must be the router (" + routerName + ")")
-	}
-	return suppressEnvoyHeaders, nil
+	return out, nil
 }

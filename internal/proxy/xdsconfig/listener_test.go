@@ -56,7 +56,7 @@ filter_chains:
       weighted_clusters: {clusters: [{name: a, weight: 1}, {name: b, weight: 3}]}
       idle_timeout: 0s
       max_connect_attempts: 3
-      access_log: [{name: envoy.access_loggers.stdout}]
+      access_log: [{name: envoy.access_loggers.stdout, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog}}]
 - name: terminate
   transport_socket_connect_timeout: 3s
   filter_chain_match: {server_names: [api.example.com]}
@@ -101,7 +101,7 @@ default_filter_chain:
 		t.Errorf("match %+v", m)
 	}
 	tp := pass.TCP
-	if tp == nil || tp.StatPrefix != "pass" || tp.IdleTimeout != 0 || tp.MaxConnectAttempts != 3 || tp.TotalWeight != 4 || tp.AccessLogs != 1 {
+	if tp == nil || tp.StatPrefix != "pass" || tp.IdleTimeout != 0 || tp.MaxConnectAttempts != 3 || tp.TotalWeight != 4 || len(tp.AccessLogs) != 1 {
 		t.Fatalf("tcp proxy %+v", tp)
 	}
 	if tp.PickCluster(0) != "a" || tp.PickCluster(1) != "b" || tp.PickCluster(3) != "b" {

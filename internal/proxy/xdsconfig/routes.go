@@ -11,15 +11,17 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/cors"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
 // DefaultRouteTimeout is Envoy's route timeout when a route sets none.
 const DefaultRouteTimeout = 15 * time.Second
 
-// ParseRouteConfiguration converts and validates an Envoy RouteConfiguration. Retry, hedge and hash
-// policies, virtual clusters, decorators and tracing are accepted and ignored for now; redirects,
-// direct responses, mirroring, rate limits, CORS and per-filter configs are rejected.
+// ParseRouteConfiguration converts and validates an Envoy RouteConfiguration. Virtual clusters,
+// decorators and tracing are accepted and ignored; rate limits and what routes.go does not list are
+// rejected.
 func ParseRouteConfiguration(rc *routev3.RouteConfiguration) (*route.Table, error) {
 	if err := rc.Validate(); err != nil {
 		return nil, &ResourceError{Kind: "RouteConfiguration", Name: rc.GetName(), Err: err}
@@ -35,12 +37,16 @@ func convertRouteConfiguration(rc *routev3.RouteConfiguration) (*route.Table, er
 	if err := onlyFields(rc, "name", "virtual_hosts", "internal_only_headers", "response_headers_to_add",
 		"response_headers_to_remove", "request_headers_to_add", "request_headers_to_remove",
 		"most_specific_header_mutations_wins", "validate_clusters", "max_direct_response_body_size_bytes",
-		"ignore_port_in_host_matching", "metadata"); err != nil {
+		"ignore_port_in_host_matching", "metadata", "typed_per_filter_config"); err != nil {
 		return nil, err
+	}
+	maxBody := uint32(defaultMaxDirectResponseBody)
+	if m := rc.GetMaxDirectResponseBodySizeBytes(); m != nil {
+		maxBody = m.GetValue()
 	}
 	vhosts := make([]*route.VirtualHost, 0, len(rc.GetVirtualHosts()))
 	for i, v := range rc.GetVirtualHosts() {
-		vh, err := virtualHost(v)
+		vh, err := virtualHost(v, maxBody)
 		if err != nil {
 			return nil, fmt.Errorf("virtual_hosts[%d] (%q).%w", i, v.GetName(), err)
 		}
@@ -58,15 +64,32 @@ func convertRouteConfiguration(rc *routev3.RouteConfiguration) (*route.Table, er
 	if t.ResponseHeaders, err = mutation(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), "response"); err != nil {
 		return nil, err
 	}
+	if t.FilterConfigs, err = perFilterConfigs(rc.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
-func virtualHost(v *routev3.VirtualHost) (*route.VirtualHost, error) {
+// defaultMaxDirectResponseBody is Envoy's max_direct_response_body_size_bytes default.
+const defaultMaxDirectResponseBody = 4096
+
+func virtualHost(v *routev3.VirtualHost, maxBody uint32) (*route.VirtualHost, error) {
 	if err := onlyFields(v, "name", "domains", "routes", "require_tls", "virtual_clusters",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
 		"response_headers_to_remove", "include_request_attempt_count", "include_attempt_count_in_response",
-		"retry_policy", "hedge_policy", "per_request_buffer_limit_bytes", "metadata"); err != nil {
+		"retry_policy", "hedge_policy", "per_request_buffer_limit_bytes", "metadata", "typed_per_filter_config",
+		"cors"); err != nil {
 		return nil, err
+	}
+	if err := checkHedgePolicy(v.GetHedgePolicy()); err != nil {
+		return nil, err
+	}
+	var vhRetry *route.RetryPolicy
+	if rp := v.GetRetryPolicy(); rp != nil {
+		var err error
+		if vhRetry, err = retryPolicy(rp); err != nil {
+			return nil, fmt.Errorf("retry_policy.%w", err)
+		}
 	}
 	if v.GetRequireTls() != routev3.VirtualHost_NONE {
 		return nil, fmt.Errorf("require_tls %s: %w", v.GetRequireTls(), ErrUnsupported)
@@ -79,8 +102,18 @@ func virtualHost(v *routev3.VirtualHost) (*route.VirtualHost, error) {
 	if vh.ResponseHeaders, err = mutation(v.GetResponseHeadersToAdd(), v.GetResponseHeadersToRemove(), "response"); err != nil {
 		return nil, err
 	}
+	if vh.FilterConfigs, err = perFilterConfigs(v.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
+	if c := v.GetCors(); c != nil {
+		p, err := cors.ParseRoutePolicy(c, converters)
+		if err != nil {
+			return nil, fmt.Errorf("cors.%w", filterErr{err})
+		}
+		vh.CORS = p
+	}
 	for i, r := range v.GetRoutes() {
-		rt, err := convertRoute(r)
+		rt, err := convertRoute(r, v, vhRetry, maxBody)
 		if err != nil {
 			return nil, fmt.Errorf("routes[%d]%s.%w", i, nameSuffix(r.GetName()), err)
 		}
@@ -96,10 +129,11 @@ func nameSuffix(name string) string {
 	return fmt.Sprintf(" (%q)", name)
 }
 
-func convertRoute(r *routev3.Route) (*route.Route, error) {
-	if err := onlyFields(r, "name", "match", "route", "metadata", "decorator", "request_headers_to_add",
-		"request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "tracing",
-		"per_request_buffer_limit_bytes", "stat_prefix"); err != nil {
+func convertRoute(r *routev3.Route, v *routev3.VirtualHost, vhRetry *route.RetryPolicy, maxBody uint32) (*route.Route, error) {
+	if err := onlyFields(r, "name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
+		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
+		"response_headers_to_remove", "tracing", "per_request_buffer_limit_bytes", "stat_prefix",
+		"typed_per_filter_config"); err != nil {
 		return nil, err
 	}
 	rt := &route.Route{Name: r.GetName()}
@@ -108,18 +142,46 @@ func convertRoute(r *routev3.Route) (*route.Route, error) {
 		return nil, fmt.Errorf("match.%w", err)
 	}
 	rt.Match = m
-	if r.GetRoute() == nil {
-		return nil, errors.New("route: a route action is required (redirect, direct_response and other actions are not supported)")
+	switch act := r.GetAction().(type) {
+	case *routev3.Route_Route:
+		a, err := routeAction(act.Route, &rt.Match)
+		if err != nil {
+			return nil, fmt.Errorf("route.%w", err)
+		}
+		rt.Action = a
+		if rt.Action.Retry == nil {
+			rt.Action.Retry = vhRetry // a route's own retry_policy replaces its virtual host's whole
+		}
+		rt.Action.BufferLimit = int64(route.DefaultBufferLimit)
+		if b := r.GetPerRequestBufferLimitBytes(); b != nil {
+			rt.Action.BufferLimit = int64(b.GetValue())
+		} else if b := v.GetPerRequestBufferLimitBytes(); b != nil {
+			rt.Action.BufferLimit = int64(b.GetValue())
+		}
+		rt.Action.IncludeAttemptCount = v.GetIncludeRequestAttemptCount()
+		rt.Action.IncludeAttemptCountInResponse = v.GetIncludeAttemptCountInResponse()
+	case *routev3.Route_Redirect:
+		rd, err := redirectAction(act.Redirect, &rt.Match)
+		if err != nil {
+			return nil, fmt.Errorf("redirect.%w", err)
+		}
+		rt.Action.Redirect = rd
+	case *routev3.Route_DirectResponse:
+		d, err := directResponse(act.DirectResponse, maxBody)
+		if err != nil {
+			return nil, fmt.Errorf("direct_response.%w", err)
+		}
+		rt.Action.Direct = d
+	default:
+		return nil, errors.New("action: one of route, redirect or direct_response is required")
 	}
-	a, err := routeAction(r.GetRoute(), &rt.Match)
-	if err != nil {
-		return nil, fmt.Errorf("route.%w", err)
-	}
-	rt.Action = a
 	if rt.RequestHeaders, err = mutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), "request"); err != nil {
 		return nil, err
 	}
 	if rt.ResponseHeaders, err = mutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), "response"); err != nil {
+		return nil, err
+	}
+	if rt.FilterConfigs, err = perFilterConfigs(r.GetTypedPerFilterConfig()); err != nil {
 		return nil, err
 	}
 	return rt, nil
@@ -226,13 +288,17 @@ func headerMatcher(h *routev3.HeaderMatcher) (route.HeaderMatcher, error) {
 func routeAction(a *routev3.RouteAction, m *route.Match) (route.Action, error) {
 	var out route.Action
 	if err := onlyFields(a, "cluster", "weighted_clusters", "cluster_not_found_response_code", "prefix_rewrite",
-		"regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "append_x_forwarded_host", "timeout",
-		"idle_timeout", "retry_policy", "priority", "include_vh_rate_limits", "hash_policy", "max_grpc_timeout",
-		"grpc_timeout_offset", "upgrade_configs", "max_stream_duration", "hedge_policy"); err != nil {
+		"regex_rewrite", "host_rewrite_literal", "host_rewrite_header", "host_rewrite_path_regex",
+		"auto_host_rewrite", "append_x_forwarded_host", "timeout", "idle_timeout", "retry_policy", "priority",
+		"include_vh_rate_limits", "hash_policy", "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs",
+		"max_stream_duration", "hedge_policy", "request_mirror_policies", "cors"); err != nil {
 		return out, err
 	}
 	if a.GetAutoHostRewrite().GetValue() {
 		return out, fmt.Errorf("auto_host_rewrite: %w", ErrUnsupported)
+	}
+	if a.GetAppendXForwardedHost() {
+		return out, fmt.Errorf("append_x_forwarded_host: %w", ErrUnsupported)
 	}
 	switch a.GetClusterNotFoundResponseCode() {
 	case routev3.RouteAction_SERVICE_UNAVAILABLE:
@@ -252,8 +318,26 @@ func routeAction(a *routev3.RouteAction, m *route.Match) (route.Action, error) {
 	default:
 		return out, fmt.Errorf("cluster_specifier %T: only cluster and weighted_clusters are %w", c, ErrUnsupported)
 	}
-	out.Timeout = duration(a.GetTimeout(), DefaultRouteTimeout)
-	out.HostRewrite = a.GetHostRewriteLiteral()
+	if err := routeTimeouts(&out, a); err != nil {
+		return out, err
+	}
+	switch hr := a.GetHostRewriteSpecifier().(type) {
+	case *routev3.RouteAction_HostRewriteLiteral:
+		out.HostRewrite = hr.HostRewriteLiteral
+	case *routev3.RouteAction_HostRewriteHeader:
+		key, err := headerKey(hr.HostRewriteHeader)
+		if err != nil || strings.HasPrefix(key, ":") {
+			return out, fmt.Errorf("host_rewrite_header %q: must name an ordinary request header", hr.HostRewriteHeader)
+		}
+		out.HostRewriteHeader = key
+	case *routev3.RouteAction_HostRewritePathRegex:
+		re, err := regexpCompile(hr.HostRewritePathRegex.GetPattern().GetRegex())
+		if err != nil {
+			return out, fmt.Errorf("host_rewrite_path_regex.pattern: %w", err)
+		}
+		out.HostRewritePathRegex = re
+		out.HostRewritePathSubstitution = route.EnvoySubstitution(hr.HostRewritePathRegex.GetSubstitution())
+	}
 	if a.GetPrefixRewrite() != "" {
 		if m.Kind == route.PathRegex {
 			return out, errors.New("prefix_rewrite: cannot be used with a safe_regex match")
@@ -271,6 +355,201 @@ func routeAction(a *routev3.RouteAction, m *route.Match) (route.Action, error) {
 		}
 		out.RegexRewrite, out.RegexSubstitution = re, route.EnvoySubstitution(rr.GetSubstitution())
 	}
+	if rp := a.GetRetryPolicy(); rp != nil {
+		p, err := retryPolicy(rp)
+		if err != nil {
+			return out, fmt.Errorf("retry_policy.%w", err)
+		}
+		out.Retry = p
+	}
+	if err := checkHedgePolicy(a.GetHedgePolicy()); err != nil {
+		return out, err
+	}
+	for i, mp := range a.GetRequestMirrorPolicies() {
+		mirror, err := mirrorPolicy(mp)
+		if err != nil {
+			return out, fmt.Errorf("request_mirror_policies[%d].%w", i, err)
+		}
+		out.Mirrors = append(out.Mirrors, mirror)
+	}
+	if c := a.GetCors(); c != nil {
+		p, err := cors.ParseRoutePolicy(c, converters)
+		if err != nil {
+			return out, fmt.Errorf("cors.%w", filterErr{err})
+		}
+		out.CORS = p
+	}
+	return out, nil
+}
+
+// routeTimeouts converts the route timeout and its gRPC variants. idle_timeout and
+// max_stream_duration.max_stream_duration are not implemented: zero (disabled) is accepted, anything
+// else rejected.
+func routeTimeouts(out *route.Action, a *routev3.RouteAction) error {
+	out.Timeout = duration(a.GetTimeout(), DefaultRouteTimeout)
+	if d := a.GetIdleTimeout(); d != nil && d.AsDuration() != 0 {
+		return fmt.Errorf("idle_timeout %s: only 0s (disabled) is %w", d.AsDuration(), ErrUnsupported)
+	}
+	if msd := a.GetMaxStreamDuration(); msd != nil {
+		if d := msd.GetMaxStreamDuration(); d != nil && d.AsDuration() != 0 {
+			return fmt.Errorf("max_stream_duration.max_stream_duration %s: only 0s (disabled) is %w", d.AsDuration(), ErrUnsupported)
+		}
+		if msd.GetGrpcTimeoutHeaderMax() != nil {
+			out.UseGRPCTimeout = true
+			out.GRPCTimeoutMax = msd.GetGrpcTimeoutHeaderMax().AsDuration()
+			out.GRPCTimeoutOffset = duration(msd.GetGrpcTimeoutHeaderOffset(), 0)
+		}
+	}
+	if d := a.GetMaxGrpcTimeout(); d != nil && !out.UseGRPCTimeout {
+		out.UseGRPCTimeout = true
+		out.GRPCTimeoutMax = d.AsDuration()
+		out.GRPCTimeoutOffset = duration(a.GetGrpcTimeoutOffset(), 0)
+	}
+	return nil
+}
+
+// checkHedgePolicy accepts a hedge policy only when it changes nothing (one request, no hedging on
+// per-try timeouts).
+func checkHedgePolicy(h *routev3.HedgePolicy) error {
+	if h == nil {
+		return nil
+	}
+	if h.GetInitialRequests().GetValue() > 1 || h.GetAdditionalRequestChance().GetNumerator() > 0 || h.GetHedgeOnPerTryTimeout() {
+		return fmt.Errorf("hedge_policy: hedging is %w", ErrUnsupported)
+	}
+	return nil
+}
+
+const previousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
+
+// retryPolicy converts a route or virtual host retry_policy with Envoy's defaults: one retry, 25ms
+// base back-off, ten times that at most.
+func retryPolicy(rp *routev3.RetryPolicy) (*route.RetryPolicy, error) {
+	if err := onlyFields(rp, "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
+		"host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off"); err != nil {
+		return nil, err
+	}
+	on, bad := route.ParseRetryOn(rp.GetRetryOn())
+	if bad != "" {
+		return nil, fmt.Errorf("retry_on: %q: %w", bad, ErrUnsupported)
+	}
+	p := &route.RetryPolicy{
+		On:                       on,
+		NumRetries:               1,
+		PerTryTimeout:            duration(rp.GetPerTryTimeout(), 0),
+		BaseInterval:             route.DefaultRetryBaseInterval,
+		HostSelectionMaxAttempts: int(rp.GetHostSelectionRetryMaxAttempts()),
+	}
+	if n := rp.GetNumRetries(); n != nil {
+		p.NumRetries = int(n.GetValue())
+	}
+	for _, c := range rp.GetRetriableStatusCodes() {
+		p.RetriableStatusCodes = append(p.RetriableStatusCodes, int(c))
+	}
+	if b := rp.GetRetryBackOff(); b != nil {
+		if err := onlyFields(b, "base_interval", "max_interval"); err != nil {
+			return nil, fmt.Errorf("retry_back_off.%w", err)
+		}
+		p.BaseInterval = b.GetBaseInterval().AsDuration()
+		if p.BaseInterval <= 0 {
+			return nil, errors.New("retry_back_off.base_interval: must be greater than 0")
+		}
+		p.MaxInterval = duration(b.GetMaxInterval(), 0)
+		if b.GetMaxInterval() != nil && p.MaxInterval < p.BaseInterval {
+			return nil, errors.New("retry_back_off.max_interval: must not be less than base_interval")
+		}
+	}
+	if p.MaxInterval == 0 {
+		p.MaxInterval = 10 * p.BaseInterval
+	}
+	for i, hp := range rp.GetRetryHostPredicate() {
+		if hp.GetName() != previousHostsPredicate {
+			return nil, fmt.Errorf("retry_host_predicate[%d] (%q): only %s is %w", i, hp.GetName(), previousHostsPredicate, ErrUnsupported)
+		}
+		p.AvoidPreviousHosts = true
+	}
+	if p.AvoidPreviousHosts && p.HostSelectionMaxAttempts == 0 {
+		p.HostSelectionMaxAttempts = 1 // Envoy's default: one re-pick
+	}
+	return p, nil
+}
+
+func mirrorPolicy(mp *routev3.RouteAction_RequestMirrorPolicy) (route.Mirror, error) {
+	if err := onlyFields(mp, "cluster", "runtime_fraction", "trace_sampled", "disable_shadow_host_suffix_append"); err != nil {
+		return route.Mirror{}, err
+	}
+	if mp.GetCluster() == "" {
+		return route.Mirror{}, errors.New("cluster is required")
+	}
+	return route.Mirror{
+		Cluster:    mp.GetCluster(),
+		PerMillion: uint32(filters.RuntimeFraction(mp.GetRuntimeFraction(), filters.Always)),
+		KeepHost:   mp.GetDisableShadowHostSuffixAppend(),
+	}, nil
+}
+
+var redirectCodes = map[routev3.RedirectAction_RedirectResponseCode]int{
+	routev3.RedirectAction_MOVED_PERMANENTLY:  301,
+	routev3.RedirectAction_FOUND:              302,
+	routev3.RedirectAction_SEE_OTHER:          303,
+	routev3.RedirectAction_TEMPORARY_REDIRECT: 307,
+	routev3.RedirectAction_PERMANENT_REDIRECT: 308,
+}
+
+func redirectAction(r *routev3.RedirectAction, m *route.Match) (*route.Redirect, error) {
+	if err := onlyFields(r, "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
+		"prefix_rewrite", "regex_rewrite", "response_code", "strip_query"); err != nil {
+		return nil, err
+	}
+	code, ok := redirectCodes[r.GetResponseCode()]
+	if !ok {
+		return nil, fmt.Errorf("response_code %s: %w", r.GetResponseCode(), ErrUnsupported)
+	}
+	out := &route.Redirect{Host: r.GetHostRedirect(), Port: r.GetPortRedirect(), StripQuery: r.GetStripQuery(), Code: code}
+	switch s := r.GetSchemeRewriteSpecifier().(type) {
+	case *routev3.RedirectAction_HttpsRedirect:
+		if s.HttpsRedirect {
+			out.Scheme = "https"
+		}
+	case *routev3.RedirectAction_SchemeRedirect:
+		out.Scheme = strings.ToLower(s.SchemeRedirect)
+	}
+	switch p := r.GetPathRewriteSpecifier().(type) {
+	case *routev3.RedirectAction_PathRedirect:
+		out.Path, out.HasPath = p.PathRedirect, true
+	case *routev3.RedirectAction_PrefixRewrite:
+		if m.Kind == route.PathRegex {
+			return nil, errors.New("prefix_rewrite: cannot be used with a safe_regex match")
+		}
+		out.PrefixRewrite, out.HasPrefixRewrite = p.PrefixRewrite, true
+	case *routev3.RedirectAction_RegexRewrite:
+		re, err := regexpCompile(p.RegexRewrite.GetPattern().GetRegex())
+		if err != nil {
+			return nil, fmt.Errorf("regex_rewrite.pattern: %w", err)
+		}
+		out.RegexRewrite, out.RegexSubstitution = re, route.EnvoySubstitution(p.RegexRewrite.GetSubstitution())
+	}
+	return out, nil
+}
+
+func directResponse(d *routev3.DirectResponseAction, maxBody uint32) (*route.DirectResponse, error) {
+	if err := onlyFields(d, "status", "body"); err != nil {
+		return nil, err
+	}
+	out := &route.DirectResponse{Status: int(d.GetStatus())}
+	if b := d.GetBody(); b != nil {
+		switch s := b.GetSpecifier().(type) {
+		case *corev3.DataSource_InlineString:
+			out.Body = s.InlineString
+		case *corev3.DataSource_InlineBytes:
+			out.Body = string(s.InlineBytes)
+		default:
+			return nil, fmt.Errorf("body: %T: only inline_string and inline_bytes are %w", s, ErrUnsupported)
+		}
+	}
+	if len(out.Body) > int(maxBody) {
+		return nil, fmt.Errorf("body: %d bytes exceed max_direct_response_body_size_bytes (%d)", len(out.Body), maxBody)
+	}
 	return out, nil
 }
 
@@ -282,7 +561,8 @@ func weightedClusters(out *route.Action, wc *routev3.WeightedCluster) error {
 	for i, c := range wc.GetClusters() {
 		field := fmt.Sprintf("clusters[%d] (%q)", i, c.GetName())
 		if err := onlyFields(c, "name", "weight", "request_headers_to_add", "request_headers_to_remove",
-			"response_headers_to_add", "response_headers_to_remove", "metadata_match", "host_rewrite_literal"); err != nil {
+			"response_headers_to_add", "response_headers_to_remove", "metadata_match", "host_rewrite_literal",
+			"typed_per_filter_config"); err != nil {
 			return fmt.Errorf("%s.%w", field, err)
 		}
 		if len(c.GetMetadataMatch().GetFilterMetadata()) > 0 {
@@ -294,6 +574,9 @@ func weightedClusters(out *route.Action, wc *routev3.WeightedCluster) error {
 			return fmt.Errorf("%s.%w", field, err)
 		}
 		if out.ResponseHeaders, err = mutation(c.GetResponseHeadersToAdd(), c.GetResponseHeadersToRemove(), "response"); err != nil {
+			return fmt.Errorf("%s.%w", field, err)
+		}
+		if out.FilterConfigs, err = perFilterConfigs(c.GetTypedPerFilterConfig()); err != nil {
 			return fmt.Errorf("%s.%w", field, err)
 		}
 		clusters = append(clusters, out)

@@ -7,6 +7,8 @@ import (
 
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 )
 
 const tcpProxyType = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -31,8 +33,8 @@ type TCPProxy struct {
 	MaxConnectAttempts uint32
 	// MaxConnectionDuration closes connections this old; 0 lets them live.
 	MaxConnectionDuration time.Duration
-	// AccessLogs is how many access_log entries the config has; the access log package wires them.
-	AccessLogs int
+	// AccessLogs are the access_log entries, each given a connection's record when it closes.
+	AccessLogs []accesslog.Logger
 }
 
 // WeightedCluster is one of a TCP proxy's weighted_clusters.
@@ -74,7 +76,10 @@ func parseTCPProxy(a *anypb.Any) (*TCPProxy, error) {
 		IdleTimeout:           duration(p.GetIdleTimeout(), defaultTCPIdleTimeout),
 		MaxConnectAttempts:    defaultMaxConnectAttempts,
 		MaxConnectionDuration: duration(p.GetMaxDownstreamConnectionDuration(), 0),
-		AccessLogs:            len(p.GetAccessLog()),
+	}
+	var err error
+	if out.AccessLogs, err = parseAccessLogs(p.GetAccessLog()); err != nil {
+		return nil, err
 	}
 	if m := p.GetMaxConnectAttempts(); m != nil {
 		out.MaxConnectAttempts = m.GetValue()

@@ -9,6 +9,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -93,21 +94,12 @@ func TestUnsupportedConfigIsRejectedNamingTheField(t *testing.T) {
 		{"unknown HTTP filter", hcmHeader + `
       rds: {route_config_name: r, config_source: {ads: {}}}
       http_filters:
-      - name: envoy.filters.http.fault
-        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault}
+      - name: envoy.filters.http.buffer
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer, max_request_bytes: 10}
       - name: envoy.filters.http.router
         typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-`, `Listener "ingress": filter_chains[0].filters[0] (http_connection_manager).http_filters[0] ("envoy.filters.http.fault"): HTTP filter "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault": not supported`},
-		{"redirect", hcmHeader + `
-      route_config:
-        virtual_hosts:
-        - name: vh
-          domains: ["*"]
-          routes:
-          - match: {prefix: "/"}
-            redirect: {https_redirect: true}
-` + routerFilter, `route_config: virtual_hosts[0] ("vh").routes[0].redirect: not supported`},
-		{"direct response", hcmHeader + `
+`, `Listener "ingress": filter_chains[0].filters[0] (http_connection_manager).http_filters[0] ("envoy.filters.http.buffer"): HTTP filter "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer": not supported`},
+		{"redirect from file", hcmHeader + `
       route_config:
         virtual_hosts:
         - name: vh
@@ -115,8 +107,8 @@ func TestUnsupportedConfigIsRejectedNamingTheField(t *testing.T) {
           routes:
           - name: dr
             match: {prefix: "/"}
-            direct_response: {status: 200}
-` + routerFilter, `routes[0] ("dr").direct_response: not supported`},
+            direct_response: {status: 200, body: {filename: /etc/passwd}}
+` + routerFilter, `routes[0] ("dr").direct_response.body: *corev3.DataSource_Filename: only inline_string and inline_bytes are not supported`},
 		{"TLS", `
 name: tls
 address: {socket_address: {address: 127.0.0.1, port_value: 8443}}
