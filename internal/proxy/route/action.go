@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
 )
 
 // Action is what a matched route does: forward to a cluster, or to one of several by weight.
@@ -33,6 +35,10 @@ type Action struct {
 
 	// HostRewrite, when set, replaces the Host header sent upstream.
 	HostRewrite string
+
+	// HashPolicy computes the request hash ring hash and Maglev clusters pick by (hash_policy);
+	// nil when the route has none. Its Hash method is nil-safe.
+	HashPolicy *hashpolicy.Policy
 }
 
 // WeightedCluster is one target of a weighted split.

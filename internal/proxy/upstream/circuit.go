@@ -100,7 +100,7 @@ func (r *resource) Remaining() int64 { return max(r.max-r.cur.Load(), 0) }
 // breakers are a cluster's circuit breakers and their overflow counters.
 type breakers struct {
 	cfg                         CircuitBreakers
-	cx, pending, rq, retry *resource
+	cx, pending, rq, retry      *resource
 	cxOverflow, pendingOverflow *stats.Counter
 	retryOverflow               *stats.Counter
 }

@@ -27,17 +27,17 @@ type Stats struct {
 func newStats(s *stats.Store, cluster string) Stats {
 	p := "cluster." + cluster + "."
 	return Stats{
-		RqTotal:           s.Counter(p + "upstream_rq_total"),
-		RqClass:           s.StatusClasses(p + "upstream_rq_"),
-		RqTimeout:         s.Counter(p + "upstream_rq_timeout"),
-		RqCompleted:       s.Counter(p + "upstream_rq_completed"),
-		CxTotal:           s.Counter(p + "upstream_cx_total"),
-		CxConnectFail:     s.Counter(p + "upstream_cx_connect_fail"),
-		NoneHealthy:       s.Counter(p + "upstream_cx_none_healthy"),
-		CxActive:          s.Gauge(p + "upstream_cx_active"),
-		RqActive:          s.Gauge(p + "upstream_rq_active"),
-		MembershipTotal:   s.Gauge(p + "membership_total"),
-		MembershipHealthy: s.Gauge(p + "membership_healthy"),
+		RqTotal:            s.Counter(p + "upstream_rq_total"),
+		RqClass:            s.StatusClasses(p + "upstream_rq_"),
+		RqTimeout:          s.Counter(p + "upstream_rq_timeout"),
+		RqCompleted:        s.Counter(p + "upstream_rq_completed"),
+		CxTotal:            s.Counter(p + "upstream_cx_total"),
+		CxConnectFail:      s.Counter(p + "upstream_cx_connect_fail"),
+		NoneHealthy:        s.Counter(p + "upstream_cx_none_healthy"),
+		CxActive:           s.Gauge(p + "upstream_cx_active"),
+		RqActive:           s.Gauge(p + "upstream_rq_active"),
+		MembershipTotal:    s.Gauge(p + "membership_total"),
+		MembershipHealthy:  s.Gauge(p + "membership_healthy"),
 		MembershipDegraded: s.Gauge(p + "membership_degraded"),
 	}
 }

@@ -404,3 +404,7 @@ func containsInOrder(data []byte, blocks [][]byte) bool {
 	}
 	return true
 }
+
+// DefaultNoTrafficInterval is Envoy's interval between checks of a cluster that has made no
+// connection yet.
+const DefaultNoTrafficInterval = 60 * time.Second
