@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
@@ -82,6 +83,7 @@ const (
 	bodyConnectFail   = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 	bodyReset         = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 	bodyUpstreamTimed = "upstream request timeout"
+	bodyOverflow      = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 )
 
 // ServeHTTP routes and forwards one request.
@@ -128,6 +130,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var host *upstream.Host
+	var hashed hashpolicy.Result // upstream: the route's hash_policy result
 	if cl.IsOriginalDst() {
 		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		localAddr := ""
@@ -135,6 +138,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			localAddr = local.String()
 		}
 		host = cl.OriginalDst(r.Header.Get("X-Envoy-Original-Dst-Host"), localAddr)
+	} else if hashed = rt.Action.HashPolicy.Hash(r); hashed.OK {
+		host = cl.PickHash(hashed.Hash) // upstream: RING_HASH / MAGLEV follow the request hash
 	} else {
 		host = cl.Pick()
 	}
@@ -161,6 +166,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 
+	// upstream: circuit breaker max_requests, held until the response body is done; on overflow
+	// the request fails here, never reaching the upstream (503, response flag UO).
+	if !cl.TryRequest() {
+		h.overflow(w, r, cl)
+		return
+	}
+	defer cl.ReleaseRequest()
+
 	// The host counts the request as active until the response body is done, for least-request.
 	host.Begin()
 	failed := true
@@ -171,10 +184,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upstreamStart := time.Now()
 	resp, err := cl.Transport(r.ProtoMajor == 2).RoundTrip(out)
 	if err != nil {
+		// upstream: outlier detection hears of local-origin failures (not overflows or client aborts).
+		if !upstream.IsOverflow(err) && r.Context().Err() == nil {
+			cl.ReportLocalFailure(host, errors.Is(ctx.Err(), context.DeadlineExceeded))
+		}
 		h.upstreamFailure(ctx, w, r, cl, err)
 		return
 	}
 	defer resp.Body.Close()
+	cl.ReportResponse(host, resp.StatusCode) // upstream: outlier detection
+	if hashed.SetCookie != "" {
+		resp.Header.Add("Set-Cookie", hashed.SetCookie) // upstream: hash_policy cookie with a ttl
+	}
 	failed = resp.StatusCode >= 500
 	cl.Stats.RecordStatus(resp.StatusCode)
 	h.writeResponse(w, r, resp, respMut, upstreamStart)
@@ -207,6 +228,8 @@ func (h *Handler) upstreamFailure(ctx context.Context, w http.ResponseWriter, r 
 		cl.Stats.RqTimeout.Inc()
 		cl.Stats.RecordStatus(http.StatusGatewayTimeout)
 		h.localReply(w, r, http.StatusGatewayTimeout, bodyUpstreamTimed)
+	case upstream.IsOverflow(err): // upstream: max_connections / max_pending_requests
+		h.overflow(w, r, cl)
 	case upstream.IsConnectFailure(err):
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
 		h.localReply(w, r, http.StatusServiceUnavailable, bodyConnectFail)
@@ -215,6 +238,16 @@ func (h *Handler) upstreamFailure(ctx context.Context, w http.ResponseWriter, r 
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
 		h.localReply(w, r, http.StatusServiceUnavailable, bodyReset)
 	}
+}
+
+// overflow answers a request a circuit breaker refused, as Envoy does: 503, x-envoy-overloaded,
+// response flag UO (streaminfo.UpstreamOverflow). Owned by upstream; merge by hand.
+func (h *Handler) overflow(w http.ResponseWriter, r *http.Request, cl *upstream.Cluster) {
+	if !h.cfg.SuppressEnvoyHeaders {
+		w.Header().Set("X-Envoy-Overloaded", "true")
+	}
+	cl.Stats.RecordStatus(http.StatusServiceUnavailable)
+	h.localReply(w, r, http.StatusServiceUnavailable, bodyOverflow)
 }
 
 // localReply answers the request itself, the way Envoy's local replies look.
