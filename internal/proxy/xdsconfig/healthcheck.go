@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 Envoy still honours the deprecated HeaderValueOption.append, so trellis-proxy must too.
+
 package xdsconfig
 
 import (
