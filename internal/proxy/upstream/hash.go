@@ -102,26 +102,29 @@ type maglevTable struct {
 
 func newMaglev(hosts []*Host, weights []float64, size uint64) *maglevTable {
 	m := &maglevTable{}
-	if len(hosts) == 0 {
-		return m
-	}
 	type entry struct {
 		host                 *Host
 		offset, skip, next   uint64
 		weight, targetWeight float64
 	}
-	entries := make([]entry, len(hosts))
+	entries := make([]entry, 0, len(hosts))
 	maxW := 0.0
 	for i, h := range hosts {
+		if weights[i] <= 0 {
+			continue // a host of a locality without weight gets no slot
+		}
 		d := xxhash.NewWithSeed(1)
 		_, _ = d.WriteString(h.Address)
-		entries[i] = entry{
+		entries = append(entries, entry{
 			host:   h,
 			offset: xxhash.Sum64String(h.Address) % size,
 			skip:   d.Sum64()%(size-1) + 1,
 			weight: weights[i],
-		}
+		})
 		maxW = max(maxW, weights[i])
+	}
+	if len(entries) == 0 {
+		return m
 	}
 	m.table = make([]*Host, size)
 	filled := uint64(0)

@@ -78,12 +78,11 @@ const (
 )
 
 type healthChecker struct {
-	c   *Cluster
-	cfg HealthCheck
-	wg  sync.WaitGroup
-	attempt, success, failure, networkFailure,
-	verifyCluster *stats.Counter
-	transport *http.Transport
+	c                                         *Cluster
+	cfg                                       HealthCheck
+	wg                                        sync.WaitGroup
+	attempt, success, failure, networkFailure *stats.Counter
+	transport                                 *http.Transport
 }
 
 // hcSession is one host's checker goroutine; it is owned by the cluster.
@@ -98,7 +97,6 @@ func newHealthChecker(c *Cluster, cfg HealthCheck, store *stats.Store, prefix st
 		success:        store.Counter(prefix + "success"),
 		failure:        store.Counter(prefix + "failure"),
 		networkFailure: store.Counter(prefix + "network_failure"),
-		verifyCluster:  store.Counter(prefix + "verify_cluster"),
 	}
 	store.GaugeFunc(prefix+"healthy", func() int64 {
 		n := 0
@@ -224,7 +222,7 @@ func (hc *healthChecker) run(h *Host, s *hcSession) {
 		if tr == changed {
 			lbChanged = h.setFlag(FailedActiveHC, !healthy)
 		}
-		if wasPending && tr != unchanged || wasPending && !healthy {
+		if wasPending { // the first result, whatever it is, ends the wait (Envoy)
 			h.setFlag(PendingActiveHC, false)
 		}
 		switch {

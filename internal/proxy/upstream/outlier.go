@@ -127,8 +127,14 @@ func (c *Cluster) ReportResponse(h *Host, code int) {
 // connection could not be made or was reset before a response (timeout false), or the upstream
 // timed out (timeout true). Overflows are not reported: they never reach the host.
 func (c *Cluster) ReportLocalFailure(h *Host, timeout bool) {
+	if h == nil {
+		return
+	}
+	if timeout {
+		h.rqTimeout.Add(1)
+	}
 	d := c.od
-	if d == nil || h == nil {
+	if d == nil {
 		return
 	}
 	if !d.cfg.SplitExternalLocalOriginErrors {
