@@ -3,6 +3,7 @@ package upstream
 import (
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -93,9 +94,10 @@ func (r *ring) lookup(hash uint64) *Host {
 	return r.hosts[lo]
 }
 
-// maglevTable is Envoy's Maglev (maglev_lb.cc, after Google's paper): each host walks its own
-// permutation of the table's slots (offset and skip from XXH64 of its address with seeds 0 and 1)
-// and claims the next free one in turn, heavier hosts more often, until the table is full.
+// maglevTable is Envoy's Maglev (maglev_lb.cc, after Google's paper): each host, in address order,
+// walks its own permutation of the table's slots (offset and skip from XXH64 of its address with
+// seeds 0 and 1) and claims the next free one in turn, heavier hosts more often, until the table
+// is full.
 type maglevTable struct {
 	table []*Host
 }
@@ -126,6 +128,8 @@ func newMaglev(hosts []*Host, weights []float64, size uint64) *maglevTable {
 	if len(entries) == 0 {
 		return m
 	}
+	// Envoy fills the table in address order, so the table does not depend on EDS's host order.
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.host.Address, b.host.Address) })
 	m.table = make([]*Host, size)
 	filled := uint64(0)
 	for iteration := 1.0; filled < size; iteration++ {
