@@ -255,3 +255,21 @@ func BenchmarkPickLocalityWeightedLeastRequest(b *testing.B) {
 		_ = c.Pick()
 	}
 }
+
+func TestDegradedHostsTakeOnlyWhatHealthyHostsCannot(t *testing.T) {
+	e := eps("a:1", "b:1", "c:1", "d:1")
+	e[2].Degraded, e[3].Degraded = true, true
+	c := New(Config{Name: "c", Endpoints: e}, stats.NewStore())
+	t.Cleanup(c.Close)
+	// Two healthy of four: 140*2/4 = 70% to the healthy hosts, 70% available from the degraded
+	// ones, which get the remaining 30%.
+	got := pickCounts(c, 10000)
+	if deg := got["c:1"] + got["d:1"]; deg < 2600 || deg > 3400 {
+		t.Fatalf("degraded hosts got %d of 10000: %v", deg, got)
+	}
+	e[2].Degraded, e[3].Degraded = false, false
+	c.SetEndpoints(e)
+	if got := pickCounts(c, 4000); got["c:1"] < 700 || got["d:1"] < 700 {
+		t.Fatalf("after recovering: %v", got)
+	}
+}

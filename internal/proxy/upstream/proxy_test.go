@@ -491,3 +491,21 @@ func TestCloseStopsHealthChecksAndTheOutlierTimer(t *testing.T) {
 		t.Fatalf("%d checks after Close", n-checks)
 	}
 }
+
+func TestHTTP2HealthCheckSpeaksCleartextHTTP2(t *testing.T) {
+	var proto atomic.Value
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { proto.Store(r.Proto) }))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	hc := &upstream.HealthCheck{Timeout: 2 * time.Second, Interval: time.Hour, UnhealthyThreshold: 1, HealthyThreshold: 1,
+		NoTrafficInterval: time.Hour, NoTrafficHealthyInterval: time.Hour, UnhealthyInterval: time.Hour, UnhealthyEdgeInterval: time.Hour, HealthyEdgeInterval: time.Hour,
+		HTTP: &upstream.HTTPHealthCheck{Path: "/healthz", HTTP2: true}}
+	cl := newCluster(t, stats.NewStore(), upstream.Config{Name: "h2", HealthCheck: hc, Endpoints: []upstream.Endpoint{{Address: strings.TrimPrefix(srv.URL, "http://"), Healthy: true}}})
+	eventually(t, "the check to pass", func() bool { return cl.Hosts()[0].Healthy() })
+	if p, _ := proto.Load().(string); p != "HTTP/2.0" {
+		t.Fatalf("health check spoke %q", p)
+	}
+}

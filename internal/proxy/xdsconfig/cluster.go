@@ -96,6 +96,9 @@ func parseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
 		cfg.HealthCheck = &hc
 	}
 	cfg.IgnoreHealthOnHostRemoval = c.GetIgnoreHealthOnHostRemoval()
+	if c.GetCloseConnectionsOnHostHealthFailure() {
+		return cfg, fmt.Errorf("close_connections_on_host_health_failure: %w", ErrUnsupported)
+	}
 	cfg.ConnectTimeout = duration(c.GetConnectTimeout(), upstream.DefaultConnectTimeout)
 	cfg.IdleTimeout = duration(c.GetCommonHttpProtocolOptions().GetIdleTimeout(), 0)
 	if c.GetHttp2ProtocolOptions() != nil {

@@ -88,6 +88,9 @@ maglev_lb_config: {table_size: 1000}`, nil, `maglev_lb_config.table_size: 1000 i
 		{"grpc health check", `health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {}}]`, nil, `health_checks[0].grpc_health_check: not supported`},
 		{"two health checks", `health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}, {timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}]`, nil, `health_checks: 2 health checks, only one is not supported`},
 		{"health check tls options", `health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}, tls_options: {alpn_protocols: [h2]}}]`, nil, `health_checks[0].tls_options: not supported`},
+		{"close connections on health failure", `close_connections_on_host_health_failure: true`, nil, `close_connections_on_host_health_failure: not supported`},
+		{"ignore health on host removal", `ignore_health_on_host_removal: true`,
+			func(c upstream.Config) bool { return c.IgnoreHealthOnHostRemoval }, ""},
 		{"http health check payload", `health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /, receive: [{text: "00"}]}}]`, nil, `http_health_check.receive: not supported`},
 	} {
 		cfg, err := ParseCluster(fromYAML(t, &clusterv3.Cluster{}, edsBase+tc.yaml))
