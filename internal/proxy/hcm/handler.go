@@ -110,6 +110,7 @@ const (
 	bodyReset         = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 	bodyUpstreamTimed = "upstream request timeout"
 	bodyProtocolError = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	bodyOverflow      = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 )
 
 // Envoy's %RESPONSE_CODE_DETAILS% for the replies the connection manager and router send.
@@ -126,6 +127,7 @@ const (
 	detailsDirectResponse  = "direct_response"
 	detailsDownstreamGone  = "downstream_remote_disconnect"
 	detailsUpgradeFailed   = "upgrade_failed"
+	detailsOverflow        = "upstream_reset_before_response_started{overflow}"
 )
 
 // ServeHTTP routes and forwards one request.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/h1"
+	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
@@ -30,6 +31,7 @@ const (
 	failPerTryTimeout
 	failTimeout        // the route timeout: never retried
 	failDownstreamGone // nobody left to answer
+	failOverflow       // a circuit breaker (max_connections, max_pending_requests) refused it
 )
 
 // forward sends the request to cl, retrying as the route's retry policy allows, and streams the
@@ -60,14 +62,23 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 			s.body.Record(bufferLimit(a))
 		}
 	}
+	// The route's hash_policy, for RING_HASH and MAGLEV clusters; computed once, so every try of a
+	// request hashes the same.
+	hashed := a.HashPolicy.Hash(r)
 	if s.upgrade != "" {
-		h.forwardUpgrade(w, r, s, cl, hdr, path, hostHeader, ctx)
+		h.forwardUpgrade(w, r, s, cl, hdr, path, hostHeader, ctx, hashed)
 		return
 	}
+	retrySlots := 0
+	defer func() {
+		for range retrySlots {
+			cl.ReleaseRetry()
+		}
+	}()
 	h2 := r.ProtoMajor == 2
 	var tried []*upstream.Host // only kept when the policy avoids previous hosts
 	for attempt := 1; ; attempt++ {
-		host := h.pickHost(r, cl, policy, tried)
+		host := h.pickHost(r, cl, policy, tried, hashed)
 		if host == nil {
 			cl.Stats.NoneHealthy.Inc()
 			h.localReply(w, r, s, http.StatusServiceUnavailable, bodyNoHealthy, detailsNoHealthy, streaminfo.NoHealthyUpstream)
@@ -97,6 +108,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 			tryCtx, cancelTry = context.WithTimeout(ctx, perTry)
 		}
 		out = out.WithContext(tryCtx)
+		// Circuit breaker max_requests, held until the response body is done; on overflow the
+		// request fails here without reaching the upstream (503, flag UO).
+		if !cl.TryRequest() {
+			if cancelTry != nil {
+				cancelTry()
+			}
+			h.overflow(w, r, s, cl)
+			return
+		}
 		host.Begin()
 		cl.Stats.RqTotal.Inc()
 		cl.Stats.RqActive.Inc()
@@ -105,12 +125,17 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 		if err != nil {
 			host.End(true)
 			cl.Stats.RqActive.Dec()
+			cl.ReleaseRequest()
 			why := classify(err, r.Context(), ctx, tryCtx)
+			if why != failOverflow && why != failDownstreamGone {
+				// Outlier detection hears of local-origin failures (not overflows or client aborts).
+				cl.ReportLocalFailure(host, why == failTimeout || why == failPerTryTimeout)
+			}
 			if cancelTry != nil {
 				cancelTry()
 			}
 			if why != failDownstreamGone && why != failTimeout && policy != nil && retriableFailure(policy.On, why) {
-				if retriesLeft > 0 && s.body.replayable() && h.acquireRetry(cl) {
+				if retriesLeft > 0 && s.body.replayable() && acquireRetry(cl, &retrySlots) {
 					retriesLeft--
 					h.clusterRetryStats(cl).retry.Inc()
 					if h.backoff(ctx, policy, attempt) {
@@ -125,12 +150,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 			h.upstreamFailure(w, r, s, cl, why, err)
 			return
 		}
+		cl.ReportResponse(host, resp.StatusCode) // outlier detection
 		if policy != nil && retriableResponse(policy, resp) {
-			if retriesLeft > 0 && s.body.replayable() && h.acquireRetry(cl) {
+			if retriesLeft > 0 && s.body.replayable() && acquireRetry(cl, &retrySlots) {
 				retriesLeft--
 				discard(resp)
 				host.End(resp.StatusCode >= 500)
 				cl.Stats.RqActive.Dec()
+				cl.ReleaseRequest()
 				cl.Stats.RecordStatus(resp.StatusCode)
 				if cancelTry != nil {
 					cancelTry()
@@ -150,6 +177,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 			h.clusterRetryStats(cl).success.Inc()
 		}
 		s.info.UpstreamServiceTime = time.Since(upstreamStart)
+		if hashed.SetCookie != "" {
+			resp.Header.Add("Set-Cookie", hashed.SetCookie) // hash_policy cookie with a ttl
+		}
 		h.respond(w, r, s, resp, rt, respMut, cl, host, cancelTry)
 		return
 	}
@@ -162,6 +192,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, s *stream, res
 		resp.Body.Close()
 		host.End(resp.StatusCode >= 500)
 		cl.Stats.RqActive.Dec()
+		cl.ReleaseRequest()
 		if cancelTry != nil {
 			cancelTry()
 		}
@@ -181,16 +212,25 @@ func bufferLimit(a *route.Action) int64 {
 	return route.DefaultBufferLimit
 }
 
-// acquireRetry asks the cluster's retry budget (circuit breaker max_retries) for one more retry.
-// It always allows for now: the upstream package's circuit breakers will decide here, and count
-// cluster.<name>.upstream_rq_retry_overflow when they refuse.
-func (h *Handler) acquireRetry(*upstream.Cluster) bool { return true }
+// acquireRetry asks the cluster's circuit breaker (max_retries) for one more retry. A granted slot
+// is held until the request ends; slots counts them for the caller to release. When refused, the
+// cluster has counted upstream_rq_retry_overflow and the request ends with its last try's result.
+func acquireRetry(cl *upstream.Cluster, slots *int) bool {
+	if !cl.TryRetry() {
+		return false
+	}
+	*slots++
+	return true
+}
 
 // pickHost picks the host for a try; with the previous_hosts predicate it re-picks up to
 // HostSelectionMaxAttempts times to find one not tried yet, and settles for the last pick.
-func (h *Handler) pickHost(r *http.Request, cl *upstream.Cluster, policy *route.RetryPolicy, tried []*upstream.Host) *upstream.Host {
+func (h *Handler) pickHost(r *http.Request, cl *upstream.Cluster, policy *route.RetryPolicy, tried []*upstream.Host, hashed hashpolicy.Result) *upstream.Host {
 	if cl.IsOriginalDst() {
 		return cl.OriginalDst(r.Header.Get("X-Envoy-Original-Dst-Host"), localAddr(r))
+	}
+	if hashed.OK {
+		return cl.PickHash(hashed.Hash) // RING_HASH and MAGLEV follow the request hash
 	}
 	host := cl.Pick()
 	if len(tried) == 0 || host == nil {
@@ -248,6 +288,8 @@ func classify(err error, down, routeCtx, try context.Context) failure {
 		return failTimeout
 	case try.Err() != nil:
 		return failPerTryTimeout
+	case upstream.IsOverflow(err):
+		return failOverflow
 	case upstream.IsConnectFailure(err):
 		return failConnect
 	case err != nil && strings.Contains(err.Error(), "REFUSED_STREAM"):
@@ -413,6 +455,8 @@ func (h *Handler) upstreamFailure(w http.ResponseWriter, r *http.Request, s *str
 			details = detailsPerTryTimeout
 		}
 		h.localReply(w, r, s, http.StatusGatewayTimeout, bodyUpstreamTimed, details, streaminfo.UpstreamRequestTimeout)
+	case failOverflow:
+		h.overflow(w, r, s, cl)
 	case failConnect:
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
 		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyConnectFail, detailsConnectFail, streaminfo.UpstreamConnectionFailure)
@@ -457,4 +501,14 @@ func localAddr(r *http.Request) string {
 		return a.String()
 	}
 	return ""
+}
+
+// overflow answers a request a circuit breaker refused, as Envoy does: 503, x-envoy-overloaded,
+// flag UO, and no upstream contacted.
+func (h *Handler) overflow(w http.ResponseWriter, r *http.Request, s *stream, cl *upstream.Cluster) {
+	if !h.cfg.SuppressEnvoyHeaders {
+		w.Header().Set("X-Envoy-Overloaded", "true")
+	}
+	cl.Stats.RecordStatus(http.StatusServiceUnavailable)
+	h.localReply(w, r, s, http.StatusServiceUnavailable, bodyOverflow, detailsOverflow, streaminfo.UpstreamOverflow)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 )
@@ -55,8 +56,8 @@ func upgradeType(r *http.Request) string {
 
 // forwardUpgrade sends the upgrade request (which hop-by-hop removal has stripped) to a host of cl
 // as an upgrade to s.upgrade, and on 101 splices the connections. Upgrades are never retried.
-func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stream, cl *upstream.Cluster, hdr http.Header, path, hostHeader string, ctx context.Context) {
-	host := h.pickHost(r, cl, nil, nil)
+func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stream, cl *upstream.Cluster, hdr http.Header, path, hostHeader string, ctx context.Context, hashed hashpolicy.Result) {
+	host := h.pickHost(r, cl, nil, nil, hashed)
 	if host == nil {
 		cl.Stats.NoneHealthy.Inc()
 		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyNoHealthy, detailsNoHealthy, streaminfo.NoHealthyUpstream)
@@ -71,6 +72,11 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 		body = s.body
 	}
 	out := newUpstreamRequest(r, hdr, path, hostHeader, host, body).WithContext(ctx)
+	if !cl.TryRequest() {
+		h.overflow(w, r, s, cl)
+		return
+	}
+	defer cl.ReleaseRequest()
 	host.Begin()
 	cl.Stats.RqTotal.Inc()
 	cl.Stats.RqActive.Inc()
@@ -91,10 +97,15 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 	upstreamStart := time.Now()
 	resp, err := tr.RoundTrip(out)
 	if err != nil {
-		h.upstreamFailure(w, r, s, cl, classify(err, r.Context(), ctx, ctx), err)
+		why := classify(err, r.Context(), ctx, ctx)
+		if why != failOverflow && why != failDownstreamGone {
+			cl.ReportLocalFailure(host, why == failTimeout)
+		}
+		h.upstreamFailure(w, r, s, cl, why, err)
 		return
 	}
 	defer resp.Body.Close()
+	cl.ReportResponse(host, resp.StatusCode)
 	s.info.UpstreamServiceTime = time.Since(upstreamStart)
 	cl.Stats.RecordStatus(resp.StatusCode)
 	failed = resp.StatusCode >= 500

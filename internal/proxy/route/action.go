@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
 )
 
 // Action is what a matched route does: forward to a cluster, or to one of several by weight; or,
@@ -65,6 +67,10 @@ type Action struct {
 	// CORS is the deprecated RouteAction.cors policy, parsed by the CORS filter's package; nil when
 	// unset. Typed per-filter config takes precedence over it.
 	CORS any
+
+	// HashPolicy computes the request hash ring hash and Maglev clusters pick by (hash_policy);
+	// nil when the route has none. Its Hash method is nil-safe.
+	HashPolicy *hashpolicy.Policy
 }
 
 // WeightedCluster is one target of a weighted split.

@@ -22,22 +22,24 @@ type Stats struct {
 	CxTotal, CxConnectFail, NoneHealthy *stats.Counter
 	CxActive, RqActive                  *stats.Gauge
 	MembershipTotal, MembershipHealthy  *stats.Gauge
+	MembershipDegraded                  *stats.Gauge
 }
 
 func newStats(s *stats.Store, cluster string) Stats {
 	p := "cluster." + cluster + "."
 	return Stats{
-		RqTotal:           s.Counter(p + "upstream_rq_total"),
-		RqClass:           s.StatusClasses(p + "upstream_rq_"),
-		RqTimeout:         s.Counter(p + "upstream_rq_timeout"),
-		RqCompleted:       s.Counter(p + "upstream_rq_completed"),
-		CxTotal:           s.Counter(p + "upstream_cx_total"),
-		CxConnectFail:     s.Counter(p + "upstream_cx_connect_fail"),
-		NoneHealthy:       s.Counter(p + "upstream_cx_none_healthy"),
-		CxActive:          s.Gauge(p + "upstream_cx_active"),
-		RqActive:          s.Gauge(p + "upstream_rq_active"),
-		MembershipTotal:   s.Gauge(p + "membership_total"),
-		MembershipHealthy: s.Gauge(p + "membership_healthy"),
+		RqTotal:            s.Counter(p + "upstream_rq_total"),
+		RqClass:            s.StatusClasses(p + "upstream_rq_"),
+		RqTimeout:          s.Counter(p + "upstream_rq_timeout"),
+		RqCompleted:        s.Counter(p + "upstream_rq_completed"),
+		CxTotal:            s.Counter(p + "upstream_cx_total"),
+		CxConnectFail:      s.Counter(p + "upstream_cx_connect_fail"),
+		NoneHealthy:        s.Counter(p + "upstream_cx_none_healthy"),
+		CxActive:           s.Gauge(p + "upstream_cx_active"),
+		RqActive:           s.Gauge(p + "upstream_rq_active"),
+		MembershipTotal:    s.Gauge(p + "membership_total"),
+		MembershipHealthy:  s.Gauge(p + "membership_healthy"),
+		MembershipDegraded: s.Gauge(p + "membership_degraded"),
 	}
 }
 
@@ -56,14 +58,24 @@ type Cluster struct {
 	h2 *http.Transport
 
 	hosts atomic.Pointer[hostSet]
-	rr    atomic.Uint64
+	lb    lbState
 
-	mu   sync.Mutex
-	pool map[string]*Host // by address, so hosts outlive endpoint updates
+	cb *breakers
+	od *outlierDetector // nil without outlier_detection
+	hc *healthChecker   // nil without health_checks
+
+	// done is closed by Close; the cluster's goroutines (health checks, outlier timer) stop on it.
+	done      chan struct{}
+	closeOnce sync.Once
+
+	mu               sync.Mutex
+	pool             map[string]*Host // by address, so hosts outlive endpoint updates
+	list             []*Host          // the current hosts in EDS order
+	overprovisioning uint32
 }
 
 // New starts a cluster from cfg, with cfg.Endpoints as its initial endpoints. Metrics are registered
-// in store under the cluster's name.
+// in store under the cluster's name. Close stops its health checks and timers.
 func New(cfg Config, store *stats.Store) *Cluster {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
@@ -71,11 +83,25 @@ func New(cfg Config, store *stats.Store) *Cluster {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	cfg.LBConfig = cfg.LBConfig.withDefaults()
 	statName := cfg.StatName
 	if statName == "" {
 		statName = cfg.Name
 	}
-	c := &Cluster{cfg: cfg, Stats: newStats(store, statName), pool: make(map[string]*Host)}
+	c := &Cluster{
+		cfg:              cfg,
+		Stats:            newStats(store, statName),
+		pool:             make(map[string]*Host),
+		done:             make(chan struct{}),
+		overprovisioning: DefaultOverprovisioningFactor,
+	}
+	c.cb = newBreakers(cfg.CircuitBreakers, store, "cluster."+statName+".")
+	if cfg.Outlier != nil {
+		c.od = newOutlierDetector(c, *cfg.Outlier, store, "cluster."+statName+".outlier_detection.")
+	}
+	if cfg.HealthCheck != nil {
+		c.hc = newHealthChecker(c, *cfg.HealthCheck, store, "cluster."+statName+".health_check.")
+	}
 	switch cfg.Protocol {
 	case HTTP1:
 		c.h1 = c.newH1Transport()
@@ -85,6 +111,9 @@ func New(cfg Config, store *stats.Store) *Cluster {
 		c.h1, c.h2 = c.newH1Transport(), c.newTransport()
 	}
 	c.SetEndpoints(cfg.Endpoints)
+	if c.od != nil {
+		go c.od.run()
+	}
 	return c
 }
 
@@ -95,42 +124,105 @@ func (c *Cluster) Name() string { return c.cfg.Name }
 func (c *Cluster) Config() Config { return c.cfg }
 
 // SetEndpoints replaces the cluster's endpoints. Requests already under way keep the host they
-// picked; hosts that stay keep their counters.
+// picked; hosts that stay keep their counters, health-check and outlier state. Under active health
+// checking a host EDS removes stays (flagged pending_dynamic_removal) until it fails a check, as in
+// Envoy, unless the cluster sets ignore_health_on_host_removal.
 func (c *Cluster) SetEndpoints(eps []Endpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
 	all := make([]*Host, 0, len(eps))
 	next := make(map[string]*Host, len(eps))
-	healthy := 0
+	c.overprovisioning = DefaultOverprovisioningFactor
 	for _, ep := range eps {
 		if _, dup := next[ep.Address]; dup {
 			continue
 		}
+		if ep.Overprovisioning > 0 {
+			c.overprovisioning = ep.Overprovisioning
+		}
 		h := c.pool[ep.Address]
 		if h == nil {
 			h = newHost(ep.Address)
+			if c.hc != nil {
+				// Envoy: a new host under active health checking is not used until a check passes.
+				h.setFlag(FailedActiveHC|PendingActiveHC, true)
+			}
 		}
 		h.weight.Store(max(ep.Weight, 1))
 		h.priority.Store(ep.Priority)
-		h.healthy.Store(ep.Healthy)
-		if ep.Healthy {
-			healthy++
-		}
+		h.locality.Store(&endpointMeta{Locality: ep.Locality, LocalityWeight: ep.LocalityWeight,
+			Hostname: ep.Hostname, HealthCheckPort: ep.HealthCheckPort})
+		h.setFlag(FailedEDSHealth, !ep.Healthy)
+		h.setFlag(DegradedEDSHealth, ep.Degraded)
+		h.setFlag(PendingDynamicRemoval, false)
 		next[ep.Address] = h
 		all = append(all, h)
 	}
+	for addr, h := range c.pool {
+		if _, stays := next[addr]; stays {
+			continue
+		}
+		if c.hc != nil && !c.cfg.IgnoreHealthOnHostRemoval && h.Flags()&FailedActiveHC == 0 {
+			h.setFlag(PendingDynamicRemoval, true)
+			next[addr] = h
+			all = append(all, h)
+			continue
+		}
+		c.removeHostLocked(h)
+	}
 	c.pool = next
-	c.hosts.Store(newHostSet(all))
-	c.Stats.MembershipTotal.Set(int64(len(all)))
-	c.Stats.MembershipHealthy.Set(int64(healthy))
+	c.list = all
+	if c.hc != nil {
+		for _, h := range all {
+			c.hc.start(h)
+		}
+	}
+	c.rebuildLocked()
+}
+
+// removeHostLocked forgets h: its health checks stop and its outlier state goes.
+func (c *Cluster) removeHostLocked(h *Host) {
+	if c.hc != nil {
+		c.hc.stop(h)
+	}
+	if c.od != nil {
+		c.od.forget(h)
+	}
+}
+
+// rebuildLocked recomputes the load balancer's view after endpoints or host health changed.
+func (c *Cluster) rebuildLocked() {
+	hs := buildHostSet(c.list, &c.cfg, c.overprovisioning)
+	c.hosts.Store(hs)
+	c.Stats.MembershipTotal.Set(int64(len(c.list)))
+	c.Stats.MembershipHealthy.Set(int64(hs.healthyCount))
+	c.Stats.MembershipDegraded.Set(int64(len(c.list) - hs.healthyCount - hs.unhealthy()))
+}
+
+// healthChanged rebuilds the load balancer after a health check or outlier decision changed a
+// host's health.
+func (c *Cluster) healthChanged() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rebuildLocked()
 }
 
 // Hosts returns the cluster's current hosts, healthy or not.
 func (c *Cluster) Hosts() []*Host { return slices.Clone(c.hosts.Load().all) }
 
-// Pick chooses a host for a request with the cluster's LB policy, or returns nil when no healthy
-// host exists (Envoy's "no healthy upstream"). ORIGINAL_DST clusters pick with OriginalDst instead.
-func (c *Cluster) Pick() *Host { return pick(c.hosts.Load(), c.cfg.LB, &c.rr) }
+// Pick chooses a host for a request with the cluster's LB policy, or returns nil when no host may
+// be picked (Envoy's "no healthy upstream"). Hash-based policies pick at random: use PickHash for
+// requests with a hash. ORIGINAL_DST clusters pick with OriginalDst instead.
+func (c *Cluster) Pick() *Host { return pick(c.hosts.Load(), &c.cfg, &c.lb, 0, false) }
+
+// PickHash is Pick for a request whose route computed a hash (RouteAction.hash_policy): RING_HASH
+// and MAGLEV clusters send equal hashes to the same host; other policies ignore it.
+func (c *Cluster) PickHash(hash uint64) *Host { return pick(c.hosts.Load(), &c.cfg, &c.lb, hash, true) }
 
 // IsOriginalDst reports whether requests choose their own target (ORIGINAL_DST clusters).
 func (c *Cluster) IsOriginalDst() bool { return c.cfg.Type == OriginalDst }
@@ -147,7 +239,6 @@ func (c *Cluster) OriginalDst(header, localAddr string) *Host {
 	}
 	h := newHost(addr)
 	h.weight.Store(1)
-	h.healthy.Store(true)
 	return h
 }
 
@@ -162,12 +253,24 @@ func (c *Cluster) Transport(downstreamHTTP2 bool) http.RoundTripper {
 // closeGrace is when Close looks again for connections that were busy at first.
 const closeGrace = 5 * time.Second
 
-// Close drops the cluster's idle pooled connections now and again after closeGrace, by which time
-// most requests that were under way have returned theirs; stragglers go with the idle timeout.
-// Call it when the cluster is removed or replaced.
+// Close stops the cluster's health checks and outlier timer, and drops its idle pooled connections
+// now and again after closeGrace, by which time most requests that were under way have returned
+// theirs; stragglers go with the idle timeout. Call it when the cluster is removed or replaced.
+// Calling it again does nothing.
 func (c *Cluster) Close() {
-	c.closeIdle()
-	time.AfterFunc(closeGrace, c.closeIdle)
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		close(c.done)
+		c.mu.Unlock()
+		if c.hc != nil {
+			c.hc.wait()
+		}
+		if c.od != nil {
+			<-c.od.stopped
+		}
+		c.closeIdle()
+		time.AfterFunc(closeGrace, c.closeIdle)
+	})
 }
 
 func (c *Cluster) closeIdle() {
@@ -189,14 +292,32 @@ func (c *Cluster) dialer() dialFunc {
 		if path, ok := unixPath(addr); ok {
 			network, addr = "unix", path
 		}
+		if c.cfg.Type == OriginalDst {
+			return c.dialOriginalDst(ctx, dialer, network, addr)
+		}
+		// max_connections is enforced here, below whatever transport pools the connections.
+		if err := c.cb.acquireConnection(ctx, c.cfg.ConnectTimeout); err != nil {
+			return nil, err
+		}
+		host := c.hostByDialAddr(network, addr)
 		conn, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
+			c.cb.releaseConnection()
 			c.Stats.CxConnectFail.Inc()
+			if host != nil {
+				host.cxConnectFail.Add(1)
+			}
 			return nil, &ConnectError{Address: addr, Err: err}
 		}
 		c.Stats.CxTotal.Inc()
 		c.Stats.CxActive.Inc()
-		return &countedConn{Conn: conn, active: c.Stats.CxActive}, nil
+		cc := &countedConn{Conn: conn, active: c.Stats.CxActive, slot: c.cb}
+		if host != nil {
+			host.cxTotal.Add(1)
+			host.cxActive.Add(1)
+			cc.hostActive = &host.cxActive
+		}
+		return cc, nil
 	}
 }
 
@@ -243,14 +364,64 @@ func IsConnectFailure(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// countedConn keeps upstream_cx_active right however the transport ends a connection.
+// dialOriginalDst dials for ORIGINAL_DST clusters, whose hosts are made per request: cluster
+// counters and max_connections only.
+func (c *Cluster) dialOriginalDst(ctx context.Context, dialer *net.Dialer, network, addr string) (net.Conn, error) {
+	if err := c.cb.acquireConnection(ctx, c.cfg.ConnectTimeout); err != nil {
+		return nil, err
+	}
+	conn, err := dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		c.cb.releaseConnection()
+		c.Stats.CxConnectFail.Inc()
+		return nil, &ConnectError{Address: addr, Err: err}
+	}
+	c.Stats.CxTotal.Inc()
+	c.Stats.CxActive.Inc()
+	return &countedConn{Conn: conn, active: c.Stats.CxActive, slot: c.cb}, nil
+}
+
+// hostByDialAddr finds the host a connection is for, to count it per host (once per connection,
+// not per request).
+func (c *Cluster) hostByDialAddr(network, addr string) *Host {
+	if network == "unix" {
+		addr = UnixPrefix + addr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pool[addr]
+}
+
+// countedConn keeps upstream_cx_active, the host's cx_active and the max_connections slot right
+// however the transport ends a connection.
 type countedConn struct {
 	net.Conn
-	active *stats.Gauge
-	once   sync.Once
+	active     *stats.Gauge
+	hostActive *atomic.Int64
+	slot       *breakers
+	once       sync.Once
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(c.active.Dec)
+	c.once.Do(func() {
+		c.active.Dec()
+		if c.hostActive != nil {
+			c.hostActive.Add(-1)
+		}
+		c.slot.releaseConnection()
+	})
 	return c.Conn.Close()
+}
+
+// removePending drops a host EDS had removed once it fails active health checking.
+func (c *Cluster) removePending(h *Host) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pool[h.Address] != h || h.Flags()&PendingDynamicRemoval == 0 {
+		return
+	}
+	delete(c.pool, h.Address)
+	c.list = slices.DeleteFunc(slices.Clone(c.list), func(x *Host) bool { return x == h })
+	c.removeHostLocked(h)
+	c.rebuildLocked()
 }

@@ -63,18 +63,12 @@ func TestWeightedRoundRobinHonoursWeightsSmoothly(t *testing.T) {
 	}
 }
 
-func TestUnhealthyAndLowerPriorityEndpointsAreNotPicked(t *testing.T) {
+func TestUnhealthyEndpointsAreNotPickedAndAnEmptyClusterPicksNothing(t *testing.T) {
 	e := eps("a:1", "b:1", "c:1")
 	e[1].Healthy = false
-	e[2].Priority = 1
 	c := New(Config{Name: "c", Endpoints: e}, stats.NewStore())
-	if got := pickCounts(c, 10); got["a:1"] != 10 {
+	if got := pickCounts(c, 300); got["b:1"] != 0 || got["a:1"] == 0 || got["c:1"] == 0 {
 		t.Fatalf("got %v", got)
-	}
-	e[0].Healthy = false
-	c.SetEndpoints(e)
-	if got := pickCounts(c, 10); got["c:1"] != 10 {
-		t.Fatalf("failover to priority 1: got %v", got)
 	}
 	c.SetEndpoints(nil)
 	if c.Pick() != nil {

@@ -35,12 +35,78 @@ type LBPolicy int
 const (
 	// RoundRobin cycles through hosts, honouring weights (smooth weighted round robin).
 	RoundRobin LBPolicy = iota
-	// LeastRequest picks the less busy of two random hosts (power of two choices); with unequal
-	// weights it falls back to weighted round robin.
+	// LeastRequest picks the least busy of ChoiceCount random hosts (power of two choices by
+	// default); with unequal weights it schedules by weight/(active+1)^ActiveRequestBias (Envoy).
 	LeastRequest
 	// Random picks a host at random, honouring weights.
 	Random
+	// RingHash maps the request's hash onto a consistent-hash ring of hosts (Ketama style).
+	RingHash
+	// Maglev looks the request's hash up in a Maglev table: consistent, and more even than a ring.
+	Maglev
 )
+
+var lbNames = [...]string{"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"}
+
+func (p LBPolicy) String() string {
+	if int(p) < len(lbNames) {
+		return lbNames[p]
+	}
+	return "UNKNOWN"
+}
+
+// LBConfig tunes the load balancer. Zero values mean Envoy's defaults (see withDefaults).
+type LBConfig struct {
+	// ChoiceCount is how many random hosts least request compares (least_request_lb_config).
+	ChoiceCount uint32
+	// ActiveRequestBias is the exponent of (active+1) dividing a host's weight in weighted least
+	// request; HasActiveRequestBias distinguishes an explicit 0 (weights only) from the default 1.
+	ActiveRequestBias    float64
+	HasActiveRequestBias bool
+	// MinRingSize and MaxRingSize bound the ring hash ring (1024 and 8M by default).
+	MinRingSize, MaxRingSize uint64
+	// MaglevTableSize is the Maglev lookup table's size, a prime (65537 by default).
+	MaglevTableSize uint64
+	// LocalityWeighted picks a locality by its load_balancing_weight first, then a host in it
+	// (common_lb_config.locality_weighted_lb_config).
+	LocalityWeighted bool
+	// PanicThreshold is the healthy percentage of a priority level under which its load balancer
+	// uses all its hosts, healthy or not (healthy_panic_threshold, 50 by default; 0 disables).
+	PanicThreshold    float64
+	HasPanicThreshold bool
+}
+
+// Envoy's load balancer defaults.
+const (
+	DefaultChoiceCount            = 2
+	DefaultMinRingSize            = 1024
+	DefaultMaxRingSize            = 8 * 1024 * 1024
+	DefaultMaglevTableSize        = 65537
+	DefaultPanicThreshold         = 50.0
+	DefaultOverprovisioningFactor = 140
+)
+
+func (l LBConfig) withDefaults() LBConfig {
+	if l.ChoiceCount == 0 {
+		l.ChoiceCount = DefaultChoiceCount
+	}
+	if !l.HasActiveRequestBias {
+		l.ActiveRequestBias = 1
+	}
+	if l.MinRingSize == 0 {
+		l.MinRingSize = DefaultMinRingSize
+	}
+	if l.MaxRingSize == 0 {
+		l.MaxRingSize = DefaultMaxRingSize
+	}
+	if l.MaglevTableSize == 0 {
+		l.MaglevTableSize = DefaultMaglevTableSize
+	}
+	if !l.HasPanicThreshold {
+		l.PanicThreshold = DefaultPanicThreshold
+	}
+	return l
+}
 
 // Protocol is the HTTP version spoken to a cluster's endpoints.
 type Protocol int
@@ -63,6 +129,7 @@ type Config struct {
 	// EDSServiceName is the ClusterLoadAssignment to use for EDS clusters (Envoy defaults it to Name).
 	EDSServiceName string
 	LB             LBPolicy
+	LBConfig       LBConfig
 	ConnectTimeout time.Duration
 	// IdleTimeout closes pooled connections unused for this long.
 	IdleTimeout time.Duration
@@ -73,6 +140,17 @@ type Config struct {
 	OriginalDstFromHeader bool
 	// TLS, when set, originates TLS to every endpoint (transport_socket UpstreamTlsContext).
 	TLS *TLS
+
+	// CircuitBreakers limit connections and requests (circuit_breakers); zero values are Envoy's
+	// defaults.
+	CircuitBreakers CircuitBreakers
+	// Outlier, when set, ejects hosts that fail (outlier_detection).
+	Outlier *OutlierConfig
+	// HealthCheck, when set, checks every host actively (health_checks[0]).
+	HealthCheck *HealthCheck
+	// IgnoreHealthOnHostRemoval drops hosts EDS removes at once even while they pass active health
+	// checks (ignore_health_on_host_removal); otherwise they stay until they fail one, as in Envoy.
+	IgnoreHealthOnHostRemoval bool
 }
 
 // UnixPrefix starts the Address of an endpoint that is a Unix domain socket ("unix:/run/app.sock";
@@ -85,8 +163,20 @@ type Endpoint struct {
 	Weight   uint32 // 0 means 1
 	Priority uint32
 	// Healthy is false for endpoints EDS reports UNHEALTHY, DRAINING or TIMEOUT: they are listed but
-	// never picked.
+	// picked only in panic mode.
 	Healthy bool
+	// Degraded is EDS's DEGRADED: used only when the healthy hosts cannot take the load.
+	Degraded bool
+
+	Locality Locality
+	// LocalityWeight is the locality's load_balancing_weight (used with LocalityWeighted).
+	LocalityWeight uint32
+	Hostname       string
+	// HealthCheckPort, when set, is the port active health checks use instead of the endpoint's.
+	HealthCheckPort uint32
+	// Overprovisioning is the load assignment's overprovisioning_factor (0 means Envoy's 140); it is
+	// the same on every endpoint of one assignment.
+	Overprovisioning uint32
 }
 
 // Defaults for a cluster that leaves them unset. The connect timeout is Envoy's; the idle timeout is

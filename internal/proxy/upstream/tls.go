@@ -90,6 +90,10 @@ func (c *Cluster) Dial(ctx context.Context, host *Host) (net.Conn, error) {
 	if path, ok := unixPath(addr); ok {
 		network, addr = "unix", path
 	}
+	// max_connections covers TCP proxy connections too, as in Envoy.
+	if err := c.cb.acquireConnection(ctx, c.cfg.ConnectTimeout); err != nil {
+		return nil, err
+	}
 	deadline := time.Now().Add(c.cfg.ConnectTimeout)
 	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
 	conn, err := d.DialContext(ctx, network, addr)
@@ -97,12 +101,13 @@ func (c *Cluster) Dial(ctx context.Context, host *Host) (net.Conn, error) {
 		conn, err = c.tlsClient(ctx, conn, c.clientConfig(""), deadline)
 	}
 	if err != nil {
+		c.cb.releaseConnection()
 		c.Stats.CxConnectFail.Inc()
 		return nil, &ConnectError{Address: addr, Err: err}
 	}
 	c.Stats.CxTotal.Inc()
 	c.Stats.CxActive.Inc()
-	return &countedConn{Conn: conn, active: c.Stats.CxActive}, nil
+	return &countedConn{Conn: conn, active: c.Stats.CxActive, slot: c.cb}, nil
 }
 
 // CloseWrite half-closes the connection when the one underneath can (TCP, TLS), so a TCP proxy can

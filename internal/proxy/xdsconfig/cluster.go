@@ -3,6 +3,7 @@
 package xdsconfig
 
 import (
+	"errors"
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -16,8 +17,9 @@ import (
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-// ParseCluster converts and validates an Envoy Cluster. RING_HASH and MAGLEV load balancing fall back
-// to round robin (hash policies are ignored). Circuit breakers, outlier detection, health checks and
+// ParseCluster converts and validates an Envoy Cluster: load balancing (round robin, least request,
+// random, ring hash, Maglev, with locality weights and the panic threshold), circuit breakers,
+// outlier detection and active HTTP/TCP health checks (lbconfig.go, outlier.go, healthcheck.go).
 // DNS settings are accepted and not enforced yet. TLS (transport_socket), subsets and custom cluster
 // types are rejected.
 func ParseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
@@ -75,15 +77,32 @@ func parseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
 	default:
 		return cfg, fmt.Errorf("type %s: %w", c.GetType(), ErrUnsupported)
 	}
-	switch c.GetLbPolicy() {
-	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV, clusterv3.Cluster_CLUSTER_PROVIDED:
-		cfg.LB = upstream.RoundRobin
-	case clusterv3.Cluster_LEAST_REQUEST:
-		cfg.LB = upstream.LeastRequest
-	case clusterv3.Cluster_RANDOM:
-		cfg.LB = upstream.Random
-	default:
-		return cfg, fmt.Errorf("lb_policy %s: %w", c.GetLbPolicy(), ErrUnsupported)
+	if err := parseLB(&cfg, c); err != nil {
+		return cfg, err
+	}
+	if err := parseCircuitBreakers(&cfg, c.GetCircuitBreakers()); err != nil {
+		return cfg, fmt.Errorf("circuit_breakers.%w", err)
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		o, err := parseOutlier(od)
+		if err != nil {
+			return cfg, fmt.Errorf("outlier_detection.%w", err)
+		}
+		cfg.Outlier = &o
+	}
+	switch n := len(c.GetHealthChecks()); {
+	case n > 1:
+		return cfg, fmt.Errorf("health_checks: %d health checks, only one is %w", n, ErrUnsupported)
+	case n == 1:
+		hc, err := parseHealthCheck(c.GetHealthChecks()[0])
+		if err != nil {
+			return cfg, fmt.Errorf("health_checks[0].%w", err)
+		}
+		cfg.HealthCheck = &hc
+	}
+	cfg.IgnoreHealthOnHostRemoval = c.GetIgnoreHealthOnHostRemoval()
+	if c.GetCloseConnectionsOnHostHealthFailure() {
+		return cfg, fmt.Errorf("close_connections_on_host_health_failure: %w", ErrUnsupported)
 	}
 	cfg.ConnectTimeout = duration(c.GetConnectTimeout(), upstream.DefaultConnectTimeout)
 	cfg.IdleTimeout = duration(c.GetCommonHttpProtocolOptions().GetIdleTimeout(), 0)
@@ -145,9 +164,10 @@ func httpProtocolOptions(cfg *upstream.Config, a *anypb.Any) error {
 	return nil
 }
 
-// ParseLoadAssignment converts a ClusterLoadAssignment (EDS or a cluster's load_assignment).
-// Locality weights are ignored; endpoints Envoy would not pick (UNHEALTHY, DRAINING, TIMEOUT) are
-// kept but marked unhealthy. drop_overloads are rejected.
+// ParseLoadAssignment converts a ClusterLoadAssignment (EDS or a cluster's load_assignment), with
+// localities, their weights and priorities, and the overprovisioning factor. Endpoints Envoy would
+// not pick (UNHEALTHY, DRAINING, TIMEOUT) are kept but marked unhealthy, DEGRADED ones degraded.
+// drop_overloads, endpoint_stale_after and weighted_priority_health are rejected.
 func ParseLoadAssignment(cla *endpointv3.ClusterLoadAssignment) ([]upstream.Endpoint, error) {
 	if err := cla.Validate(); err != nil {
 		return nil, &ResourceError{Kind: "ClusterLoadAssignment", Name: cla.GetClusterName(), Err: err}
@@ -166,8 +186,19 @@ func parseLoadAssignment(cla *endpointv3.ClusterLoadAssignment) ([]upstream.Endp
 	if len(cla.GetNamedEndpoints()) > 0 {
 		return nil, fmt.Errorf("named_endpoints: %w", ErrUnsupported)
 	}
-	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
+	pol := cla.GetPolicy()
+	if err := onlyFields(pol, "drop_overloads", "overprovisioning_factor"); err != nil {
+		return nil, fmt.Errorf("policy.%w", err)
+	}
+	if len(pol.GetDropOverloads()) > 0 {
 		return nil, fmt.Errorf("policy.drop_overloads: %w", ErrUnsupported)
+	}
+	over := uint32(upstream.DefaultOverprovisioningFactor)
+	if f := pol.GetOverprovisioningFactor(); f != nil {
+		if f.GetValue() == 0 {
+			return nil, errors.New("policy.overprovisioning_factor: must be greater than 0")
+		}
+		over = f.GetValue()
 	}
 	var out []upstream.Endpoint
 	for i, loc := range cla.GetEndpoints() {
@@ -186,15 +217,26 @@ func parseLoadAssignment(cla *endpointv3.ClusterLoadAssignment) ([]upstream.Endp
 			if err := onlyFields(ep, "address", "health_check_config", "hostname", "additional_addresses"); err != nil {
 				return nil, fmt.Errorf("%s.endpoint.%w", field, err)
 			}
+			hcc := ep.GetHealthCheckConfig()
+			if err := onlyFields(hcc, "port_value"); err != nil {
+				return nil, fmt.Errorf("%s.endpoint.health_check_config.%w", field, err)
+			}
 			addr, err := endpointAddress(ep.GetAddress())
 			if err != nil {
 				return nil, fmt.Errorf("%s.endpoint.address: %w", field, err)
 			}
+			l := loc.GetLocality()
 			out = append(out, upstream.Endpoint{
-				Address:  addr,
-				Weight:   max(lbe.GetLoadBalancingWeight().GetValue(), 1),
-				Priority: loc.GetPriority(),
-				Healthy:  pickable(lbe.GetHealthStatus()),
+				Address:          addr,
+				Weight:           max(lbe.GetLoadBalancingWeight().GetValue(), 1),
+				Priority:         loc.GetPriority(),
+				Healthy:          pickable(lbe.GetHealthStatus()),
+				Degraded:         lbe.GetHealthStatus() == corev3.HealthStatus_DEGRADED,
+				Locality:         upstream.Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()},
+				LocalityWeight:   loc.GetLoadBalancingWeight().GetValue(),
+				Hostname:         ep.GetHostname(),
+				HealthCheckPort:  hcc.GetPortValue(),
+				Overprovisioning: over,
 			})
 		}
 	}

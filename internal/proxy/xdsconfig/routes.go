@@ -379,6 +379,12 @@ func routeAction(a *routev3.RouteAction, m *route.Match) (route.Action, error) {
 		}
 		out.CORS = p
 	}
+	// hash_policy: the request hash for RING_HASH/MAGLEV clusters (xdsconfig/hashpolicy.go).
+	hp, err := parseHashPolicy(a.GetHashPolicy())
+	if err != nil {
+		return out, err
+	}
+	out.HashPolicy = hp
 	return out, nil
 }
 

@@ -268,7 +268,7 @@ load_assignment:
     - endpoint: {address: {socket_address: {address: 127.0.0.2, port_value: 19083}}}
       health_status: DRAINING`,
 			func(c upstream.Config) bool {
-				return c.Type == upstream.Static && c.LB == upstream.RoundRobin && len(c.Endpoints) == 2 &&
+				return c.Type == upstream.Static && c.LB == upstream.RingHash && len(c.Endpoints) == 2 &&
 					c.Endpoints[0].Weight == 3 && c.Endpoints[0].Healthy && !c.Endpoints[1].Healthy &&
 					c.ConnectTimeout == upstream.DefaultConnectTimeout
 			}, ""},
