@@ -122,7 +122,7 @@ type bench struct {
 	runs  []run
 }
 
-// quiesce waits (at most 70 s, TIME_WAIT's 60 s and change) while more than a third of the
+// quiesce waits (at most 70 s, TIME_WAIT's 60 s and change) while more than half of the
 // ephemeral ports sit in TIME_WAIT, left by an earlier step whose target was saturated, so one
 // step's connection churn cannot fail the next one's connects. It returns the count it left at.
 func (b *bench) quiesce(ctx context.Context) int {
@@ -136,7 +136,7 @@ func (b *bench) quiesce(ctx context.Context) int {
 	}
 	n := read()
 	deadline := time.Now().Add(70 * time.Second)
-	for n > 9000 && time.Now().Before(deadline) && ctx.Err() == nil {
+	for n > 14000 && time.Now().Before(deadline) && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "proxybench: %d sockets in TIME_WAIT, waiting for them to expire\n", n)
 		select {
 		case <-ctx.Done():
