@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,10 @@ import (
 // the group is also what procfs samples. stopAll runs on every exit path, Ctrl-C included.
 type procs struct {
 	logDir string
+	// nice, when negative, raises every started process above the machine's other work (the
+	// same for every peer and the rig): on a shared machine a compile's many threads would
+	// otherwise take most of a pinned proxy's core. Needs root; 0 leaves priorities alone.
+	nice int
 
 	mu   sync.Mutex
 	live map[*proc]struct{}
@@ -34,14 +39,17 @@ type proc struct {
 
 func (p *proc) pgid() int { return p.cmd.Process.Pid }
 
-func newProcs(logDir string) *procs {
-	return &procs{logDir: logDir, live: make(map[*proc]struct{})}
+func newProcs(logDir string, nice int) *procs {
+	return &procs{logDir: logDir, nice: nice, live: make(map[*proc]struct{})}
 }
 
-// command builds argv, pinned to cpus with taskset when cpus is not empty.
-func command(cpus string, env []string, argv []string) *exec.Cmd {
+// command builds argv, pinned to cpus with taskset when cpus is not empty, at ps.nice.
+func (ps *procs) command(cpus string, env []string, argv []string) *exec.Cmd {
 	if cpus != "" {
 		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	if ps.nice != 0 {
+		argv = append([]string{"nice", "-n", strconv.Itoa(ps.nice)}, argv...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
@@ -56,7 +64,7 @@ func (ps *procs) start(name, cpus string, env []string, argv ...string) (*proc, 
 	if err != nil {
 		return nil, err
 	}
-	cmd := command(cpus, env, argv)
+	cmd := ps.command(cpus, env, argv)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -123,7 +131,7 @@ func (ps *procs) stopAll() {
 // runOutput runs a short-lived command (wrk, the vegeta attack) to completion and returns its
 // stdout; onLine sees each stdout line as it arrives. Cancelling ctx kills its whole group.
 func (ps *procs) runOutput(ctx context.Context, name, cpus string, env, argv []string, onLine func(string)) (string, error) {
-	cmd := command(cpus, env, argv)
+	cmd := ps.command(cpus, env, argv)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

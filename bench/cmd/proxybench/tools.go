@@ -103,6 +103,7 @@ type machine struct {
 	TrellisRev  string `json:"trellis_revision"`
 	TrellisPath string `json:"trellis_binary"`
 	Wall        string `json:"wall"`
+	Nice        int    `json:"nice"`
 }
 
 func collectFacts(ctx context.Context, t tools, cpus []int) machine {
@@ -133,8 +134,9 @@ func collectFacts(ctx context.Context, t tools, cpus []int) machine {
 			break
 		}
 	}
+	// The revision of the proxy under test: changes under bench/ (this report) do not count.
 	rev := strings.TrimSpace(output(ctx, "git", "rev-parse", "--short=12", "HEAD"))
-	if rev != "" && strings.TrimSpace(output(ctx, "git", "status", "--porcelain", "--untracked-files=no")) != "" {
+	if rev != "" && strings.TrimSpace(output(ctx, "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench")) != "" {
 		rev += " (with uncommitted changes)"
 	}
 	m.TrellisRev = rev
