@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test timeout per package: generous for 2-core CI machines.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint unit e2e bench fuzz clean
+.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean
 
 all: build
 
@@ -31,9 +31,21 @@ unit:
 
 test: lint build unit
 
-# Benchmarks of the proxy hot path (peers nginx/haproxy join with the proxy performance issue).
+# Benchmarks: the Go micro benchmarks of the proxy hot path, then trellis-proxy against nginx and
+# haproxy on loopback (installs them and wrk when root; writes bench/RESULTS.md and bench/out/).
+# BENCH_QUICK=1 shortens the peer comparison to about 2 minutes (full: about 6).
+# Sequential even under -j: the micro benchmarks must not share the CPUs with the peer runs.
 bench:
+	$(MAKE) bench-micro
+	$(MAKE) bench-proxy
+
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+bench-proxy:
+	@mkdir -p bench/out
+	$(GO) build -o bench/out/proxybench ./bench/cmd/proxybench
+	bench/out/proxybench $(BENCH_FLAGS)
 
 # Short coverage-guided fuzzing of every fuzz target (not part of `make test`).
 FUZZTIME ?= 20s
