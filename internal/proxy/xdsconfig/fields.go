@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/textproto"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,14 +13,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
 // ErrUnsupported marks config that is valid Envoy config but that trellis-proxy does not implement.
-var ErrUnsupported = errors.New("not supported by trellis-proxy")
+var ErrUnsupported = filters.ErrUnsupported
 
 var protoUnmarshal = proto.UnmarshalOptions{}
 
@@ -39,21 +38,8 @@ func (e *ResourceError) Error() string {
 func (e *ResourceError) Unwrap() error { return e.Err }
 
 // onlyFields fails on the first populated field of m whose name is not in allowed: anything we do not
-// know how to honour is rejected rather than ignored.
-func onlyFields(m proto.Message, allowed ...string) error {
-	var bad protoreflect.Name
-	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		if !slices.Contains(allowed, string(fd.Name())) {
-			bad = fd.Name()
-			return false
-		}
-		return true
-	})
-	if bad != "" {
-		return fmt.Errorf("%s: %w", bad, ErrUnsupported)
-	}
-	return nil
-}
+// know how to honour is rejected rather than ignored. The filter packages share it.
+func onlyFields(m proto.Message, allowed ...string) error { return filters.OnlyFields(m, allowed...) }
 
 // socketAddress renders an Envoy address as host:port.
 func socketAddress(a *corev3.Address) (string, error) {

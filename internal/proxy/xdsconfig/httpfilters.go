@@ -34,16 +34,6 @@ var converters = filters.Converters{
 
 const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
-// filterErr reports a filter package's error so that errors.Is(err, ErrUnsupported) holds for the
-// filter's own filters.ErrUnsupported too.
-type filterErr struct{ err error }
-
-func (e filterErr) Error() string { return e.err.Error() }
-func (e filterErr) Unwrap() error { return e.err }
-func (e filterErr) Is(target error) bool {
-	return target == ErrUnsupported && errors.Is(e.err, filters.ErrUnsupported)
-}
-
 // httpFilters converts the HCM's http_filters: registered filters in order, then the router, which
 // must come last. Unknown filters are rejected unless is_optional, as Envoy does.
 func httpFilters(list []*hcmv3.HttpFilter, out *HTTPConnectionManager) error {
@@ -87,7 +77,7 @@ func httpFilters(list []*hcmv3.HttpFilter, out *HTTPConnectionManager) error {
 		}
 		cfg, err := fac.Parse(tc, converters)
 		if err != nil {
-			return fmt.Errorf("%s.typed_config: %w", field, filterErr{err})
+			return fmt.Errorf("%s.typed_config: %w", field, err)
 		}
 		out.HTTPFilters = append(out.HTTPFilters, filters.Spec{Name: f.GetName(), Config: cfg, Disabled: f.GetDisabled()})
 	}
@@ -148,7 +138,7 @@ func perFilterConfig(a *anypb.Any) (fc route.FilterConfig, ok bool, err error) {
 	}
 	cfg, err := fac.ParsePerRoute(a, converters)
 	if err != nil {
-		return fc, false, filterErr{err}
+		return fc, false, err
 	}
 	fc.Config = cfg
 	return fc, true, nil

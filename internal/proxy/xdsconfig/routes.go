@@ -108,7 +108,7 @@ func virtualHost(v *routev3.VirtualHost, maxBody uint32) (*route.VirtualHost, er
 	if c := v.GetCors(); c != nil {
 		p, err := cors.ParseRoutePolicy(c, converters)
 		if err != nil {
-			return nil, fmt.Errorf("cors.%w", filterErr{err})
+			return nil, fmt.Errorf("cors.%w", err)
 		}
 		vh.CORS = p
 	}
@@ -375,7 +375,7 @@ func routeAction(a *routev3.RouteAction, m *route.Match) (route.Action, error) {
 	if c := a.GetCors(); c != nil {
 		p, err := cors.ParseRoutePolicy(c, converters)
 		if err != nil {
-			return out, fmt.Errorf("cors.%w", filterErr{err})
+			return out, fmt.Errorf("cors.%w", err)
 		}
 		out.CORS = p
 	}
