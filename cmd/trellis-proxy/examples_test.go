@@ -298,6 +298,12 @@ func checkProtocolsExample(t *testing.T, e *runningExample) {
 
 	resp, body = do(t, client, newRequest(t, "GET", e.url(t, 10001, "/")))
 	expect(t, "through the TCP proxy", resp.StatusCode, body, 200, want)
+
+	// upgrade_configs enables websocket only: other upgrades are refused.
+	resp, _ = do(t, nil, newRequest(t, "GET", e.url(t, 10000, "/"), "Connection", "Upgrade", "Upgrade", "foo"))
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("Upgrade: foo answered %d, want 403", resp.StatusCode)
+	}
 }
 
 // exampleCertDir is where tls.yaml's docs tell the reader to put a certificate for localhost.
