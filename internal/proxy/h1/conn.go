@@ -88,7 +88,11 @@ func (c *conn) end() {
 	} else {
 		_ = c.rwc.Close()
 	}
-	putReader(&serverReaders, c.br)
+	if !c.h2.Load() {
+		// The HTTP/2 server's frame reader may still be inside c.br when it reports the connection
+		// closed: only a connection served here gives its reader back to the pool.
+		putReader(&serverReaders, c.br)
+	}
 	putWriter(&serverWriters, c.bw)
 	c.setState(http.StateClosed)
 	c.srv.forget(c)

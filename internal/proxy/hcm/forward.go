@@ -3,7 +3,9 @@ package hcm
 import (
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -93,11 +95,27 @@ func removeHopByHop(h http.Header) {
 func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route.WeightedCluster, mut [4]*route.HeaderMutation) (path, hostHeader string) {
 	hdr := r.Header
 	removeHopByHop(hdr)
-	if len(hdr["X-Forwarded-Proto"]) == 0 {
-		hdr["X-Forwarded-Proto"] = []string{"http"}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
 	}
-	if h.cfg.GenerateRequestID && len(hdr["X-Request-Id"]) == 0 {
-		hdr["X-Request-Id"] = []string{newRequestID()}
+	if h.cfg.UseRemoteAddress {
+		// Envoy trusts the connection, not the client, for where the request came from: it appends
+		// the peer's address to X-Forwarded-For and states the scheme it really arrived over, unless
+		// the peer is internal and said so itself.
+		ip := remoteIP(r.RemoteAddr)
+		if !h.cfg.SkipXFFAppend && ip != "" {
+			if xff := hdr["X-Forwarded-For"]; len(xff) > 0 {
+				hdr["X-Forwarded-For"] = []string{strings.Join(xff, ",") + "," + ip}
+			} else {
+				hdr["X-Forwarded-For"] = []string{ip}
+			}
+		}
+		if len(hdr["X-Forwarded-Proto"]) == 0 || !internalAddress(ip) {
+			hdr["X-Forwarded-Proto"] = []string{scheme}
+		}
+	} else if len(hdr["X-Forwarded-Proto"]) == 0 {
+		hdr["X-Forwarded-Proto"] = []string{scheme}
 	}
 	path, rewritten := rt.RewritePath(s.ex.path)
 	if rewritten && !h.cfg.SuppressEnvoyHeaders {
@@ -229,4 +247,20 @@ func newRequestID() string {
 		j += 2
 	}
 	return string(s[:])
+}
+
+// remoteIP is the host part of a RemoteAddr ("10.1.2.3:5000" → "10.1.2.3").
+func remoteIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+// internalAddress is Envoy's classic notion of an internal peer: loopback, RFC 1918 and unique
+// local (fc00::/7) addresses.
+func internalAddress(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	return err == nil && (a.IsLoopback() || a.IsPrivate())
 }

@@ -115,19 +115,20 @@ const (
 
 // Envoy's %RESPONSE_CODE_DETAILS% for the replies the connection manager and router send.
 const (
-	detailsRouteNotFound   = "route_not_found"
-	detailsClusterNotFound = "cluster_not_found"
-	detailsNoHealthy       = "no_healthy_upstream"
-	detailsConnectFail     = "upstream_reset_before_response_started{connection_failure}"
-	detailsReset           = "upstream_reset_before_response_started{connection_termination}"
-	detailsProtocolError   = "upstream_reset_before_response_started{protocol_error}"
-	detailsTimeout         = "response_timeout"
-	detailsPerTryTimeout   = "upstream_per_try_timeout"
-	detailsViaUpstream     = "via_upstream"
-	detailsDirectResponse  = "direct_response"
-	detailsDownstreamGone  = "downstream_remote_disconnect"
-	detailsUpgradeFailed   = "upgrade_failed"
-	detailsOverflow        = "upstream_reset_before_response_started{overflow}"
+	detailsRouteNotFound     = "route_not_found"
+	detailsClusterNotFound   = "cluster_not_found"
+	detailsNoHealthy         = "no_healthy_upstream"
+	detailsConnectFail       = "upstream_reset_before_response_started{connection_failure}"
+	detailsReset             = "upstream_reset_before_response_started{connection_termination}"
+	detailsProtocolError     = "upstream_reset_before_response_started{protocol_error}"
+	detailsTimeout           = "response_timeout"
+	detailsPerTryTimeout     = "upstream_per_try_timeout"
+	detailsViaUpstream       = "via_upstream"
+	detailsDirectResponse    = "direct_response"
+	detailsDownstreamGone    = "downstream_remote_disconnect"
+	detailsUpgradeFailed     = "upgrade_failed"
+	detailsPathNormalization = "path_normalization_failed"
+	detailsOverflow          = "upstream_reset_before_response_started{overflow}"
 )
 
 // ServeHTTP routes and forwards one request.
@@ -146,7 +147,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	authority := h.authority(r.Host)
 	s.ex = exchange{r: r, path: requestPath(r), authority: authority}
+	pathOK := true
+	if h.pathNeedsWork(s.ex.path) {
+		s.ex.path, pathOK = normalizePath(s.ex.path, h.cfg)
+	}
+	if h.cfg.GenerateRequestID && len(r.Header["X-Request-Id"]) == 0 {
+		// Before routing, so local replies and access logs carry it too, as in Envoy.
+		r.Header["X-Request-Id"] = []string{newRequestID()}
+	}
 	h.begin(s, r)
+	if !pathOK {
+		h.localReply(w, r, s, http.StatusBadRequest, "Bad Request", detailsPathNormalization, 0)
+		return
+	}
 	if !h.checkUpgrade(w, r, s) {
 		return
 	}

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -41,6 +42,8 @@ type HTTPChain struct {
 	Codec xdsconfig.Codec
 	// IdleTimeout closes keep-alive connections idle this long; 0 means none.
 	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (431 beyond); 0 means h1.DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
 }
 
 // NewConnServer returns the server for an HTTP chain; handler is what it calls (the chain's
@@ -55,7 +58,7 @@ func NewConnServer(h HTTPChain, handler http.Handler, connState func(net.Conn, h
 		h1: &h1.Server{
 			Handler:        handler,
 			IdleTimeout:    h.IdleTimeout,
-			MaxHeaderBytes: h1.DefaultMaxHeaderBytes, // Envoy's max_request_headers_kb default
+			MaxHeaderBytes: h.MaxHeaderBytes,
 			ConnState:      connState,
 			ErrorLog:       log,
 			DisableH2C:     h.Codec == xdsconfig.CodecHTTP1,
@@ -141,7 +144,7 @@ func newNetHTTPServer(h HTTPChain, handler http.Handler, connState func(net.Conn
 		srv: &http.Server{
 			Handler:        handler,
 			IdleTimeout:    h.IdleTimeout,
-			MaxHeaderBytes: h1.DefaultMaxHeaderBytes,
+			MaxHeaderBytes: cmp.Or(h.MaxHeaderBytes, h1.DefaultMaxHeaderBytes),
 			Protocols:      &protocols,
 			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 			ConnState:      connState,

@@ -347,7 +347,7 @@ func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
 		if c.HTTP == nil {
 			return rc
 		}
-		key := c.Name + "\x00" + fmt.Sprint(c.Match) + "\x00" + strconv.Itoa(int(c.HTTP.Codec)) + "\x00" + c.HTTP.IdleTimeout.String()
+		key := c.Name + "\x00" + fmt.Sprint(c.Match) + "\x00" + strconv.Itoa(int(c.HTTP.Codec)) + "\x00" + c.HTTP.IdleTimeout.String() + "\x00" + strconv.Itoa(c.HTTP.MaxHeaderBytes)
 		srv := reusable[key]
 		if srv != nil {
 			delete(reusable, key)

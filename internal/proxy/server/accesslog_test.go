@@ -55,21 +55,29 @@ func TestAccessLogRecordsEachRequestWithItsResponseFlags(t *testing.T) {
 // withAccessLog adds a file access log with format to l's HTTP connection manager.
 func withAccessLog(t *testing.T, l *listenerv3.Listener, path, format string) {
 	t.Helper()
+	editHCM(t, l, func(h *hcmv3.HttpConnectionManager) {
+		h.AccessLog = append(h.AccessLog, &accesslogv3.AccessLog{
+			Name: "envoy.access_loggers.file",
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAnyT(t, &filev3.FileAccessLog{
+				Path: path,
+				AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+					Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{
+						Specifier: &corev3.DataSource_InlineString{InlineString: format},
+					}},
+				}},
+			})},
+		})
+	})
+}
+
+// editHCM changes the HTTP connection manager of l's first filter chain.
+func editHCM(t *testing.T, l *listenerv3.Listener, edit func(*hcmv3.HttpConnectionManager)) {
+	t.Helper()
 	f := l.GetFilterChains()[0].GetFilters()[0]
 	var h hcmv3.HttpConnectionManager
 	if err := f.GetTypedConfig().UnmarshalTo(&h); err != nil {
 		t.Fatal(err)
 	}
-	h.AccessLog = append(h.AccessLog, &accesslogv3.AccessLog{
-		Name: "envoy.access_loggers.file",
-		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAnyT(t, &filev3.FileAccessLog{
-			Path: path,
-			AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-				Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{
-					Specifier: &corev3.DataSource_InlineString{InlineString: format},
-				}},
-			}},
-		})},
-	})
+	edit(&h)
 	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAnyT(t, &h)}
 }

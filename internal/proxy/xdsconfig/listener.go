@@ -144,6 +144,18 @@ type HTTPConnectionManager struct {
 	SuppressEnvoyHeaders bool
 	// IdleTimeout closes downstream connections idle this long (Envoy's default: 1h).
 	IdleTimeout time.Duration
+	// MaxRequestHeadersBytes bounds a request's headers (max_request_headers_kb, default 60 KiB);
+	// larger ones are answered 431.
+	MaxRequestHeadersBytes int
+
+	// NormalizePath resolves dot segments (RFC 3986) before routing and forwarding; MergeSlashes
+	// collapses runs of slashes; EscapedSlashes is path_with_escaped_slashes_action.
+	NormalizePath  bool
+	MergeSlashes   bool
+	EscapedSlashes EscapedSlashes
+	// UseRemoteAddress appends the downstream connection's address to X-Forwarded-For (unless
+	// SkipXFFAppend) and lets it decide X-Forwarded-Proto, as Envoy's use_remote_address.
+	UseRemoteAddress, SkipXFFAppend bool
 	// AccessLogs are the HCM's access_log entries, each called when a request ends.
 	AccessLogs []accesslog.Logger
 	// Upgrades are upgrade_configs: the Upgrade types (lower case) forwarded, and whether each is
@@ -156,6 +168,16 @@ type HTTPConnectionManager struct {
 	// The record is only valid during the call.
 	OnComplete func(*streaminfo.Info)
 }
+
+// EscapedSlashes is what the connection manager does with %2F and %5C in a request path.
+type EscapedSlashes int
+
+// Envoy's path_with_escaped_slashes_action values that trellis-proxy implements.
+const (
+	EscapedSlashesKeep EscapedSlashes = iota
+	EscapedSlashesReject
+	EscapedSlashesUnescape
+)
 
 // UpgradeConfig is one of HttpConnectionManager.upgrade_configs.
 type UpgradeConfig struct {
@@ -178,8 +200,10 @@ const (
 	routerType = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 	routerName = "envoy.filters.http.router"
 
-	defaultServerName  = "envoy"
-	defaultIdleTimeout = time.Hour
+	defaultServerName = "envoy"
+	// Envoy's max_request_headers_kb default.
+	defaultMaxRequestHeadersKB = 60
+	defaultIdleTimeout         = time.Hour
 )
 
 const (
@@ -428,6 +452,24 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 		AlwaysSetRequestIDInResponse: h.GetAlwaysSetRequestIdInResponse(),
 		StripAnyPort:                 h.GetStripAnyHostPort(),
 		IdleTimeout:                  duration(h.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout),
+		NormalizePath:                h.GetNormalizePath().GetValue(),
+		MergeSlashes:                 h.GetMergeSlashes(),
+		UseRemoteAddress:             h.GetUseRemoteAddress().GetValue(),
+		SkipXFFAppend:                h.GetSkipXffAppend(),
+		MaxRequestHeadersBytes:       defaultMaxRequestHeadersKB << 10,
+	}
+	if kb := h.GetMaxRequestHeadersKb(); kb != nil {
+		out.MaxRequestHeadersBytes = int(kb.GetValue()) << 10
+	}
+	switch h.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
+		out.EscapedSlashes = EscapedSlashesKeep
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		out.EscapedSlashes = EscapedSlashesReject
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD:
+		out.EscapedSlashes = EscapedSlashesUnescape
+	default:
+		return nil, fmt.Errorf("path_with_escaped_slashes_action %s: %w", h.GetPathWithEscapedSlashesAction(), ErrUnsupported)
 	}
 	if out.ServerName == "" {
 		out.ServerName = defaultServerName
