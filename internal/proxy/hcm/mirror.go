@@ -106,17 +106,32 @@ func (h *Handler) shadowRequest(r *http.Request, s *stream, path string, sh shad
 	return req
 }
 
+// send makes one shadow request. It counts in the mirror cluster's stats and takes its circuit
+// breaker's request slot like any request to that cluster, as Envoy's shadow requests do.
 func (m *mirrorer) send(cl *upstream.Cluster, req *http.Request, h2 bool) {
 	defer func() { <-m.slots }()
+	if !cl.TryRequest() {
+		m.log.Debug("mirror dropped: circuit breaker open", "cluster", cl.Name())
+		return
+	}
+	defer cl.ReleaseRequest()
+	cl.Stats.RqTotal.Inc()
+	cl.Stats.RqActive.Inc()
+	defer cl.Stats.RqActive.Dec()
 	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
 	defer cancel()
 	resp, err := cl.Transport(h2).RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		m.log.Debug("mirror request failed", "cluster", cl.Name(), "error", err)
+		if ctx.Err() != nil {
+			cl.Stats.RqTimeout.Inc()
+		}
+		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	cl.Stats.RecordStatus(resp.StatusCode)
 }
 
 // shadowAuthority is Envoy's shadow host: "-shadow" appended to the host, before any port.

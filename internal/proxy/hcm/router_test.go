@@ -214,6 +214,15 @@ func TestMirrorSendsAShadowCopyAndIgnoresItsAnswer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no shadow request")
 	}
+	// The shadow's answer is counted in the mirror cluster's stats, once its body is read.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.counter("cluster.mirror.upstream_rq_5xx") != 1 || p.counter("cluster.mirror.upstream_rq_total") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror cluster stats: upstream_rq_total %d, upstream_rq_5xx %d, want 1 and 1",
+				p.counter("cluster.mirror.upstream_rq_total"), p.counter("cluster.mirror.upstream_rq_5xx"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestRecordOfARequestNamesRouteClusterHostAndBytes(t *testing.T) {
