@@ -160,9 +160,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.localReply(w, r, s, http.StatusBadRequest, "Bad Request", detailsPathNormalization, 0)
 		return
 	}
-	if !h.checkUpgrade(w, r, s) {
-		return
-	}
 	table := h.cfg.Routes
 	if table == nil && snap != nil {
 		table = snap.Routes[h.cfg.RDSName]
@@ -179,6 +176,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.info.RouteName = rt.Name
 	a := &rt.Action
+	if !h.checkUpgrade(w, r, s, a) {
+		return
+	}
 	var clusterName string
 	var wc *route.WeightedCluster
 	if a.Redirect == nil && a.Direct == nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
+	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 )
@@ -20,13 +21,20 @@ import (
 // supported), so the upstream leg always uses the cluster's HTTP/1.1 transport.
 
 // checkUpgrade records in s the upgrade type r asks for. It answers 403 itself, and returns false,
-// when the type is not enabled (Envoy's upgrade_failed).
-func (h *Handler) checkUpgrade(w http.ResponseWriter, r *http.Request, s *stream) bool {
+// when the type is not enabled (Envoy's upgrade_failed): the connection manager must list the type,
+// and the route's upgrade_configs, when it names the type, override whether it is enabled.
+func (h *Handler) checkUpgrade(w http.ResponseWriter, r *http.Request, s *stream, a *route.Action) bool {
 	typ := upgradeType(r)
 	if typ == "" {
 		return true
 	}
-	if !h.cfg.UpgradeEnabled(typ) {
+	enabled, listed := h.cfg.Upgrade(typ)
+	if listed {
+		if on, ok := a.UpgradeEnabled(typ); ok {
+			enabled = on
+		}
+	}
+	if !enabled {
 		h.localReply(w, r, s, http.StatusForbidden, "", detailsUpgradeFailed, 0)
 		return false
 	}

@@ -68,9 +68,30 @@ type Action struct {
 	// unset. Typed per-filter config takes precedence over it.
 	CORS any
 
+	// Upgrades are the route's upgrade_configs: per upgrade type (lower case), enabled or not,
+	// overriding the connection manager's for the types it lists.
+	Upgrades []Upgrade
+
 	// HashPolicy computes the request hash ring hash and Maglev clusters pick by (hash_policy);
 	// nil when the route has none. Its Hash method is nil-safe.
 	HashPolicy *hashpolicy.Policy
+}
+
+// Upgrade is one of RouteAction.upgrade_configs.
+type Upgrade struct {
+	Type    string // lower case, e.g. "websocket"
+	Enabled bool
+}
+
+// UpgradeEnabled reports whether the route enables upgrades to typ, and whether it says anything
+// about typ at all.
+func (a *Action) UpgradeEnabled(typ string) (enabled, set bool) {
+	for _, u := range a.Upgrades {
+		if strings.EqualFold(u.Type, typ) {
+			return u.Enabled, true
+		}
+	}
+	return false, false
 }
 
 // WeightedCluster is one target of a weighted split.

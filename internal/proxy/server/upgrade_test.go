@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,73 @@ func TestWebSocketOutlivesItsRemovedListenerUntilTheDrainEnds(t *testing.T) {
 	// When the drain time is up the proxy closes it.
 	if err := websocket.Message.Receive(conn, &got); err == nil {
 		t.Fatalf("still open after the drain: %q", got)
+	}
+}
+
+// A route's upgrade_configs override the connection manager's for the types it lists: /off refuses
+// WebSocket the connection manager enables, and a type the connection manager disables can be
+// switched on for one route.
+func TestRouteUpgradeConfigsOverrideTheConnectionManagers(t *testing.T) {
+	upgrades := make(chan string, 4)
+	up := newBackend(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		upgrades <- r.URL.Path + " " + r.Header.Get("Upgrade")
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+		w.WriteHeader(http.StatusSwitchingProtocols)
+	})
+	p := newProxy(t, Options{})
+	mustApply(t, p, ClusterType, msgs(staticCluster("ws", up.addr)))
+	mustApply(t, p, ListenerType, msgs(listenerYAML(t, `
+name: ws
+address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: ws
+      upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: custom, enabled: false}]
+      route_config:
+        virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes:
+          - {match: {prefix: /off}, route: {cluster: ws, upgrade_configs: [{upgrade_type: websocket, enabled: false}]}}
+          - {match: {prefix: /custom}, route: {cluster: ws, upgrade_configs: [{upgrade_type: custom, enabled: true}]}}
+          - {match: {prefix: /}, route: {cluster: ws}}
+      http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+`, nil)))
+	addr := listenerAddr(t, p, "ws")
+	for _, tc := range []struct {
+		path, upgrade string
+		want          int
+	}{
+		{"/chat", "websocket", http.StatusSwitchingProtocols},
+		{"/off", "websocket", http.StatusForbidden},
+		{"/custom", "custom", http.StatusSwitchingProtocols},
+		{"/chat", "custom", http.StatusForbidden},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", tc.path, tc.upgrade)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.path, tc.upgrade, err)
+		}
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s with Upgrade: %s: got %d, want %d", tc.path, tc.upgrade, resp.StatusCode, tc.want)
+		}
+	}
+	close(upgrades)
+	var reached []string
+	for u := range upgrades {
+		reached = append(reached, u)
+	}
+	if want := []string{"/chat websocket", "/custom custom"}; !slices.Equal(reached, want) {
+		t.Errorf("upgrades that reached the upstream: %q, want %q", reached, want)
 	}
 }

@@ -196,6 +196,9 @@ func TestRouteFeaturesTheProxyCannotHonourAreRejected(t *testing.T) {
 		{"mirror from header", `route: {cluster: c, request_mirror_policies: [{cluster_header: x-mirror}]}`,
 			`route.request_mirror_policies[0].cluster_header: not supported`},
 		{"rate limits", `route: {cluster: c, rate_limits: [{actions: [{remote_address: {}}]}]}`, `route.rate_limits: not supported`},
+		{"high priority", `route: {cluster: c, priority: HIGH}`, `route.priority HIGH: not supported`},
+		{"CONNECT upgrade", `route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT}]}`,
+			`route.upgrade_configs[0].upgrade_type CONNECT: not supported`},
 		{"cors private network", `route: {cluster: c, cors: {allow_private_network_access: true}}`,
 			`route.cors.allow_private_network_access: not supported`},
 		{"unknown per-filter config", `route: {cluster: c}

@@ -187,12 +187,19 @@ type UpgradeConfig struct {
 
 // UpgradeEnabled reports whether requests may upgrade to typ (compared case-insensitively).
 func (h *HTTPConnectionManager) UpgradeEnabled(typ string) bool {
+	enabled, _ := h.Upgrade(typ)
+	return enabled
+}
+
+// Upgrade reports whether typ is enabled and whether upgrade_configs lists it at all (a route can
+// only switch upgrades on or off that the connection manager lists, as in Envoy).
+func (h *HTTPConnectionManager) Upgrade(typ string) (enabled, listed bool) {
 	for _, u := range h.Upgrades {
 		if strings.EqualFold(u.Type, typ) {
-			return u.Enabled
+			return u.Enabled, true
 		}
 	}
-	return false
+	return false, false
 }
 
 const (

@@ -300,6 +300,22 @@ func routeAction(a *routev3.RouteAction, m *route.Match) (route.Action, error) {
 	if a.GetAppendXForwardedHost() {
 		return out, fmt.Errorf("append_x_forwarded_host: %w", ErrUnsupported)
 	}
+	if a.GetPriority() != corev3.RoutingPriority_DEFAULT {
+		// HIGH would pick the clusters' high-priority circuit breakers, which are not enforced.
+		return out, fmt.Errorf("priority %s: %w", a.GetPriority(), ErrUnsupported)
+	}
+	for i, u := range a.GetUpgradeConfigs() {
+		if err := onlyFields(u, "upgrade_type", "enabled"); err != nil {
+			return out, fmt.Errorf("upgrade_configs[%d].%w", i, err)
+		}
+		if strings.EqualFold(u.GetUpgradeType(), "CONNECT") {
+			return out, fmt.Errorf("upgrade_configs[%d].upgrade_type CONNECT: %w", i, ErrUnsupported)
+		}
+		out.Upgrades = append(out.Upgrades, route.Upgrade{
+			Type:    strings.ToLower(u.GetUpgradeType()),
+			Enabled: u.GetEnabled() == nil || u.GetEnabled().GetValue(),
+		})
+	}
 	switch a.GetClusterNotFoundResponseCode() {
 	case routev3.RouteAction_SERVICE_UNAVAILABLE:
 		out.ClusterNotFoundCode = 503
