@@ -78,7 +78,7 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 					return nil, fmt.Errorf("route %s: virtual host %s: %w", OutboundRouteName, hostPort(svc.Hostname, port.Number), err)
 				}
 			} else {
-				routes = []*routev3.Route{defaultRoute(OutboundClusterName(port.Number, "", svc.Hostname))}
+				routes = []*routev3.Route{e.defaultOutboundRoute(svc, port.Number)}
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 				Name:    hostPort(svc.Hostname, port.Number),
