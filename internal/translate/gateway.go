@@ -101,8 +101,9 @@ func (e *env) gatewayListeners() ([]*listenerv3.Listener, []*routev3.RouteConfig
 // bound to one of the servers' Gateways that the server's hosts admit.
 func (e *env) gatewayRouteConfig(port uint32, servers []gatewayServer) (*routev3.RouteConfiguration, error) {
 	rc := &routev3.RouteConfiguration{
-		Name:             GatewayRouteName(port),
-		ValidateClusters: wrapperspb.Bool(false),
+		Name:                           GatewayRouteName(port),
+		ValidateClusters:               wrapperspb.Bool(false),
+		MaxDirectResponseBodySizeBytes: wrapperspb.UInt32(MaxDirectResponseBody),
 	}
 	vhosts := map[string]bool{}
 	usedDomains := map[string]bool{}

@@ -74,6 +74,11 @@ func redirectAction(rd *networking.HTTPRedirect, port uint32) (*routev3.Redirect
 	return out, nil
 }
 
+// MaxDirectResponseBody is the max_direct_response_body_size_bytes of
+// route configurations: Istio's 1 MiB, well above the 100 KiB its
+// validation allows a directResponse body.
+const MaxDirectResponseBody = 1 << 20
+
 // directResponseAction is Istio's ApplyDirectResponse.
 func directResponseAction(dr *networking.HTTPDirectResponse) *routev3.DirectResponseAction {
 	out := &routev3.DirectResponseAction{Status: dr.GetStatus()}

@@ -55,6 +55,8 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 		// Routes may name clusters of services that do not exist (yet);
 		// those requests get 503 instead of the whole config being rejected.
 		ValidateClusters: wrapperspb.Bool(false),
+		// Room for VirtualService directResponse bodies, as Istio gives.
+		MaxDirectResponseBodySizeBytes: wrapperspb.UInt32(MaxDirectResponseBody),
 	}
 	for _, svc := range e.snap.Services {
 		for _, port := range sortedPorts(svc.Ports) {
