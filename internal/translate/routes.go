@@ -3,12 +3,14 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -283,7 +285,10 @@ func (e *env) forwardAction(r *routev3.Route, h *networking.HTTPRoute, ops heade
 		}
 		dests = append(dests, dest{cluster: cluster, weight: w, ops: dops})
 		host := model.ResolveHost(d.GetDestination().GetHost(), vsNamespace)
-		if hp := e.hashPolicy(host, d.GetDestination().GetSubset(), e.destinationPort(d.GetDestination(), host, port)); hp != nil {
+		hp := e.hashPolicy(host, d.GetDestination().GetSubset(), e.destinationPort(d.GetDestination(), host, port))
+		// Destinations of one split often share a DestinationRule, and
+		// so its hash; once is enough.
+		if hp != nil && !slices.ContainsFunc(action.HashPolicy, func(p *routev3.RouteAction_HashPolicy) bool { return proto.Equal(p, hp) }) {
 			action.HashPolicy = append(action.HashPolicy, hp)
 		}
 	}
