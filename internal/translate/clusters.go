@@ -107,7 +107,7 @@ func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset strin
 	}
 	applyOutlierDetection(c, policy.GetOutlierDetection())
 	passthrough := applyLoadBalancer(c, policy.GetLoadBalancer())
-	locality := e.localitySetting(policy.GetLoadBalancer())
+	locality := e.localitySetting(policy.GetLoadBalancer().GetLocalityLbSetting())
 
 	if passthrough {
 		// PASSTHROUGH sends each connection to the address the client

@@ -110,3 +110,43 @@ func TestConsistentHashReachesTheDefaultRoute(t *testing.T) {
 		t.Errorf("retry_policy = %v: a hashed route must retry on the same host", a.GetRetryPolicy())
 	}
 }
+
+func TestLocalityFailoverNeedsOutlierDetectionAndCanBeDisabled(t *testing.T) {
+	svc := httpService("default", "reviews", 9080)
+	near := workload("default", "reviews-near", "127.0.1.3", map[string]string{"app": "reviews"})
+	near.Spec.Locality = "us-east/zone-a"
+	far := workload("default", "reviews-far", "127.0.1.4", map[string]string{"app": "reviews"})
+	far.Spec.Locality = "eu-west/zone-b"
+	client := workload("default", "productpage-v1", "127.0.1.2", map[string]string{"app": "productpage"})
+	client.Spec.Locality = "us-east/zone-a"
+	priorities := func(t *testing.T, policy *networking.TrafficPolicy) map[string]uint32 {
+		t.Helper()
+		cfg := &model.Config{
+			ServiceEntries:  []*model.ServiceEntry{svc},
+			WorkloadEntries: []*model.WorkloadEntry{client, near, far},
+			DestinationRules: []*model.DestinationRule{{Meta: meta("DestinationRule", "default", "reviews"),
+				Spec: &networking.DestinationRule{Host: "reviews", TrafficPolicy: policy}}},
+		}
+		out := map[string]uint32{}
+		for _, cla := range buildValid(t, cfg).Endpoints {
+			if cla.GetClusterName() == OutboundClusterName(9080, "", reviewsHost) {
+				for _, g := range cla.GetEndpoints() {
+					out[g.GetLocality().GetRegion()] = g.GetPriority()
+				}
+			}
+		}
+		return out
+	}
+	outlier := &networking.OutlierDetection{Consecutive_5XxErrors: wrapperspb.UInt32(1)}
+	if got := priorities(t, &networking.TrafficPolicy{OutlierDetection: outlier}); got["us-east"] != 0 || got["eu-west"] != 1 {
+		t.Errorf("with outlier detection, priorities = %v; want the client's region first (Istio's default)", got)
+	}
+	if got := priorities(t, &networking.TrafficPolicy{}); got["eu-west"] != 0 {
+		t.Errorf("without outlier detection, priorities = %v; want one priority (nothing could fail over)", got)
+	}
+	disabled := &networking.TrafficPolicy{OutlierDetection: outlier, LoadBalancer: &networking.LoadBalancerSettings{
+		LocalityLbSetting: &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(false)}}}
+	if got := priorities(t, disabled); got["eu-west"] != 0 {
+		t.Errorf("with localityLbSetting disabled, priorities = %v; want one priority", got)
+	}
+}

@@ -253,11 +253,16 @@ func applyOutlierDetection(c *clusterv3.Cluster, od *networking.OutlierDetection
 }
 
 // localitySetting is the locality load balancing in force: the
-// DestinationRule's, else the mesh's; nil when none, or when disabled.
-func (e *env) localitySetting(lb *networking.LoadBalancerSettings) *networking.LocalityLoadBalancerSetting {
-	s := lb.GetLocalityLbSetting()
+// DestinationRule's, else the mesh's, else an empty (enabled) one, since
+// Istio's default MeshConfig enables locality load balancing; nil when
+// disabled.
+func (e *env) localitySetting(lb *networking.LocalityLoadBalancerSetting) *networking.LocalityLoadBalancerSetting {
+	s := lb
 	if s == nil {
 		s = e.snap.Config.Mesh.GetLocalityLbSetting()
+	}
+	if s == nil {
+		return &networking.LocalityLoadBalancerSetting{}
 	}
 	if s.GetEnabled() != nil && !s.GetEnabled().GetValue() {
 		return nil
@@ -272,6 +277,9 @@ func (e *env) localitySetting(lb *networking.LoadBalancerSettings) *networking.L
 // this proxy's locality. A proxy whose workload has no locality gets
 // neither, as in Istio.
 func (e *env) applyLocality(c *clusterv3.Cluster, groups []*endpointv3.LocalityLbEndpoints, setting *networking.LocalityLoadBalancerSetting) {
+	if setting == nil {
+		return // disabled
+	}
 	failover := c.GetOutlierDetection() != nil
 	weighted := setting.GetDistribute() != nil ||
 		(failover && (setting.GetFailover() != nil || setting.GetFailoverPriority() != nil))
