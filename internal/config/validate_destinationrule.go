@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"math/big"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 )
@@ -65,21 +67,86 @@ func validateTrafficPolicy(c *checker, path string, tp *networking.TrafficPolicy
 }
 
 func validateLoadBalancer(c *checker, path string, lb *networking.LoadBalancerSettings) {
+	validateLocalityLB(c, path+".localityLbSetting", lb.GetLocalityLbSetting())
 	ch := lb.GetConsistentHash()
 	if ch == nil {
 		return
 	}
+	path += ".consistentHash"
 	if ch.GetHashKey() == nil {
-		c.errorf(path+".consistentHash", "set one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName")
+		c.errorf(path, "set one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName")
 	}
 	if hc := ch.GetHttpCookie(); hc != nil {
 		if hc.GetName() == "" {
-			c.errorf(path+".consistentHash.httpCookie.name", "required")
+			c.errorf(path+".httpCookie.name", "required")
+		}
+		validateDuration(c, path+".httpCookie.ttl", hc.GetTtl(), true)
+	}
+	switch k := ch.GetHashKey().(type) {
+	case *networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName:
+		if k.HttpHeaderName == "" {
+			c.errorf(path+".httpHeaderName", "must not be empty")
+		}
+	case *networking.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName:
+		if k.HttpQueryParameterName == "" {
+			c.errorf(path+".httpQueryParameterName", "must not be empty")
+		}
+	case *networking.LoadBalancerSettings_ConsistentHashLB_UseSourceIp:
+		if !k.UseSourceIp {
+			c.errorf(path+".useSourceIp", "must be true when set")
 		}
 	}
-	if ch.GetHttpHeaderName() == "" {
-		if _, ok := ch.GetHashKey().(*networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName); ok {
-			c.errorf(path+".consistentHash.httpHeaderName", "must not be empty")
+	// Envoy's bounds: a ring of at most 8M entries, a prime Maglev table.
+	if n := ch.GetRingHash().GetMinimumRingSize(); n > maxRingSize {
+		c.errorf(path+".ringHash.minimumRingSize", "must be at most %d, got %d", maxRingSize, n)
+	}
+	//lint:ignore SA1019 users' existing DestinationRules still set the deprecated field; Istio honours it.
+	if n := ch.GetMinimumRingSize(); n > maxRingSize {
+		c.errorf(path+".minimumRingSize", "must be at most %d, got %d", maxRingSize, n)
+	}
+	if n := ch.GetMaglev().GetTableSize(); n != 0 && (n >= maxMaglevTable || !big.NewInt(int64(n)).ProbablyPrime(0)) {
+		c.errorf(path+".maglev.tableSize", "must be a prime number below %d, got %d", maxMaglevTable, n)
+	}
+}
+
+const (
+	maxRingSize    = 8 << 20
+	maxMaglevTable = 5000011
+)
+
+// validateLocalityLB follows Istio's validateLocalityLbSetting.
+func validateLocalityLB(c *checker, path string, s *networking.LocalityLoadBalancerSetting) {
+	if s == nil {
+		return
+	}
+	if len(s.GetDistribute()) > 0 && len(s.GetFailover()) > 0 {
+		c.errorf(path, "set distribute or failover, not both")
+	}
+	for i, d := range s.GetDistribute() {
+		dpath := fmt.Sprintf("%s.distribute[%d]", path, i)
+		if d.GetFrom() == "" {
+			c.errorf(dpath+".from", "required")
+		}
+		if len(d.GetTo()) == 0 {
+			c.errorf(dpath+".to", "at least one locality is required")
+		}
+		var sum uint64
+		for _, w := range d.GetTo() {
+			sum += uint64(w)
+		}
+		if len(d.GetTo()) > 0 && sum != 100 {
+			c.errorf(dpath+".to", "weights must sum to 100, got %d", sum)
+		}
+	}
+	for i, f := range s.GetFailover() {
+		fpath := fmt.Sprintf("%s.failover[%d]", path, i)
+		switch {
+		case f.GetFrom() == "" || f.GetTo() == "":
+			c.errorf(fpath, "from and to are required")
+		case f.GetFrom() == f.GetTo():
+			c.errorf(fpath, "from and to must be different regions, got %q twice", f.GetFrom())
+		case strings.Contains(f.GetFrom(), "/") || strings.Contains(f.GetTo(), "/"):
+			c.errorf(fpath, "failover is between regions; %q -> %q names a zone", f.GetFrom(), f.GetTo())
 		}
 	}
 }

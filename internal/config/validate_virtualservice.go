@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -112,39 +113,194 @@ func validateHTTPRoute(c *checker, path string, r *networking.HTTPRoute) {
 	if n := len(r.GetRoute()); n > 1 && total != 100 {
 		c.errorf(fmt.Sprintf("%s.route[%d].weight", path, n-1), "weights must sum to 100, got %d", total)
 	}
-	if rd := r.GetRedirect(); rd != nil {
-		if p := rd.GetPort(); p > 65535 {
-			c.errorf(path+".redirect.port", "must be between 1 and 65535, got %d", p)
-		}
-		if code := rd.GetRedirectCode(); code != 0 && (code < 300 || code > 399) {
-			c.errorf(path+".redirect.redirectCode", "must be a 3xx status, got %d", code)
-		}
-	}
+	validateRedirect(c, path, r)
 	if dr := r.GetDirectResponse(); dr != nil {
 		if s := dr.GetStatus(); s < 200 || s > 599 {
 			c.errorf(path+".directResponse.status", "must be between 200 and 599, got %d", s)
 		}
+		if n := len(dr.GetBody().GetString_()) + len(dr.GetBody().GetBytes()); n > maxDirectResponseBody {
+			c.errorf(path+".directResponse.body", "%d bytes; at most %d (100 KiB) are allowed, as in Istio", n, maxDirectResponseBody)
+		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"fault", r.GetFault() != nil}, {"rewrite", r.GetRewrite() != nil}} {
+			if f.set {
+				c.errorf(path+"."+f.name, "cannot be combined with directResponse")
+			}
+		}
 	}
+	validateRewrite(c, path, r)
 	validateDuration(c, path+".timeout", r.GetTimeout(), true)
 	if rt := r.GetRetries(); rt != nil {
-		if rt.GetAttempts() < 0 {
-			c.errorf(path+".retries.attempts", "must not be negative, got %d", rt.GetAttempts())
-		}
-		validateDuration(c, path+".retries.perTryTimeout", rt.GetPerTryTimeout(), false)
+		validateRetries(c, path+".retries", rt)
 	}
 	if f := r.GetFault(); f != nil {
 		validateFault(c, path+".fault", f)
 	}
+	if cp := r.GetCorsPolicy(); cp != nil {
+		validateCORS(c, path+".corsPolicy", cp)
+	}
 	if mp := r.GetMirrorPercentage(); mp != nil && (mp.GetValue() < 0 || mp.GetValue() > 100) {
 		c.errorf(path+".mirrorPercentage.value", "must be between 0 and 100, got %g", mp.GetValue())
 	}
+	//lint:ignore SA1019 users' existing VirtualServices still set the deprecated field; Istio validates it too.
+	if mp := r.GetMirrorPercent(); mp != nil && mp.GetValue() > 100 {
+		c.errorf(path+".mirrorPercent", "must be between 0 and 100, got %d", mp.GetValue())
+	}
 	if m := r.GetMirror(); m != nil {
 		validateDestination(c, path+".mirror", m)
+		if len(r.GetMirrors()) > 0 {
+			c.errorf(path+".mirrors", "set mirror or mirrors, not both")
+		}
 	}
 	for i, m := range r.GetMirrors() {
-		validateDestination(c, fmt.Sprintf("%s.mirrors[%d].destination", path, i), m.GetDestination())
+		mpath := fmt.Sprintf("%s.mirrors[%d]", path, i)
+		validateDestination(c, mpath+".destination", m.GetDestination())
+		validatePercentage(c, mpath+".percentage.value", m.GetPercentage())
 	}
 }
+
+// maxDirectResponseBody is Istio's limit on a directResponse body.
+const maxDirectResponseBody = 100 << 10
+
+// validateRedirect follows Istio: a redirect must change something, uses a
+// code Envoy can send, and excludes fault injection and rewrites.
+func validateRedirect(c *checker, path string, r *networking.HTTPRoute) {
+	rd := r.GetRedirect()
+	if rd == nil {
+		return
+	}
+	if rd.GetUri() == "" && rd.GetAuthority() == "" && rd.GetScheme() == "" && rd.GetRedirectPort() == nil {
+		c.errorf(path+".redirect", "set at least one of uri, authority, scheme, port or derivePort")
+	}
+	if p := rd.GetPort(); p > 65535 {
+		c.errorf(path+".redirect.port", "must be between 1 and 65535, got %d", p)
+	}
+	switch code := rd.GetRedirectCode(); code {
+	case 0, 301, 302, 303, 307, 308:
+	default:
+		c.errorf(path+".redirect.redirectCode", "must be 301, 302, 303, 307 or 308 (what Envoy can send), got %d", code)
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"fault", r.GetFault() != nil}, {"rewrite", r.GetRewrite() != nil}} {
+		if f.set {
+			c.errorf(path+"."+f.name, "cannot be combined with redirect")
+		}
+	}
+}
+
+func validateRewrite(c *checker, path string, r *networking.HTTPRoute) {
+	rw := r.GetRewrite()
+	if rw == nil {
+		return
+	}
+	path += ".rewrite"
+	re := rw.GetUriRegexRewrite()
+	switch {
+	case rw.GetUri() == "" && rw.GetAuthority() == "" && re == nil:
+		c.errorf(path, "set at least one of uri, authority or uriRegexRewrite")
+	case rw.GetUri() != "" && re != nil:
+		c.errorf(path, "set uri or uriRegexRewrite, not both")
+	}
+	if re != nil {
+		if re.GetMatch() == "" {
+			c.errorf(path+".uriRegexRewrite.match", "required")
+		} else if _, err := regexp.Compile(re.GetMatch()); err != nil {
+			c.errorf(path+".uriRegexRewrite.match", "invalid RE2 regex: %s", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+	}
+	if rw.GetUri() != "" {
+		// Envoy cannot rewrite a prefix it did not match as a prefix.
+		for i, m := range r.GetMatch() {
+			if m.GetUri().GetRegex() != "" {
+				c.errorf(fmt.Sprintf("%s.uri", path), "cannot rewrite the prefix of a regex match (match[%d].uri.regex); use uriRegexRewrite", i)
+				break
+			}
+		}
+	}
+}
+
+// retryOnTokens are Envoy's HTTP and gRPC retry conditions Istio accepts
+// in retries.retryOn, besides HTTP status codes.
+var retryOnTokens = map[string]bool{
+	"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true, "retriable-4xx": true,
+	"refused-stream": true, "retriable-status-codes": true, "retriable-headers": true,
+	"envoy-ratelimited": true, "http3-post-connect-failure": true, "cancelled": true,
+	"deadline-exceeded": true, "internal": true, "resource-exhausted": true, "unavailable": true,
+}
+
+func validateRetries(c *checker, path string, rt *networking.HTTPRetry) {
+	if rt.GetAttempts() < 0 {
+		c.errorf(path+".attempts", "must not be negative, got %d", rt.GetAttempts())
+	}
+	validateDuration(c, path+".perTryTimeout", rt.GetPerTryTimeout(), false)
+	validateDuration(c, path+".backoff", rt.GetBackoff(), false)
+	for tok := range strings.SplitSeq(rt.GetRetryOn(), ",") {
+		tok = strings.TrimSpace(tok)
+		if tok == "" || retryOnTokens[tok] {
+			continue
+		}
+		if n, err := strconv.Atoi(tok); err == nil {
+			if n < 100 || n > 599 {
+				c.errorf(path+".retryOn", "%q is not an HTTP status code", tok)
+			}
+			continue
+		}
+		if tok == "reset-before-request" {
+			c.errorf(path+".retryOn", "%q is not supported by trellis-proxy yet", tok)
+			continue
+		}
+		c.errorf(path+".retryOn", "unknown retry condition %q; want Envoy's (5xx, gateway-error, connect-failure, ...) or a status code", tok)
+	}
+}
+
+func validateCORS(c *checker, path string, p *networking.CorsPolicy) {
+	for i, o := range p.GetAllowOrigins() {
+		opath := fmt.Sprintf("%s.allowOrigins[%d]", path, i)
+		if o.GetMatchType() == nil {
+			c.errorf(opath, "set exactly one of exact, prefix or regex")
+			continue
+		}
+		if o.GetPrefix() == "" && o.GetExact() == "" && o.GetRegex() == "" {
+			c.errorf(opath, "must not be empty")
+			continue
+		}
+		validateStringMatch(c, opath, o)
+	}
+	for i, m := range p.GetAllowMethods() {
+		if !httpMethods[m] {
+			c.errorf(fmt.Sprintf("%s.allowMethods[%d]", path, i), "%q is not an HTTP method", m)
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		names []string
+	}{{"allowHeaders", p.GetAllowHeaders()}, {"exposeHeaders", p.GetExposeHeaders()}} {
+		for i, h := range f.names {
+			if !headerNameRE.MatchString(h) {
+				c.errorf(fmt.Sprintf("%s.%s[%d]", path, f.name, i), "%q is not a header name", h)
+			}
+		}
+	}
+	if m := p.GetMaxAge(); m != nil {
+		switch d := m.AsDuration(); {
+		case d < 0:
+			c.errorf(path+".maxAge", "must not be negative, got %s", d)
+		case m.GetNanos() != 0:
+			c.errorf(path+".maxAge", "%s: CORS max-age is whole seconds", d)
+		}
+	}
+}
+
+var httpMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true,
+	"OPTIONS": true, "TRACE": true, "CONNECT": true, "*": true,
+}
+
+var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 func validateHTTPMatch(c *checker, path string, m *networking.HTTPMatchRequest) {
 	validateStringMatch(c, path+".uri", m.GetUri())
@@ -246,21 +402,43 @@ func validateFault(c *checker, path string, f *networking.HTTPFaultInjection) {
 		c.errorf(path, "set delay or abort")
 	}
 	if d := f.GetDelay(); d != nil {
-		if d.GetFixedDelay() == nil && d.GetExponentialDelay() == nil {
+		switch {
+		case d.GetExponentialDelay() != nil:
+			c.errorf(path+".delay.exponentialDelay", "not supported (by Istio either); use fixedDelay")
+		case d.GetFixedDelay() == nil:
 			c.errorf(path+".delay.fixedDelay", "required")
 		}
 		validateDuration(c, path+".delay.fixedDelay", d.GetFixedDelay(), false)
 		validatePercentage(c, path+".delay.percentage.value", d.GetPercentage())
+		//lint:ignore SA1019 users' existing VirtualServices still set the deprecated field; Istio validates it too.
+		if p := d.GetPercent(); p < 0 || p > 100 {
+			c.errorf(path+".delay.percent", "must be between 0 and 100, got %d", p)
+		}
 	}
 	if a := f.GetAbort(); a != nil {
-		if s, ok := a.GetErrorType().(*networking.HTTPFaultInjection_Abort_HttpStatus); ok && (s.HttpStatus < 200 || s.HttpStatus > 599) {
-			c.errorf(path+".abort.httpStatus", "must be between 200 and 599, got %d", s.HttpStatus)
-		}
-		if a.GetErrorType() == nil {
+		switch e := a.GetErrorType().(type) {
+		case nil:
 			c.errorf(path+".abort.httpStatus", "required")
+		case *networking.HTTPFaultInjection_Abort_HttpStatus:
+			if e.HttpStatus < 200 || e.HttpStatus > 599 {
+				c.errorf(path+".abort.httpStatus", "must be between 200 and 599, got %d", e.HttpStatus)
+			}
+		case *networking.HTTPFaultInjection_Abort_GrpcStatus:
+			if !grpcStatusNames[e.GrpcStatus] {
+				c.errorf(path+".abort.grpcStatus", "unknown gRPC status %q; want e.g. UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL", e.GrpcStatus)
+			}
+		case *networking.HTTPFaultInjection_Abort_Http2Error:
+			c.errorf(path+".abort.http2Error", "not supported (by Istio either); use httpStatus or grpcStatus")
 		}
 		validatePercentage(c, path+".abort.percentage.value", a.GetPercentage())
 	}
+}
+
+var grpcStatusNames = map[string]bool{
+	"OK": true, "CANCELLED": true, "UNKNOWN": true, "INVALID_ARGUMENT": true, "DEADLINE_EXCEEDED": true,
+	"NOT_FOUND": true, "ALREADY_EXISTS": true, "PERMISSION_DENIED": true, "RESOURCE_EXHAUSTED": true,
+	"FAILED_PRECONDITION": true, "ABORTED": true, "OUT_OF_RANGE": true, "UNIMPLEMENTED": true,
+	"INTERNAL": true, "UNAVAILABLE": true, "DATA_LOSS": true, "UNAUTHENTICATED": true,
 }
 
 func validatePercentage(c *checker, path string, p *networking.Percent) {

@@ -123,6 +123,28 @@ func TestLocalMeshFollowsIstioConfig(t *testing.T) {
 		}
 		t.Logf("%d requests, 0 failed, across 20 config changes", sent.Load())
 	})
+
+	t.Run("FaultAbortForJasonReachesTheFrontPage", func(t *testing.T) {
+		// Istio's fault-injection task, on reviews: the productpage
+		// sidecar's fault filter answers jason's reviews calls itself.
+		written := time.Now()
+		m.writeReviews(t, jasonAbort418+splitV1V3Routes)
+		jason := http.Header{"End-User": {"jason"}}
+		var err error
+		for time.Since(written) < 2*time.Second {
+			if _, err = m.get(jason); err != nil && strings.Contains(err.Error(), "fault filter abort") {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err == nil || !strings.Contains(err.Error(), "status 503") || !strings.Contains(err.Error(), "418") ||
+			!strings.Contains(err.Error(), "fault filter abort") {
+			t.Fatalf("within 2 s of the change, want jason's front page to fail with 503 naming the injected 418 abort; last: %v", err)
+		}
+		if counts := m.sendN(t, 200, nil); counts["v1"]+counts["v3"] != 200 {
+			t.Fatalf("the fault is for jason only; others must keep the 90/10 split, got %v", counts)
+		}
+	})
 }
 
 const reviewsHeader = `apiVersion: networking.istio.io/v1
@@ -151,6 +173,21 @@ const jasonToV2 = `  - match:
     - headers:
         end-user:
           exact: jason
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+`
+
+const jasonAbort418 = `  - match:
+    - headers:
+        end-user:
+          exact: jason
+    fault:
+      abort:
+        httpStatus: 418
+        percentage:
+          value: 100
     route:
     - destination:
         host: reviews

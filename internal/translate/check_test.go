@@ -12,9 +12,38 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
 
 type validator interface{ Validate() error }
+
+// proxyAccepts feeds every resource to trellis-proxy's own xDS conversion,
+// which NACKs whatever the proxy cannot honour: a golden file must never
+// bless config the mesh's data plane would reject.
+func proxyAccepts(t *testing.T, r *Resources) {
+	t.Helper()
+	for _, l := range r.Listeners {
+		if _, err := xdsconfig.ParseListener(l); err != nil {
+			t.Errorf("trellis-proxy rejects listener %s: %v", l.GetName(), err)
+		}
+	}
+	for _, rc := range r.Routes {
+		if _, err := xdsconfig.ParseRouteConfiguration(rc); err != nil {
+			t.Errorf("trellis-proxy rejects route %s: %v", rc.GetName(), err)
+		}
+	}
+	for _, c := range r.Clusters {
+		if _, err := xdsconfig.ParseCluster(c); err != nil {
+			t.Errorf("trellis-proxy rejects cluster %s: %v", c.GetName(), err)
+		}
+	}
+	for _, cla := range r.Endpoints {
+		if _, err := xdsconfig.ParseLoadAssignment(cla); err != nil {
+			t.Errorf("trellis-proxy rejects endpoints %s: %v", cla.GetClusterName(), err)
+		}
+	}
+}
 
 // validateAll runs go-control-plane's Validate() on every resource and on
 // the typed configs packed inside them (Validate does not look into Any).
@@ -56,6 +85,13 @@ func validateAll(t *testing.T, r *Resources) {
 	}
 	for _, rc := range r.Routes {
 		check("route "+rc.GetName(), rc)
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				for name, a := range rt.GetTypedPerFilterConfig() {
+					unpack("route "+rc.GetName()+" "+vh.GetName()+" "+rt.GetName()+" "+name, a)
+				}
+			}
+		}
 	}
 	for _, c := range r.Clusters {
 		check("cluster "+c.GetName(), c)
@@ -134,12 +170,18 @@ func checkConsistent(t *testing.T, r *Resources) {
 			}
 			for _, rt := range vh.GetRoutes() {
 				a := rt.GetRoute()
+				if a == nil {
+					continue // a redirect or direct response names no cluster
+				}
 				names := []string{a.GetCluster()}
 				if wc := a.GetWeightedClusters(); wc != nil {
 					names = nil
 					for _, cw := range wc.GetClusters() {
 						names = append(names, cw.GetName())
 					}
+				}
+				for _, mp := range a.GetRequestMirrorPolicies() {
+					names = append(names, mp.GetCluster())
 				}
 				for _, n := range names {
 					if clusters[n] == nil {

@@ -17,10 +17,6 @@ import (
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
-// Not translated yet from DestinationRule traffic policies (a later issue):
-// loadBalancer.consistentHash, loadBalancer.localityLbSetting, warmup,
-// connectionPool other than tcp.connectTimeout, outlierDetection, tls.
-
 // defaultConnectTimeout is Istio's MeshConfig.connectTimeout default.
 const defaultConnectTimeout = 10 * time.Second
 
@@ -100,15 +96,18 @@ func checkSubsets(dr *model.DestinationRule) error {
 // returns a load assignment too when the cluster's endpoints come over EDS.
 func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset string, subsetLabels map[string]string, policy *networking.TrafficPolicy) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
 	name := OutboundClusterName(port.Number, subset, svc.Hostname)
+	policy = policyForPort(policy, port.Number)
 	c := &clusterv3.Cluster{
 		Name:           name,
-		ConnectTimeout: e.connectTimeout(policy, port.Number),
+		ConnectTimeout: e.connectTimeout(policy),
 	}
-	lbPolicy, passthrough := lbPolicyFor(policy, port.Number)
-	c.LbPolicy = lbPolicy
-	if err := setUpstreamProtocol(c, port.Protocol); err != nil {
+	idle := applyConnectionPool(c, policy.GetConnectionPool())
+	if err := setUpstreamProtocol(c, port.Protocol, idle); err != nil {
 		return nil, nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
+	applyOutlierDetection(c, policy.GetOutlierDetection())
+	passthrough := applyLoadBalancer(c, policy.GetLoadBalancer())
+	locality := e.localitySetting(policy.GetLoadBalancer().GetLocalityLbSetting())
 
 	if passthrough {
 		// PASSTHROUGH sends each connection to the address the client
@@ -118,10 +117,10 @@ func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset strin
 	}
 	switch svc.Resolution {
 	case networking.ServiceEntry_STATIC:
-		return e.edsCluster(c, svc, port, subsetLabels)
+		return e.edsCluster(c, svc, port, subsetLabels, locality)
 	case networking.ServiceEntry_NONE:
 		if len(svc.Endpoints) > 0 {
-			return e.edsCluster(c, svc, port, subsetLabels)
+			return e.edsCluster(c, svc, port, subsetLabels, locality)
 		}
 		setOriginalDst(c)
 		return c, nil, nil
@@ -129,12 +128,13 @@ func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset strin
 		if err := dnsCluster(c, svc, port, subsetLabels); err != nil {
 			return nil, nil, fmt.Errorf("cluster %s: %w", name, err)
 		}
+		e.applyLocality(c, c.LoadAssignment.Endpoints, locality)
 		return c, nil, nil
 	}
 	return nil, nil, fmt.Errorf("cluster %s: %s: resolution %v is not supported", name, serviceRef(svc), svc.Resolution)
 }
 
-func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string, locality *networking.LocalityLoadBalancerSetting) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{
 		EdsConfig:   adsConfigSource(),
@@ -144,6 +144,7 @@ func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.P
 	if err != nil {
 		return nil, nil, err
 	}
+	e.applyLocality(c, cla.Endpoints, locality)
 	return c, cla, nil
 }
 
@@ -189,9 +190,16 @@ func firstEndpointOnly(groups []*endpointv3.LocalityLbEndpoints) []*endpointv3.L
 	return nil
 }
 
+// setOriginalDst makes c forward to each connection's original
+// destination; Envoy then picks the host itself, so any load balancer
+// setting is dropped, as in Istio.
 func setOriginalDst(c *clusterv3.Cluster) {
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 	c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+	c.LbConfig = nil
+	if c.CommonLbConfig != nil {
+		c.CommonLbConfig.LocalityConfigSpecifier = nil
+	}
 }
 
 // inboundCluster reaches the local application at addr.
@@ -200,7 +208,7 @@ func (e *env) inboundCluster(port uint32, protocol model.Protocol, addr *corev3.
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:       e.connectTimeout(nil, port),
+		ConnectTimeout:       e.connectTimeout(nil),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
@@ -209,18 +217,18 @@ func (e *env) inboundCluster(port uint32, protocol model.Protocol, addr *corev3.
 			}},
 		},
 	}
-	if err := setUpstreamProtocol(c, protocol); err != nil {
+	applyConnectionPool(c, nil)
+	if err := setUpstreamProtocol(c, protocol, nil); err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
 	return c, nil
 }
 
 // connectTimeout follows Istio's precedence: the DestinationRule's
-// port-level setting, its connectionPool.tcp.connectTimeout, the mesh-wide
-// connectTimeout, then Istio's 10s default.
-func (e *env) connectTimeout(policy *networking.TrafficPolicy, port uint32) *durationpb.Duration {
+// connectionPool.tcp.connectTimeout (port-level settings already
+// flattened in), the mesh-wide connectTimeout, then Istio's 10s default.
+func (e *env) connectTimeout(policy *networking.TrafficPolicy) *durationpb.Duration {
 	for _, d := range []*durationpb.Duration{
-		portPolicy(policy, port).GetConnectionPool().GetTcp().GetConnectTimeout(),
 		policy.GetConnectionPool().GetTcp().GetConnectTimeout(),
 		e.snap.Config.Mesh.GetConnectTimeout(),
 	} {
@@ -232,26 +240,6 @@ func (e *env) connectTimeout(policy *networking.TrafficPolicy, port uint32) *dur
 		}
 	}
 	return durationpb.New(defaultConnectTimeout)
-}
-
-// lbPolicyFor maps loadBalancer.simple to Envoy's lb_policy. passthrough
-// is true for PASSTHROUGH, which is a cluster type in Envoy, not a policy.
-func lbPolicyFor(policy *networking.TrafficPolicy, port uint32) (lb clusterv3.Cluster_LbPolicy, passthrough bool) {
-	settings := policy.GetLoadBalancer()
-	if pl := portPolicy(policy, port); pl.GetLoadBalancer() != nil {
-		settings = pl.GetLoadBalancer()
-	}
-	switch settings.GetSimple() {
-	//lint:ignore SA1019 existing Istio YAML still says LEAST_CONN; it must keep working.
-	case networking.LoadBalancerSettings_LEAST_REQUEST, networking.LoadBalancerSettings_LEAST_CONN:
-		// Istio maps the deprecated LEAST_CONN to LEAST_REQUEST too.
-		return clusterv3.Cluster_LEAST_REQUEST, false
-	case networking.LoadBalancerSettings_RANDOM:
-		return clusterv3.Cluster_RANDOM, false
-	case networking.LoadBalancerSettings_PASSTHROUGH:
-		return clusterv3.Cluster_CLUSTER_PROVIDED, true
-	}
-	return clusterv3.Cluster_ROUND_ROBIN, false
 }
 
 // portPolicy returns the portLevelSettings entry for port, or nil.
@@ -301,24 +289,38 @@ func mergeTrafficPolicy(top, subset *networking.TrafficPolicy) *networking.Traff
 
 // setUpstreamProtocol makes the cluster speak HTTP/2 upstream for ports
 // declared HTTP2 or gRPC; everything else uses Envoy's HTTP/1.1 default.
-func setUpstreamProtocol(c *clusterv3.Cluster, p model.Protocol) error {
+// An idle timeout (connectionPool idleTimeout) goes into the same HTTP
+// protocol options, which then name HTTP/1.1 explicitly, as Istio's do.
+func setUpstreamProtocol(c *clusterv3.Cluster, p model.Protocol, idle *durationpb.Duration) error {
+	opts := &upstreamhttpv3.HttpProtocolOptions{}
 	switch p {
 	case "HTTP2", "GRPC", "GRPC-WEB":
-	default:
-		return nil
-	}
-	opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+		opts.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
 				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
 					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
 				},
 			},
-		},
-	})
+		}
+	default:
+		if idle == nil || !p.IsHTTP() {
+			return nil
+		}
+		opts.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{
+					HttpProtocolOptions: &corev3.Http1ProtocolOptions{},
+				},
+			},
+		}
+	}
+	if idle != nil {
+		opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: idle}
+	}
+	a, err := anypb.New(opts)
 	if err != nil {
 		return fmt.Errorf("http protocol options: %w", err)
 	}
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{upstreamHTTPOptionsName: opts}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{upstreamHTTPOptionsName: a}
 	return nil
 }

@@ -16,10 +16,10 @@ import (
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
-// Gateway servers translated: plain HTTP (HTTP, HTTP2, GRPC). HTTPS, TLS
-// and TCP servers, tls.httpsRedirect, and merging several VirtualServices
-// for one host are later issues; such servers are skipped (the first
-// VirtualService for a host wins).
+// Gateway servers translated: plain HTTP (HTTP, HTTP2, GRPC), with the
+// VirtualServices for one host merged as Istio merges them on gateways.
+// HTTPS, TLS and TCP servers and tls.httpsRedirect are later issues; such
+// servers are skipped.
 
 // GatewayRouteName is the route configuration of a gateway's HTTP servers
 // on port, Istio's "http.<port>".
@@ -101,10 +101,12 @@ func (e *env) gatewayListeners() ([]*listenerv3.Listener, []*routev3.RouteConfig
 // bound to one of the servers' Gateways that the server's hosts admit.
 func (e *env) gatewayRouteConfig(port uint32, servers []gatewayServer) (*routev3.RouteConfiguration, error) {
 	rc := &routev3.RouteConfiguration{
-		Name:             GatewayRouteName(port),
-		ValidateClusters: wrapperspb.Bool(false),
+		Name:                           GatewayRouteName(port),
+		ValidateClusters:               wrapperspb.Bool(false),
+		MaxDirectResponseBodySizeBytes: wrapperspb.UInt32(MaxDirectResponseBody),
 	}
-	vhosts := map[string]bool{}
+	vhosts := map[string]*routev3.VirtualHost{}
+	merged := map[string]bool{} // "vhost VirtualService" pairs already in
 	usedDomains := map[string]bool{}
 	for _, s := range servers {
 		gwRef := s.gw.Namespace + "/" + s.gw.Name
@@ -118,30 +120,58 @@ func (e *env) gatewayRouteConfig(port uint32, servers []gatewayServer) (*routev3
 					continue
 				}
 				name := hostPort(host, port)
-				if vhosts[name] {
-					continue // an earlier VirtualService has this host
-				}
-				vhosts[name] = true
-				var domains []string
-				for _, d := range gatewayDomains(host, port) {
-					if !usedDomains[d] {
-						usedDomains[d] = true
-						domains = append(domains, d)
-					}
-				}
-				if len(domains) == 0 {
+				if merged[name+" "+vs.Key()] {
 					continue
+				}
+				merged[name+" "+vs.Key()] = true
+				vh := vhosts[name]
+				if vh == nil {
+					var domains []string
+					for _, d := range gatewayDomains(host, port) {
+						if !usedDomains[d] {
+							usedDomains[d] = true
+							domains = append(domains, d)
+						}
+					}
+					if len(domains) == 0 {
+						continue
+					}
+					vh = &routev3.VirtualHost{Name: name, Domains: domains}
+					vhosts[name] = vh
+					rc.VirtualHosts = append(rc.VirtualHosts, vh)
 				}
 				r, err := e.virtualServiceRoutes(vs, e.scope(port, gwRef))
 				if err != nil {
 					return nil, fmt.Errorf("route %s: virtual host %s: %w", rc.Name, name, err)
 				}
-				rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: name, Domains: domains, Routes: r})
+				// Several VirtualServices for one host on a gateway merge,
+				// as in Istio: routes in resource order (Istio's is
+				// creation time; here namespace/name), catch-alls last.
+				vh.Routes = append(vh.Routes, r...)
 			}
 		}
 	}
+	for _, vh := range rc.VirtualHosts {
+		vh.Routes = catchAllsLast(vh.Routes)
+	}
 	sort.SliceStable(rc.VirtualHosts, func(i, j int) bool { return rc.VirtualHosts[i].Name < rc.VirtualHosts[j].Name })
 	return rc, nil
+}
+
+// catchAllsLast is Istio's SortVHostRoutes: routes matching every
+// request move to the end, the others keeping their order, so that one
+// VirtualService's catch-all does not hide another's specific routes.
+func catchAllsLast(routes []*routev3.Route) []*routev3.Route {
+	out := make([]*routev3.Route, 0, len(routes))
+	var last []*routev3.Route
+	for _, r := range routes {
+		if isCatchAll(r.GetMatch()) {
+			last = append(last, r)
+		} else {
+			out = append(out, r)
+		}
+	}
+	return append(out, last...)
 }
 
 // boundToGateway reports whether vs lists gw in its gateways, as

@@ -22,8 +22,9 @@ var update = flag.Bool("update", false, "rewrite testdata/*/*.golden.json from t
 
 // TestGoldenTranslation translates every testdata/<case> config for each
 // node listed in its proxies.txt and compares with <name>.golden.json.
-// Every resource must also pass Validate() and name only resources that
-// exist, so a golden file can never bless config a proxy would NACK.
+// Every resource must also pass Validate(), be accepted by trellis-proxy's
+// own conversion and name only resources that exist, so a golden file can
+// never bless config a proxy would NACK.
 func TestGoldenTranslation(t *testing.T) {
 	cases, err := os.ReadDir("testdata")
 	if err != nil {
@@ -55,6 +56,7 @@ func TestGoldenTranslation(t *testing.T) {
 					}
 					validateAll(t, res)
 					checkConsistent(t, res)
+					proxyAccepts(t, res)
 					got := marshalResources(t, res)
 
 					again, err := Build(snap, p)

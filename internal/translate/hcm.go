@@ -9,8 +9,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -20,6 +23,8 @@ import (
 const (
 	hcmFilterName    = "envoy.filters.network.http_connection_manager"
 	routerFilterName = "envoy.filters.http.router"
+	faultFilterName  = "envoy.filters.http.fault"
+	corsFilterName   = "envoy.filters.http.cors"
 )
 
 // hcmOptions are the few connection-manager settings that differ between
@@ -39,18 +44,31 @@ type hcmOptions struct {
 	useRemoteAddress bool
 }
 
+// httpConnectionManager builds an HCM whose filter chain is Istio's, less
+// telemetry: fault, then CORS, then the router. Fault and CORS are inert
+// until a route's typed_per_filter_config (a VirtualService fault or
+// corsPolicy) turns them on, so every HCM carries them.
 func httpConnectionManager(o hcmOptions) (*hcmv3.HttpConnectionManager, error) {
-	router, err := anypb.New(&routerv3.Router{})
-	if err != nil {
-		return nil, fmt.Errorf("router filter config: %w", err)
-	}
 	h := &hcmv3.HttpConnectionManager{
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		StatPrefix: o.statPrefix,
-		HttpFilters: []*hcmv3.HttpFilter{{
-			Name:       routerFilterName,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
-		}},
+	}
+	for _, f := range []struct {
+		name string
+		cfg  proto.Message
+	}{
+		{faultFilterName, &faultv3.HTTPFault{}},
+		{corsFilterName, &corsv3.Cors{}},
+		{routerFilterName, &routerv3.Router{}},
+	} {
+		cfg, err := anypb.New(f.cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s filter config: %w", f.name, err)
+		}
+		h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{
+			Name:       f.name,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg},
+		})
 	}
 	if o.inline != nil {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: o.inline}

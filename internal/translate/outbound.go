@@ -55,6 +55,8 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 		// Routes may name clusters of services that do not exist (yet);
 		// those requests get 503 instead of the whole config being rejected.
 		ValidateClusters: wrapperspb.Bool(false),
+		// Room for VirtualService directResponse bodies, as Istio gives.
+		MaxDirectResponseBodySizeBytes: wrapperspb.UInt32(MaxDirectResponseBody),
 	}
 	for _, svc := range e.snap.Services {
 		for _, port := range sortedPorts(svc.Ports) {
@@ -78,7 +80,7 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 					return nil, fmt.Errorf("route %s: virtual host %s: %w", OutboundRouteName, hostPort(svc.Hostname, port.Number), err)
 				}
 			} else {
-				routes = []*routev3.Route{defaultRoute(OutboundClusterName(port.Number, "", svc.Hostname))}
+				routes = []*routev3.Route{e.defaultOutboundRoute(svc, port.Number)}
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 				Name:    hostPort(svc.Hostname, port.Number),

@@ -3,12 +3,15 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -16,13 +19,12 @@ import (
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
-// VirtualService http route features not translated yet (a later issue).
-// They are skipped, not rejected, so the rest of the VirtualService still
-// routes:
-//   - redirect, directResponse, delegate: the http entry has no route
-//     destinations, so the whole entry is skipped;
-//   - rewrite, retries, fault, mirror, mirrors, mirrorPercent(age),
-//     corsPolicy, match.statPrefix: the entry routes as if they were absent.
+// A VirtualService http entry becomes one Envoy route per applicable match
+// block: a route action (destinations, rewrite, retries, mirrors, timeout,
+// the consistent-hash policy of the destination's DestinationRule), a
+// redirect or a direct response, plus per-route fault and CORS configs for
+// the filters every HTTP connection manager carries. delegate entries are
+// skipped (delegation is not supported); match.statPrefix is ignored.
 //
 // Header operations on pseudo-headers (other than setting host or
 // :authority, which rewrites the authority as in Istio) are errors, since
@@ -61,6 +63,20 @@ func defaultRoute(cluster string) *routev3.Route {
 	}
 }
 
+// defaultOutboundRoute is Istio's BuildDefaultHTTPOutboundRoute: the
+// default route plus the mesh's default retry policy and, when the
+// service's DestinationRule hashes, its hash policy.
+func (e *env) defaultOutboundRoute(svc *model.Service, port uint32) *routev3.Route {
+	r := defaultRoute(OutboundClusterName(port, "", svc.Hostname))
+	a := r.GetRoute()
+	hp := e.hashPolicy(svc.Hostname, "", port)
+	if hp != nil {
+		a.HashPolicy = []*routev3.RouteAction_HashPolicy{hp}
+	}
+	a.RetryPolicy = retryPolicy(e.snap.Config.Mesh.GetDefaultHttpRetryPolicy(), hp != nil)
+	return r
+}
+
 // virtualServiceRoutes translates vs's http entries, in order, into routes
 // for a virtual host in scope: one route per applicable match block, or a
 // catch-all "/" route for an entry with no match.
@@ -68,8 +84,8 @@ func (e *env) virtualServiceRoutes(vs *model.VirtualService, scope routeScope) (
 	var out []*routev3.Route
 	for i, h := range vs.Spec.GetHttp() {
 		path := fmt.Sprintf("%s (%s): http[%d]", vs.Key(), vs.Source, i)
-		if len(h.GetRoute()) == 0 {
-			continue // redirect, directResponse or delegate: not translated yet
+		if h.GetDelegate() != nil || (len(h.GetRoute()) == 0 && h.GetRedirect() == nil && h.GetDirectResponse() == nil) {
+			continue // delegation is not supported
 		}
 		matches, ok := applicableMatches(h.GetMatch(), vs.Namespace, scope)
 		if !ok {
@@ -85,9 +101,29 @@ func (e *env) virtualServiceRoutes(vs *model.VirtualService, scope routeScope) (
 				return nil, err
 			}
 			out = append(out, r)
+			if isCatchAll(rm) {
+				// Nothing after a route matching every request can match;
+				// Istio stops here too.
+				return out, nil
+			}
 		}
 	}
 	return out, nil
+}
+
+// isCatchAll is Istio's IsCatchAllRoute: prefix "/" (or regex ".*") with
+// no header or query parameter conditions.
+func isCatchAll(m *routev3.RouteMatch) bool {
+	if len(m.GetHeaders()) > 0 || len(m.GetQueryParameters()) > 0 {
+		return false
+	}
+	switch p := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		return p.Prefix == "/"
+	case *routev3.RouteMatch_SafeRegex:
+		return p.SafeRegex.GetRegex() == ".*"
+	}
+	return false
 }
 
 type indexedMatch struct {
@@ -148,24 +184,77 @@ func routeName(httpName, matchName string) string {
 	return matchName
 }
 
-// setRouteAction fills r's action from the entry's destinations, timeout
-// and header operations. Destinations whose service or subset does not
-// exist still name their cluster, as in Istio: the route then fails with
-// 503 at request time rather than rejecting the whole configuration.
+// setRouteAction fills r's action from the entry: a redirect, a direct
+// response, or destinations with their timeout, rewrite, retries and
+// mirrors; then the header operations and the per-route fault and CORS
+// configs, which apply whatever the action. Destinations whose service or
+// subset does not exist still name their cluster, as in Istio: the route
+// then fails with 503 at request time rather than rejecting the whole
+// configuration.
 func (e *env) setRouteAction(r *routev3.Route, h *networking.HTTPRoute, vsNamespace string, port uint32, path string) error {
+	ops, err := translateHeaders(h.GetHeaders(), path+".headers")
+	if err != nil {
+		return err
+	}
+	switch {
+	case h.GetRedirect() != nil:
+		rd, err := redirectAction(h.GetRedirect(), port)
+		if err != nil {
+			return fmt.Errorf("%s.redirect.%w", path, err)
+		}
+		r.Action = &routev3.Route_Redirect{Redirect: rd}
+	case h.GetDirectResponse() != nil:
+		r.Action = &routev3.Route_DirectResponse{DirectResponse: directResponseAction(h.GetDirectResponse())}
+	default:
+		if ops, err = e.forwardAction(r, h, ops, vsNamespace, port, path); err != nil {
+			return err
+		}
+	}
+	r.RequestHeadersToAdd = ops.requestAdd
+	r.RequestHeadersToRemove = ops.requestRemove
+	r.ResponseHeadersToAdd = ops.responseAdd
+	r.ResponseHeadersToRemove = ops.responseRemove
+
+	if f := h.GetFault(); f != nil {
+		cfg, err := faultConfig(f)
+		if err != nil {
+			return fmt.Errorf("%s.fault.%w", path, err)
+		}
+		if cfg != nil {
+			r.TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: cfg}
+		}
+	}
+	if c := h.GetCorsPolicy(); c != nil {
+		cfg, err := corsConfig(c)
+		if err != nil {
+			return fmt.Errorf("%s.corsPolicy.%w", path, err)
+		}
+		if r.TypedPerFilterConfig == nil {
+			r.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		r.TypedPerFilterConfig[corsFilterName] = cfg
+	}
+	return nil
+}
+
+// forwardAction sets r's route action: destinations (one cluster or a
+// weighted split), timeout, rewrite, mirrors, retries and the hash policy
+// of each destination's DestinationRule (Istio puts it on the route). It
+// returns the route's header operations, with a lone destination's folded
+// in as Istio does.
+func (e *env) forwardAction(r *routev3.Route, h *networking.HTTPRoute, ops headerOps, vsNamespace string, port uint32, path string) (headerOps, error) {
 	action := &routev3.RouteAction{
 		// Istio disables Envoy's 15s default: no timeout unless asked.
 		Timeout: durationpb.New(0),
 	}
 	if t := h.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
-			return fmt.Errorf("%s.timeout: want a non-negative duration", path)
+			return ops, fmt.Errorf("%s.timeout: want a non-negative duration", path)
 		}
 		action.Timeout = durationpb.New(t.AsDuration())
 	}
-	ops, err := translateHeaders(h.GetHeaders(), path+".headers")
-	if err != nil {
-		return err
+	if authority := applyRewrite(action, h.GetRewrite()); authority != "" {
+		ops.hostRewrite = authority // rewrite.authority wins over a header set, as in Istio
 	}
 
 	type dest struct {
@@ -177,7 +266,7 @@ func (e *env) setRouteAction(r *routev3.Route, h *networking.HTTPRoute, vsNamesp
 	for k, d := range h.GetRoute() {
 		dpath := fmt.Sprintf("%s.route[%d]", path, k)
 		if d.GetWeight() < 0 {
-			return fmt.Errorf("%s.weight: %d: must not be negative", dpath, d.GetWeight())
+			return ops, fmt.Errorf("%s.weight: %d: must not be negative", dpath, d.GetWeight())
 		}
 		w := uint32(d.GetWeight())
 		if len(h.GetRoute()) == 1 {
@@ -188,21 +277,33 @@ func (e *env) setRouteAction(r *routev3.Route, h *networking.HTTPRoute, vsNamesp
 		}
 		cluster, err := e.destinationCluster(d.GetDestination(), vsNamespace, port)
 		if err != nil {
-			return fmt.Errorf("%s.destination: %w", dpath, err)
+			return ops, fmt.Errorf("%s.destination: %w", dpath, err)
 		}
 		dops, err := translateHeaders(d.GetHeaders(), dpath+".headers")
 		if err != nil {
-			return err
+			return ops, err
 		}
 		dests = append(dests, dest{cluster: cluster, weight: w, ops: dops})
+		host := model.ResolveHost(d.GetDestination().GetHost(), vsNamespace)
+		hp := e.hashPolicy(host, d.GetDestination().GetSubset(), e.destinationPort(d.GetDestination(), host, port))
+		// Destinations of one split often share a DestinationRule, and
+		// so its hash; once is enough.
+		if hp != nil && !slices.ContainsFunc(action.HashPolicy, func(p *routev3.RouteAction_HashPolicy) bool { return proto.Equal(p, hp) }) {
+			action.HashPolicy = append(action.HashPolicy, hp)
+		}
 	}
 	switch len(dests) {
 	case 0:
-		return fmt.Errorf("%s.route: every destination has weight 0", path)
+		return ops, fmt.Errorf("%s.route: every destination has weight 0", path)
 	case 1:
-		// Istio folds a single destination's header operations into the route.
+		// Istio folds a single destination's header operations into the
+		// route; its authority only when the route set none.
 		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: dests[0].cluster}
-		ops = ops.merge(dests[0].ops)
+		d := dests[0].ops
+		if ops.hostRewrite != "" {
+			d.hostRewrite = ""
+		}
+		ops = ops.merge(d)
 	default:
 		wc := &routev3.WeightedCluster{}
 		for _, d := range dests {
@@ -224,31 +325,42 @@ func (e *env) setRouteAction(r *routev3.Route, h *networking.HTTPRoute, vsNamesp
 	if ops.hostRewrite != "" {
 		action.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: ops.hostRewrite}
 	}
-	r.RequestHeadersToAdd = ops.requestAdd
-	r.RequestHeadersToRemove = ops.requestRemove
-	r.ResponseHeadersToAdd = ops.responseAdd
-	r.ResponseHeadersToRemove = ops.responseRemove
+	mirrors, err := e.mirrorPolicies(h, vsNamespace, port, path)
+	if err != nil {
+		return ops, err
+	}
+	action.RequestMirrorPolicies = mirrors
+	retries := h.GetRetries()
+	if retries == nil {
+		retries = e.snap.Config.Mesh.GetDefaultHttpRetryPolicy()
+	}
+	// Istio looks only at a lone destination for whether the route hashes.
+	action.RetryPolicy = retryPolicy(retries, len(h.GetRoute()) == 1 && len(action.HashPolicy) > 0)
 	r.Action = &routev3.Route_Route{Route: action}
-	return nil
+	return ops, nil
 }
 
-// destinationCluster names the cluster for a route destination. Without an
-// explicit port it picks, as Istio: the virtual host's port when the
-// service has it, else the service's only port, else the virtual host's
-// port anyway.
+// destinationCluster names the cluster for a route destination.
 func (e *env) destinationCluster(d *networking.Destination, vsNamespace string, vhostPort uint32) (string, error) {
 	if d.GetHost() == "" {
 		return "", errors.New("host: must not be empty")
 	}
 	host := model.ResolveHost(d.GetHost(), vsNamespace)
-	port := d.GetPort().GetNumber()
-	if port == 0 {
-		port = vhostPort
-		if svc := e.snap.Service(host); svc != nil && svc.Port(vhostPort) == nil && len(svc.Ports) == 1 {
-			port = svc.Ports[0].Number
-		}
+	return OutboundClusterName(e.destinationPort(d, host, vhostPort), d.GetSubset(), host), nil
+}
+
+// destinationPort is the service port a destination goes to. Without an
+// explicit port it picks, as Istio: the virtual host's port when the
+// service has it, else the service's only port, else the virtual host's
+// port anyway.
+func (e *env) destinationPort(d *networking.Destination, host string, vhostPort uint32) uint32 {
+	if p := d.GetPort().GetNumber(); p != 0 {
+		return p
 	}
-	return OutboundClusterName(port, d.GetSubset(), host), nil
+	if svc := e.snap.Service(host); svc != nil && svc.Port(vhostPort) == nil && len(svc.Ports) == 1 {
+		return svc.Ports[0].Number
+	}
+	return vhostPort
 }
 
 // TranslateMatch turns one VirtualService match block into an Envoy route

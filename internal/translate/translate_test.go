@@ -164,7 +164,7 @@ func TestVirtualServiceErrorsNameResourceAndField(t *testing.T) {
 		{"empty destination host", &networking.HTTPRoute{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{}}}},
 			"http[0].route[0].destination: host"},
 		{"bad regex match", &networking.HTTPRoute{
-			Match: []*networking.HTTPMatchRequest{{}, {Uri: regex("")}},
+			Match: []*networking.HTTPMatchRequest{{Uri: regex("^/a")}, {Uri: regex("")}},
 			Route: []*networking.HTTPRouteDestination{dest("reviews", "", 0)}},
 			"http[0].match[1]: uri.regex"},
 	}
@@ -182,7 +182,7 @@ func TestVirtualServiceErrorsNameResourceAndField(t *testing.T) {
 	}
 }
 
-func TestRedirectOnlyEntriesAreSkippedNotRejected(t *testing.T) {
+func TestRedirectEntryBecomesARedirectAndEndsTheRoutes(t *testing.T) {
 	cfg := &model.Config{
 		ServiceEntries: []*model.ServiceEntry{httpService("default", "reviews", 9080)},
 		VirtualServices: []*model.VirtualService{virtualService("default", "reviews", []string{"reviews"},
@@ -190,8 +190,10 @@ func TestRedirectOnlyEntriesAreSkippedNotRejected(t *testing.T) {
 			&networking.HTTPRoute{Route: []*networking.HTTPRouteDestination{dest("reviews", "", 0)}})},
 	}
 	routes := vhost(t, buildValid(t, cfg), OutboundRouteName, reviewsHost+":9080").GetRoutes()
-	if len(routes) != 1 || routes[0].GetMatch().GetPrefix() != "/" {
-		t.Errorf("routes = %v, want just the catch-all", routes)
+	// The redirect entry matches everything, so Istio drops what follows.
+	if len(routes) != 1 || routes[0].GetRedirect().GetPathRedirect() != "/new" ||
+		routes[0].GetRedirect().GetResponseCode() != routev3.RedirectAction_MOVED_PERMANENTLY {
+		t.Errorf("routes = %v, want one 301 redirect to /new", routes)
 	}
 }
 
