@@ -121,7 +121,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 		cl.Stats.RqTotal.Inc()
 		cl.Stats.RqActive.Inc()
 		upstreamStart := time.Now()
-		resp, err := cl.Transport(h2).RoundTrip(out)
+		tr := cl.Transport(h2)
+		if _, ok := tr.(*h1.Transport); !ok && r.ProtoMajor == 1 {
+			// net/http's transport may still read the header map after RoundTrip returns (an
+			// abandoned HTTP/2 stream): the h1 server must not reuse it for the next request.
+			s.keepHeader = true
+		}
+		resp, err := tr.RoundTrip(out)
 		if err != nil {
 			host.End(true)
 			cl.Stats.RqActive.Dec()
