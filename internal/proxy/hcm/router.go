@@ -48,7 +48,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 		if !h.cfg.SuppressEnvoyHeaders {
-			hdr.Set("X-Envoy-Expected-Rq-Timeout-Ms", itoa(timeout.Milliseconds()))
+			hdr["X-Envoy-Expected-Rq-Timeout-Ms"] = h.timeoutValue(timeout.Milliseconds())
 		}
 	}
 	if s.body != nil && r.ProtoMajor == 1 {
@@ -102,12 +102,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 				body = s.body.Attempt()
 			}
 		}
-		out := newUpstreamRequest(r, hdr, path, hostHeader, host, body)
 		tryCtx, cancelTry := ctx, context.CancelFunc(nil)
 		if perTry > 0 {
 			tryCtx, cancelTry = context.WithTimeout(ctx, perTry)
 		}
-		out = out.WithContext(tryCtx)
+		out := newUpstreamRequest(tryCtx, r, hdr, path, hostHeader, host, body)
 		// Circuit breaker max_requests, held until the response body is done; on overflow the
 		// request fails here without reaching the upstream (503, flag UO).
 		if !cl.TryRequest() {

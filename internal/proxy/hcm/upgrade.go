@@ -72,7 +72,7 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 	if s.body != nil {
 		body = s.body
 	}
-	out := newUpstreamRequest(r, hdr, path, hostHeader, host, body).WithContext(ctx)
+	out := newUpstreamRequest(ctx, r, hdr, path, hostHeader, host, body)
 	if !cl.TryRequest() {
 		h.overflow(w, r, s, cl)
 		return
