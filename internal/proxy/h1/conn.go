@@ -467,8 +467,7 @@ func (cr *connReader) watch(kick chan struct{}) {
 		n, err := cr.c.rwc.Read(cr.buf[:])
 		cr.mu.Lock()
 		cr.pr, cr.pw = 0, max(n, 0)
-		var ne net.Error
-		if err != nil && !(cr.aborted && errors.As(err, &ne) && ne.Timeout()) {
+		if err != nil && !(cr.aborted && isTimeout(err)) {
 			cr.dead = true
 			cr.died()
 		}
@@ -477,6 +476,13 @@ func (cr *connReader) watch(kick chan struct{}) {
 		cr.mu.Unlock()
 		cr.cond.Broadcast()
 	}
+}
+
+// isTimeout reports whether err is a deadline's. Out of line: the net.Error it looks through
+// would otherwise escape, an allocation per read.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // abortPendingRead stops a background read and waits for it to end.
