@@ -607,13 +607,21 @@ func (pc *pconn) parseResponse(s string, req *http.Request) (*http.Response, err
 	}
 	n := countLines(rest)
 	h := make(http.Header, n)
-	if err := parseFields(rest, h, make([]string, 0, n), &pc.scratch); err != nil {
+	// One allocation holds the response, its body reader and (for up to respVals fields) the
+	// backing store of the header values.
+	ex := new(respExchange)
+	vals := ex.vals[:0]
+	if n > len(ex.vals) {
+		vals = make([]string, 0, n)
+	}
+	if err := parseFields(rest, h, vals, &pc.scratch); err != nil {
 		return nil, err
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		return &http.Response{StatusCode: code}, nil
 	}
-	resp := &http.Response{
+	resp := &ex.resp
+	*resp = http.Response{
 		Status:     line[9:],
 		StatusCode: code,
 		Proto:      line[:8],
@@ -695,12 +703,24 @@ func (pc *pconn) parseResponse(s string, req *http.Request) (*http.Response, err
 		return resp, nil
 	}
 	pc.dec.reset(pc.br, kind, length)
-	rb := &respBody{pc: pc}
+	rb := &ex.body
+	rb.pc = pc
 	if kind == bodyChunked {
 		pc.dec.trailerDst = &resp.Trailer
 	}
 	resp.Body = rb
 	return resp, nil
+}
+
+// respVals is how many response header fields an exchange holds the values of without another
+// allocation.
+const respVals = 12
+
+// respExchange is what one response needs, allocated together.
+type respExchange struct {
+	resp http.Response
+	body respBody
+	vals [respVals]string
 }
 
 // respBody reads a response body from its connection and gives the connection back at EOF.
