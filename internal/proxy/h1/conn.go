@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -26,9 +27,12 @@ type conn struct {
 	srv        *Server
 	rwc        net.Conn
 	remoteAddr string
-	ctx        context.Context
-	state      atomic.Int32
-	h2         atomic.Bool // handed to the HTTP/2 server
+	// ctx is every request's context: one per connection, cancelled when the connection is found
+	// gone (the background read fails) or ends. A request's own end is its handler returning.
+	ctx    context.Context
+	cancel context.CancelFunc
+	state  atomic.Int32
+	h2     atomic.Bool // handed to the HTTP/2 server
 
 	cr connReader
 	br *bufio.Reader
@@ -38,7 +42,13 @@ type conn struct {
 	rh            requestHead
 	dec           decoder
 	w             response
-	tmpl          http.Request
+	// req, url, hdr and vals are reused by every request of the connection once its handler has
+	// returned (see Server). blank is the zero request carrying ctx, copied over req to reset it.
+	req   *http.Request
+	blank http.Request
+	url   url.URL
+	hdr   http.Header
+	vals  []string
 
 	hijacked bool
 	graceful bool // close with a write shutdown and a short drain, so the client reads our last reply
@@ -57,7 +67,9 @@ func (c *conn) closeIdle() { _ = c.rwc.Close() }
 func (c *conn) serve() {
 	s := c.srv
 	c.remoteAddr = c.rwc.RemoteAddr().String()
-	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr())
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr()))
+	c.blank = *(&http.Request{}).WithContext(c.ctx)
+	c.req = new(http.Request)
 	c.cr.init(c)
 	c.br = getReader(&serverReaders, &c.cr, serverReadBuf)
 	c.bw = getWriter(&serverWriters, c.rwc, serverWriteBuf)
@@ -78,6 +90,7 @@ func (c *conn) serve() {
 }
 
 func (c *conn) end() {
+	c.cancel()
 	if c.hijacked {
 		c.srv.forget(c)
 		return
@@ -122,6 +135,8 @@ func (c *conn) awaitRequest(first bool) bool {
 		if s.IdleTimeout > 0 {
 			_ = c.rwc.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 		}
+		// The background read left pending by the last request usually brings the next one.
+		c.cr.awaitBackgroundRead()
 		if _, err := c.br.Peek(1); err != nil {
 			return false
 		}
@@ -186,7 +201,12 @@ func (c *conn) serveRequest() bool {
 	head, err := readHead(c.br, c.head, maxRequestLine, s.maxHeaderBytes(), false)
 	c.head = head[:0]
 	if err == nil {
-		err = parseRequestHead(string(head), &c.rh, &c.scratch)
+		if c.hdr == nil {
+			c.hdr = make(http.Header)
+		}
+		clear(c.hdr)
+		c.vals = c.vals[:0]
+		err = parseRequestHead(string(head), &c.rh, &c.scratch, c.hdr, &c.vals, &c.url)
 	}
 	if err != nil {
 		c.replyError(err)
@@ -197,61 +217,57 @@ func (c *conn) serveRequest() bool {
 	}
 
 	rh := &c.rh
-	ctx, cancel := context.WithCancel(c.ctx)
-	c.tmpl = http.Request{
-		Method:        rh.method,
-		URL:           rh.url,
-		Proto:         rh.proto,
-		ProtoMajor:    rh.major,
-		ProtoMinor:    rh.minor,
-		Header:        rh.header,
-		Body:          http.NoBody,
-		ContentLength: rh.contentLength,
-		Close:         rh.close,
-		Host:          rh.host,
-		Trailer:       rh.trailer,
-		RemoteAddr:    c.remoteAddr,
-		RequestURI:    rh.target,
-	}
+	req := c.req
+	*req = c.blank
+	req.Method = rh.method
+	req.URL = rh.url
+	req.Proto = rh.proto
+	req.ProtoMajor, req.ProtoMinor = rh.major, rh.minor
+	req.Header = rh.header
+	req.Body = http.NoBody
+	req.ContentLength = rh.contentLength
+	req.Close = rh.close
+	req.Host = rh.host
+	req.Trailer = rh.trailer
+	req.RemoteAddr = c.remoteAddr
+	req.RequestURI = rh.target
 	var body *reqBody
 	c.dec.reset(c.br, rh.kind, rh.contentLength)
 	if rh.kind != bodyNone {
 		body = &reqBody{c: c}
-		c.tmpl.Body = body
+		req.Body = body
 		if rh.kind == bodyChunked {
-			c.tmpl.TransferEncoding = chunkedTE()
+			req.TransferEncoding = chunkedTE()
 		}
 	}
-	req := c.tmpl.WithContext(ctx)
 	c.dec.trailerDst = &req.Trailer
 	c.w.reset(req, rh)
-	c.cr.setCancel(cancel)
 	if body == nil {
 		c.cr.startBackgroundRead()
 	}
 
 	aborted := c.runHandler(req)
-	c.cr.abortPendingRead()
+	if req.Header == nil {
+		// The handler kept the header map (something still reads it): let it have it.
+		c.hdr, c.vals = nil, nil
+	}
+	// The background read stays pending: it watches for the client going away until the next
+	// request arrives, and then brings its first bytes.
 	if aborted {
 		// The response must not look complete: send what was committed and cut the connection.
 		if c.w.committed {
 			_ = c.bw.Flush()
 		}
-		c.cr.setCancel(nil)
-		cancel()
 		c.releaseBody(body)
 		return false
 	}
 	if c.hijacked {
-		cancel()
 		return false
 	}
 	keep := c.w.finish()
 	if !c.releaseBody(body) {
 		keep = false
 	}
-	c.cr.setCancel(nil)
-	cancel()
 	if !keep {
 		c.graceful = true
 	}
@@ -369,11 +385,12 @@ type connReader struct {
 	cond    sync.Cond
 	inRead  bool
 	aborted bool
-	hasByte bool
-	byteBuf [1]byte
-	cancel  context.CancelFunc
 	dead    bool
 	kick    chan struct{}
+	// buf[pr:pw] are bytes the background read took, handed out before the socket is read again.
+	// Big enough for most request heads, so that the background read brings the whole next one.
+	buf    [1024]byte
+	pr, pw int
 }
 
 func (cr *connReader) init(c *conn) {
@@ -381,17 +398,27 @@ func (cr *connReader) init(c *conn) {
 	cr.cond.L = &cr.mu
 }
 
-func (cr *connReader) setCancel(f context.CancelFunc) {
-	cr.mu.Lock()
-	cr.cancel = f
-	cr.mu.Unlock()
-}
-
-// pending reports whether a byte of the next request was read in the background.
+// pending reports whether bytes of the next request were read in the background.
 func (cr *connReader) pending() bool {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	return cr.hasByte
+	return cr.pr < cr.pw
+}
+
+// takePending copies bytes the background read took into p. Call with mu held.
+func (cr *connReader) takePending(p []byte) int {
+	n := copy(p, cr.buf[cr.pr:cr.pw])
+	cr.pr += n
+	return n
+}
+
+// awaitBackgroundRead waits until a background read in flight has finished.
+func (cr *connReader) awaitBackgroundRead() {
+	cr.mu.Lock()
+	for cr.inRead {
+		cr.cond.Wait()
+	}
+	cr.mu.Unlock()
 }
 
 func (cr *connReader) Read(p []byte) (int, error) {
@@ -400,11 +427,10 @@ func (cr *connReader) Read(p []byte) (int, error) {
 		cr.mu.Unlock()
 		return 0, errors.New("h1: concurrent read on connection")
 	}
-	if cr.hasByte && len(p) > 0 {
-		p[0] = cr.byteBuf[0]
-		cr.hasByte = false
+	if cr.pr < cr.pw && len(p) > 0 {
+		n := cr.takePending(p)
 		cr.mu.Unlock()
-		return 1, nil
+		return n, nil
 	}
 	if cr.dead {
 		cr.mu.Unlock()
@@ -424,16 +450,12 @@ func (cr *connReader) Read(p []byte) (int, error) {
 }
 
 // died cancels the request in flight; the connection is gone. Call with mu held.
-func (cr *connReader) died() {
-	if cr.cancel != nil {
-		cr.cancel()
-	}
-}
+func (cr *connReader) died() { cr.c.cancel() }
 
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte || cr.dead {
+	if cr.inRead || cr.pr < cr.pw || cr.dead {
 		return
 	}
 	cr.inRead = true
@@ -446,13 +468,10 @@ func (cr *connReader) startBackgroundRead() {
 
 func (cr *connReader) watch(kick chan struct{}) {
 	for range kick {
-		n, err := cr.c.rwc.Read(cr.byteBuf[:])
+		n, err := cr.c.rwc.Read(cr.buf[:])
 		cr.mu.Lock()
-		if n == 1 {
-			cr.hasByte = true
-		}
-		var ne net.Error
-		if err != nil && !(cr.aborted && errors.As(err, &ne) && ne.Timeout()) {
+		cr.pr, cr.pw = 0, max(n, 0)
+		if err != nil && !(cr.aborted && isTimeout(err)) {
 			cr.dead = true
 			cr.died()
 		}
@@ -461,6 +480,13 @@ func (cr *connReader) watch(kick chan struct{}) {
 		cr.mu.Unlock()
 		cr.cond.Broadcast()
 	}
+}
+
+// isTimeout reports whether err is a deadline's. Out of line: the net.Error it looks through
+// would otherwise escape, an allocation per read.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // abortPendingRead stops a background read and waits for it to end.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,7 +36,8 @@ func readRequests(raw []byte) ([]parsed, error) {
 			return out, err
 		}
 		var rh requestHead
-		if err := parseRequestHead(string(head), &rh, &scratch); err != nil {
+		var vals []string
+		if err := parseRequestHead(string(head), &rh, &scratch, make(http.Header), &vals, new(url.URL)); err != nil {
 			return out, err
 		}
 		p := parsed{method: rh.method, target: rh.target, minor: rh.minor, host: rh.host, header: rh.header, chunked: rh.kind == bodyChunked}
@@ -167,7 +169,7 @@ func TestTargetFastPathMatchesURLParsing(t *testing.T) {
 	for _, target := range []string{
 		"/", "/a/b", "/a?b=c", "/a?", "/a??", "/a?b#c", "/a%2Fb", "/a!b", "/~user/x.y", "/a;b=c/d@e", "/é", "/a?é",
 	} {
-		got, err := parseTarget("GET", target)
+		got, err := parseTarget("GET", target, new(url.URL))
 		if err != nil {
 			t.Fatalf("%s: %v", target, err)
 		}
@@ -192,7 +194,8 @@ func TestParsedRequestMatchesNetHTTP(t *testing.T) {
 		var rh requestHead
 		var scratch []byte
 		head, _, _ := strings.Cut(raw, "\r\n\r\n")
-		if err := parseRequestHead(head+"\r\n\r\n", &rh, &scratch); err != nil {
+		var vals []string
+		if err := parseRequestHead(head+"\r\n\r\n", &rh, &scratch, make(http.Header), &vals, new(url.URL)); err != nil {
 			t.Fatalf("%q: %v", raw, err)
 		}
 		if rh.method != want.Method || *rh.url != *want.URL || rh.target != want.RequestURI || rh.host != want.Host ||

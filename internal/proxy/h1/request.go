@@ -30,8 +30,10 @@ var (
 	errSmuggle = badRequest("both Transfer-Encoding and Content-Length")
 )
 
-// parseRequestHead parses a head read by readHead. scratch is reused for key canonicalisation.
-func parseRequestHead(s string, rh *requestHead, scratch *[]byte) error {
+// parseRequestHead parses a head read by readHead into rh, its fields into hdr (empty) with vals as
+// the backing store of single values, and an origin-form target into u. scratch is reused for key
+// canonicalisation.
+func parseRequestHead(s string, rh *requestHead, scratch *[]byte, hdr http.Header, vals *[]string, u *url.URL) error {
 	line, rest, err := nextLine(s)
 	if err != nil {
 		return err
@@ -57,11 +59,14 @@ func parseRequestHead(s string, rh *requestHead, scratch *[]byte) error {
 	*rh = requestHead{method: method, target: target, proto: proto, major: major, minor: minor}
 
 	n := countLines(rest)
-	rh.header = make(http.Header, n)
-	if err := parseFields(rest, rh.header, make([]string, 0, n), scratch); err != nil {
+	rh.header = hdr
+	if cap(*vals) < n {
+		*vals = make([]string, 0, max(n, 16))
+	}
+	if err := parseFields(rest, hdr, (*vals)[:0:n], scratch); err != nil {
 		return err
 	}
-	if rh.url, err = parseTarget(method, target); err != nil {
+	if rh.url, err = parseTarget(method, target, u); err != nil {
 		return err
 	}
 	h := rh.header
@@ -198,8 +203,8 @@ var pathByte = func() (t [256]bool) {
 }()
 
 // parseTarget turns a request target into the URL net/http would give. The common origin form
-// ("/a/b?c") takes a fast path without copying; the rest goes through url.ParseRequestURI.
-func parseTarget(method, target string) (*url.URL, error) {
+// ("/a/b?c") takes a fast path without copying, into dst; the rest goes through url.ParseRequestURI.
+func parseTarget(method, target string, dst *url.URL) (*url.URL, error) {
 	if method == http.MethodConnect && target[0] != '/' {
 		// authority-form: net/http parses it as "http://" + target and keeps only the host.
 		u, err := url.ParseRequestURI("http://" + target)
@@ -219,7 +224,8 @@ func parseTarget(method, target string) (*url.URL, error) {
 			}
 		}
 		if fast && strings.IndexByte(query, '#') < 0 && validQuery(query) {
-			return &url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}, nil
+			*dst = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+			return dst, nil
 		}
 	}
 	u, err := url.ParseRequestURI(target)

@@ -497,11 +497,10 @@ type hijackedConn struct {
 
 func (h *hijackedConn) Read(p []byte) (int, error) {
 	h.cr.mu.Lock()
-	if h.cr.hasByte && len(p) > 0 {
-		p[0] = h.cr.byteBuf[0]
-		h.cr.hasByte = false
+	if h.cr.pr < h.cr.pw && len(p) > 0 {
+		n := h.cr.takePending(p)
 		h.cr.mu.Unlock()
-		return 1, nil
+		return n, nil
 	}
 	h.cr.mu.Unlock()
 	return h.Conn.Read(p)

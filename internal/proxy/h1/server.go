@@ -21,6 +21,13 @@ const maxRequestLine = 64 << 10
 
 // Server serves HTTP/1.x (and, unless DisableH2C, HTTP/2 with prior knowledge) to an http.Handler.
 // Its fields mirror the http.Server ones of the same name; set them before serving.
+//
+// Unlike net/http, nothing is allocated per request for the request itself: once the handler has
+// returned, the *http.Request, its URL and its Header map are reused for the connection's next
+// request. A handler must not let anything use them after it returns; one that hands r.Header to
+// something that may (a transport that writes it asynchronously) sets r.Header to nil before it
+// returns, and the server then leaves that map alone. Every request of a connection shares one
+// context, cancelled when the client is found gone or the connection ends.
 type Server struct {
 	Handler http.Handler
 	// IdleTimeout closes a connection with no request in flight after this long; 0 means never.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -638,5 +640,27 @@ func TestIdleTimeoutClosesKeepAliveConnections(t *testing.T) {
 	_, _ = io.ReadAll(resp.Body)
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle connection not closed: %v", err)
+	}
+}
+
+func TestKeepAliveRequestsSeeOnlyTheirOwnHeadersAndAKeptHeaderMapIsLeftAlone(t *testing.T) {
+	var kept http.Header
+	_, addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Seen", strings.Join(slices.Sorted(maps.Keys(r.Header)), ","))
+		if r.URL.Path == "/keep" {
+			kept = r.Header
+			r.Header = nil // handed to something that outlives the handler
+		}
+	}))
+	got := exchange(t, addr, "GET /keep HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\n\r\n"+
+		"GET /b HTTP/1.1\r\nHost: x\r\nX-C: 3\r\n\r\n"+
+		"GET /c HTTP/1.1\r\nHost: x\r\nX-D: 4\r\nConnection: close\r\n\r\n")
+	for _, want := range []string{"X-Seen: X-A,X-B\r\n", "X-Seen: X-C\r\n", "X-Seen: Connection,X-D\r\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("responses lack %q:\n%s", want, got)
+		}
+	}
+	if len(kept) != 2 || kept.Get("X-A") != "1" || kept.Get("X-B") != "2" {
+		t.Fatalf("kept header map changed by later requests: %v", kept)
 	}
 }

@@ -74,6 +74,14 @@ func (e *CanceledError) Unwrap() error { return e.Err }
 
 // RoundTrip sends req and returns the response head; its body reads from the connection.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.RoundTripDeadline(req, time.Time{})
+}
+
+// RoundTripDeadline is RoundTrip with a deadline for the whole exchange, connecting and the
+// response body included: past it the exchange's I/O fails with an error that wraps
+// os.ErrDeadlineExceeded, and the connection is not reused. A zero deadline means none. It costs no
+// timer or context per request, unlike a context.WithDeadline on req.
+func (t *Transport) RoundTripDeadline(req *http.Request, deadline time.Time) (*http.Response, error) {
 	if req.URL == nil {
 		closeReqBody(req)
 		return nil, errors.New("h1: nil Request.URL")
@@ -92,7 +100,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	for retried := false; ; retried = true {
-		pc, err := t.getConn(ctx, addr)
+		pc, err := t.getConn(ctx, addr, deadline)
 		if err != nil {
 			closeReqBody(req)
 			if ctx.Err() != nil {
@@ -100,11 +108,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		resp, err := pc.roundTrip(ctx, req)
+		resp, err := pc.roundTrip(ctx, req, deadline)
 		if err == nil {
 			return resp, nil
 		}
-		if !retried && pc.reused && pc.nothingRead && ctx.Err() == nil {
+		if !retried && pc.reused && pc.nothingRead && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
 			// The pooled connection was closed by the upstream while idle: try a fresh one, as
 			// net/http does, when the request can be sent again.
 			if next, ok := rewind(req); ok {
@@ -154,7 +162,7 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-func (t *Transport) getConn(ctx context.Context, addr string) (*pconn, error) {
+func (t *Transport) getConn(ctx context.Context, addr string, deadline time.Time) (*pconn, error) {
 	t.mu.Lock()
 	for list := t.idle[addr]; len(list) > 0; list = t.idle[addr] {
 		pc := list[len(list)-1]
@@ -173,6 +181,11 @@ func (t *Transport) getConn(ctx context.Context, addr string) (*pconn, error) {
 	if dial == nil {
 		var d net.Dialer
 		dial = d.DialContext
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
@@ -250,6 +263,7 @@ type pconn struct {
 	keepAlive   bool
 	writing     bool // a goroutine streams the request body
 	writeDone   chan error
+	deadline    bool // the exchange set a deadline on conn
 }
 
 func (pc *pconn) idleExpired() {
@@ -284,9 +298,13 @@ func (pc *pconn) close() {
 }
 
 // roundTrip runs one exchange on pc.
-func (pc *pconn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (pc *pconn) roundTrip(ctx context.Context, req *http.Request, deadline time.Time) (*http.Response, error) {
 	pc.nothingRead, pc.keepAlive, pc.writing, pc.stopCancel = false, false, false, nil
 	pc.ctx = ctx
+	pc.deadline = !deadline.IsZero()
+	if pc.deadline {
+		_ = pc.conn.SetDeadline(deadline)
+	}
 	if ctx.Done() != nil {
 		pc.stopCancel = context.AfterFunc(ctx, pc.onCancel)
 	}
@@ -336,6 +354,10 @@ func (pc *pconn) release() {
 		keep = false // unsolicited bytes after the response
 	}
 	pc.ctx = nil
+	if keep && pc.deadline {
+		pc.deadline = false
+		_ = pc.conn.SetDeadline(time.Time{})
+	}
 	if !keep {
 		pc.close()
 		return
@@ -607,13 +629,21 @@ func (pc *pconn) parseResponse(s string, req *http.Request) (*http.Response, err
 	}
 	n := countLines(rest)
 	h := make(http.Header, n)
-	if err := parseFields(rest, h, make([]string, 0, n), &pc.scratch); err != nil {
+	// One allocation holds the response, its body reader and (for up to respVals fields) the
+	// backing store of the header values.
+	ex := new(respExchange)
+	vals := ex.vals[:0]
+	if n > len(ex.vals) {
+		vals = make([]string, 0, n)
+	}
+	if err := parseFields(rest, h, vals, &pc.scratch); err != nil {
 		return nil, err
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		return &http.Response{StatusCode: code}, nil
 	}
-	resp := &http.Response{
+	resp := &ex.resp
+	*resp = http.Response{
 		Status:     line[9:],
 		StatusCode: code,
 		Proto:      line[:8],
@@ -695,12 +725,24 @@ func (pc *pconn) parseResponse(s string, req *http.Request) (*http.Response, err
 		return resp, nil
 	}
 	pc.dec.reset(pc.br, kind, length)
-	rb := &respBody{pc: pc}
+	rb := &ex.body
+	rb.pc = pc
 	if kind == bodyChunked {
 		pc.dec.trailerDst = &resp.Trailer
 	}
 	resp.Body = rb
 	return resp, nil
+}
+
+// respVals is how many response header fields an exchange holds the values of without another
+// allocation.
+const respVals = 12
+
+// respExchange is what one response needs, allocated together.
+type respExchange struct {
+	resp http.Response
+	body respBody
+	vals [respVals]string
 }
 
 // respBody reads a response body from its connection and gives the connection back at EOF.

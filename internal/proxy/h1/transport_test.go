@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -445,5 +446,62 @@ func TestTransportRetriesWithGetBody(t *testing.T) {
 		if _, b := get(t, tr, "POST", "http://"+addr+"/", strings.NewReader("again")); b != "again" {
 			t.Fatalf("got %q", b)
 		}
+	}
+}
+
+func TestTransportDeadlineEndsAHungExchangeAndIsClearedOnReuse(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	var conns atomic.Int32
+	addr := rawBackend(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/head":
+				<-hang
+				return
+			case "/body":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
+				<-hang
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newTransport(t)
+	for _, path := range []string{"/head", "/body"} {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		resp, err := tr.RoundTripDeadline(req, time.Now().Add(100*time.Millisecond))
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: got %v, want os.ErrDeadlineExceeded", path, err)
+		}
+	}
+	// A finished exchange gives its connection back without its deadline: a request on it after
+	// the deadline has passed still succeeds.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/ok", nil)
+	resp, err := tr.RoundTripDeadline(req, time.Now().Add(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+		t.Fatalf("%q %v", b, err)
+	}
+	resp.Body.Close()
+	time.Sleep(400 * time.Millisecond) // well past the first exchange's deadline
+	_, b := get(t, tr, "GET", "http://"+addr+"/ok", nil)
+	if b != "ok" {
+		t.Fatalf("reused connection: %q", b)
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3: the two that hung, then one for both /ok requests", n)
 	}
 }

@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"context"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -95,9 +96,9 @@ func removeHopByHop(h http.Header) {
 func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route.WeightedCluster, mut [4]*route.HeaderMutation) (path, hostHeader string) {
 	hdr := r.Header
 	removeHopByHop(hdr)
-	scheme := "http"
+	scheme := valueHTTP // shared, never modified: no allocation per request
 	if r.TLS != nil {
-		scheme = "https"
+		scheme = valueHTTPS
 	}
 	if h.cfg.UseRemoteAddress {
 		// Envoy trusts the connection, not the client, for where the request came from: it appends
@@ -112,10 +113,10 @@ func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route
 			}
 		}
 		if len(hdr["X-Forwarded-Proto"]) == 0 || !internalAddress(ip) {
-			hdr["X-Forwarded-Proto"] = []string{scheme}
+			hdr["X-Forwarded-Proto"] = scheme
 		}
 	} else if len(hdr["X-Forwarded-Proto"]) == 0 {
-		hdr["X-Forwarded-Proto"] = []string{scheme}
+		hdr["X-Forwarded-Proto"] = scheme
 	}
 	path, rewritten := rt.RewritePath(s.ex.path)
 	if rewritten && !h.cfg.SuppressEnvoyHeaders {
@@ -129,8 +130,8 @@ func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route
 	return path, hostHeader
 }
 
-// newUpstreamRequest is one try's request to host.
-func newUpstreamRequest(r *http.Request, hdr http.Header, path, hostHeader string, host *upstream.Host, body io.ReadCloser) *http.Request {
+// newUpstreamRequest is one try's request to host, with ctx.
+func newUpstreamRequest(ctx context.Context, r *http.Request, hdr http.Header, path, hostHeader string, host *upstream.Host, body io.ReadCloser) *http.Request {
 	u := &url.URL{Scheme: "http", Host: host.Target()}
 	if strings.HasPrefix(path, "//") {
 		// URL.RequestURI would turn an opaque "//x" into an absolute URL; go through Path instead.
@@ -140,7 +141,7 @@ func newUpstreamRequest(r *http.Request, hdr http.Header, path, hostHeader strin
 	} else {
 		u.Opaque = path
 	}
-	out := &http.Request{
+	out := http.Request{
 		Method:     r.Method,
 		URL:        u,
 		Proto:      "HTTP/1.1",
@@ -153,7 +154,29 @@ func newUpstreamRequest(r *http.Request, hdr http.Header, path, hostHeader strin
 		out.Body = body
 		out.ContentLength = r.ContentLength // -1 for a body of unknown length
 	}
-	return out
+	// WithContext makes the one heap copy; out itself stays on the stack.
+	return out.WithContext(ctx)
+}
+
+// Shared single-value header slices, so that the common values cost no allocation per request.
+// Their capacity is 1: http.Header.Add and append copy rather than write into them, and nothing
+// changes a header value in place.
+var valueHTTP, valueHTTPS = []string{"http"}, []string{"https"}
+
+// msValues are the values of x-envoy-upstream-service-time below a second.
+var msValues = func() (t [1000][]string) {
+	for i := range t {
+		t[i] = []string{strconv.Itoa(i)}
+	}
+	return t
+}()
+
+// msValue is a header value for a count of milliseconds.
+func msValue(ms int64) []string {
+	if ms >= 0 && ms < int64(len(msValues)) {
+		return msValues[ms]
+	}
+	return []string{itoa(ms)}
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -167,7 +190,7 @@ func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, s *strea
 	removeHopByHop(dst)
 	route.ApplyAll(mut, dst)
 	if !h.cfg.SuppressEnvoyHeaders {
-		dst.Set("X-Envoy-Upstream-Service-Time", itoa(s.info.UpstreamServiceTime.Milliseconds()))
+		dst["X-Envoy-Upstream-Service-Time"] = msValue(s.info.UpstreamServiceTime.Milliseconds())
 	}
 	if rt.Action.IncludeAttemptCountInResponse {
 		dst.Set("X-Envoy-Attempt-Count", itoa(int64(s.info.Attempts)))

@@ -67,6 +67,25 @@ type Handler struct {
 	mirrors    *mirrorer
 	// retryStats caches each cluster's retry counters (by *upstream.Cluster), made on first retry.
 	retryStats sync.Map
+	// serverValue is the server header's value; lastTimeout the last x-envoy-expected-rq-timeout-ms
+	// value sent (routes mostly share one timeout): shared, so they cost no allocation per request.
+	serverValue []string
+	lastTimeout atomic.Pointer[timeoutValue]
+}
+
+type timeoutValue struct {
+	ms int64
+	v  []string
+}
+
+// timeoutValue returns the x-envoy-expected-rq-timeout-ms value for ms.
+func (h *Handler) timeoutValue(ms int64) []string {
+	if t := h.lastTimeout.Load(); t != nil && t.ms == ms {
+		return t.v
+	}
+	t := &timeoutValue{ms: ms, v: []string{itoa(ms)}}
+	h.lastTimeout.Store(t)
+	return t.v
 }
 
 type chainEntry struct {
@@ -79,7 +98,7 @@ type chainEntry struct {
 // New returns the handler for a connection manager config. snap is where the proxy publishes its
 // current routes and clusters; store receives the http.<stat_prefix>.* stats.
 func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], store *stats.Store, log *slog.Logger) *Handler {
-	h := &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), store: store, log: log}
+	h := &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), store: store, log: log, serverValue: []string{cfg.ServerName}}
 	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix}
 	for _, spec := range cfg.HTTPFilters {
 		f := spec.Config.Build(env)

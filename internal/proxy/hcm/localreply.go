@@ -55,10 +55,10 @@ func (h *Handler) sendLocalReply(w http.ResponseWriter, r *http.Request, s *stre
 func (h *Handler) commonResponseHeaders(hdr http.Header, r *http.Request, s *stream) {
 	switch h.cfg.ServerHeader {
 	case xdsconfig.ServerHeaderOverwrite:
-		hdr.Set("Server", h.cfg.ServerName)
+		hdr["Server"] = h.serverValue
 	case xdsconfig.ServerHeaderAppendIfAbsent:
 		if len(hdr["Server"]) == 0 {
-			hdr.Set("Server", h.cfg.ServerName)
+			hdr["Server"] = h.serverValue
 		}
 	}
 	if h.cfg.AlwaysSetRequestIDInResponse {

@@ -99,7 +99,7 @@ func (h *Handler) shadowRequest(r *http.Request, s *stream, path string, sh shad
 	if body != nil {
 		rc = io.NopCloser(bytes.NewReader(body))
 	}
-	req := newUpstreamRequest(r, r.Header.Clone(), path, authority, host, rc)
+	req := newUpstreamRequest(context.Background(), r, r.Header.Clone(), path, authority, host, rc)
 	if body != nil {
 		req.ContentLength = int64(len(body))
 	}

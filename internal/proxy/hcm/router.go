@@ -43,12 +43,21 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 	hdr := r.Header
 	timeout, perTry := h.timeouts(hdr, s.grpc, a)
 	ctx := r.Context()
+	h2 := r.ProtoMajor == 2
+	// deadline is the route timeout when h1.Transport enforces it on the upstream socket: the
+	// common case (one try, no per-try timeout, no upgrade) then needs no timer context.
+	var deadline time.Time
+	h1tr, _ := cl.Transport(h2).(*h1.Transport)
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		if h1tr != nil && perTry == 0 && (policy == nil || policy.NumRetries == 0) && s.upgrade == "" {
+			deadline = time.Now().Add(timeout)
+		} else {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 		if !h.cfg.SuppressEnvoyHeaders {
-			hdr.Set("X-Envoy-Expected-Rq-Timeout-Ms", itoa(timeout.Milliseconds()))
+			hdr["X-Envoy-Expected-Rq-Timeout-Ms"] = h.timeoutValue(timeout.Milliseconds())
 		}
 	}
 	if s.body != nil && r.ProtoMajor == 1 {
@@ -75,7 +84,6 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 			cl.ReleaseRetry()
 		}
 	}()
-	h2 := r.ProtoMajor == 2
 	var tried []*upstream.Host // only kept when the policy avoids previous hosts
 	for attempt := 1; ; attempt++ {
 		host := h.pickHost(r, cl, policy, tried, hashed)
@@ -102,12 +110,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 				body = s.body.Attempt()
 			}
 		}
-		out := newUpstreamRequest(r, hdr, path, hostHeader, host, body)
 		tryCtx, cancelTry := ctx, context.CancelFunc(nil)
 		if perTry > 0 {
 			tryCtx, cancelTry = context.WithTimeout(ctx, perTry)
 		}
-		out = out.WithContext(tryCtx)
+		out := newUpstreamRequest(tryCtx, r, hdr, path, hostHeader, host, body)
 		// Circuit breaker max_requests, held until the response body is done; on overflow the
 		// request fails here without reaching the upstream (503, flag UO).
 		if !cl.TryRequest() {
@@ -121,12 +128,27 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 		cl.Stats.RqTotal.Inc()
 		cl.Stats.RqActive.Inc()
 		upstreamStart := time.Now()
-		resp, err := cl.Transport(h2).RoundTrip(out)
+		tr := cl.Transport(h2)
+		if _, ok := tr.(*h1.Transport); !ok && r.ProtoMajor == 1 {
+			// net/http's transport may still read the header map after RoundTrip returns (an
+			// abandoned HTTP/2 stream): the h1 server must not reuse it for the next request.
+			s.keepHeader = true
+		}
+		var resp *http.Response
+		var err error
+		if !deadline.IsZero() {
+			resp, err = h1tr.RoundTripDeadline(out, deadline)
+		} else {
+			resp, err = tr.RoundTrip(out)
+		}
 		if err != nil {
 			host.End(true)
 			cl.Stats.RqActive.Dec()
 			cl.ReleaseRequest()
 			why := classify(err, r.Context(), ctx, tryCtx)
+			if why != failDownstreamGone && !deadline.IsZero() && !time.Now().Before(deadline) {
+				why = failTimeout // the route timeout, enforced by the transport
+			}
 			if why != failOverflow && why != failDownstreamGone {
 				// Outlier detection hears of local-origin failures (not overflows or client aborts).
 				cl.ReportLocalFailure(host, why == failTimeout || why == failPerTryTimeout)

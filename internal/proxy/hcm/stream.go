@@ -26,6 +26,9 @@ type stream struct {
 	// mirror replays. Allocated per request with a body, never pooled: the upstream transport may
 	// still read it after the handler returns.
 	body *replayBody
+	// keepHeader: something may read the request's header map after the handler returns, so the
+	// h1 server must not reuse it (it reuses r.Header unless the handler sets it to nil).
+	keepHeader bool
 }
 
 var streams = sync.Pool{New: func() any { return new(stream) }}
@@ -76,6 +79,9 @@ func (h *Handler) finish(s *stream) {
 	if f := h.cfg.OnComplete; f != nil {
 		f(i)
 	}
+	if s.keepHeader && s.ex.r != nil {
+		s.ex.r.Header = nil
+	}
 	i.Reset()
 	s.x.Reset()
 	s.ex = exchange{}
@@ -83,6 +89,7 @@ func (h *Handler) finish(s *stream) {
 	s.ran = 0
 	s.upgrade = ""
 	s.body = nil
+	s.keepHeader = false
 	streams.Put(s)
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/h1"
 	"github.com/trellis-mesh/trellis/internal/proxy/hashpolicy"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
@@ -79,7 +80,7 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 	if s.body != nil {
 		body = s.body
 	}
-	out := newUpstreamRequest(r, hdr, path, hostHeader, host, body).WithContext(ctx)
+	out := newUpstreamRequest(ctx, r, hdr, path, hostHeader, host, body)
 	if !cl.TryRequest() {
 		h.overflow(w, r, s, cl)
 		return
@@ -101,6 +102,9 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 		cl.Stats.RecordStatus(http.StatusServiceUnavailable)
 		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyReset, detailsUpgradeFailed, streaminfo.UpstreamProtocolError)
 		return
+	}
+	if _, ok := tr.(*h1.Transport); !ok {
+		s.keepHeader = true // net/http's transport may write it after RoundTrip returns
 	}
 	upstreamStart := time.Now()
 	resp, err := tr.RoundTrip(out)
