@@ -85,3 +85,30 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestSweepRemovesOnlyDirectoriesOfDeadOwners(t *testing.T) {
+	tmp := t.TempDir()
+	// A process that has exited and been reaped: its pid names no process (until reused).
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := tmp + "/" + dirPattern + "dead"
+	alive := tmp + "/" + dirPattern + "alive"
+	unowned := tmp + "/" + dirPattern + "unowned"
+	for _, dir := range []string{dead, alive, unowned} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, dead+"/"+ownerFile, fmt.Sprint(cmd.Process.Pid))
+	writeFile(t, alive+"/"+ownerFile, fmt.Sprint(os.Getpid()))
+
+	sweepStale(tmp)
+	for dir, want := range map[string]bool{dead: false, alive: true, unowned: true} {
+		_, err := os.Stat(dir)
+		if exists := err == nil; exists != want {
+			t.Errorf("%s exists after sweep: %v, want %v", dir, exists, want)
+		}
+	}
+}
