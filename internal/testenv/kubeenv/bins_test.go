@@ -53,7 +53,14 @@ func TestBinDirIsWhereMakeKubeToolsBuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(makeBin, "-s", "-C", root, "print-kube-dir").Output()
+	cmd := exec.Command(makeBin, "-s", "--no-print-directory", "-C", root, "print-kube-dir")
+	// Under make test this is a make within make: keep the outer one's jobserver and flags out.
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); name != "MAKEFLAGS" && name != "MFLAGS" && name != "MAKELEVEL" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("make print-kube-dir: %v", err)
 	}
