@@ -234,7 +234,7 @@ func startOnce(bins binaries) (env *Env, retry bool, err error) {
 		return nil, false, err
 	}
 	if err := waitHealthy(e.etcd, etcdURL+"/health", nil, "", etcdReadyTimeout); err != nil {
-		return nil, true, err
+		return nil, exitedEarly(e.etcd), err
 	}
 
 	token, err := writeCredentials(dir)
