@@ -286,3 +286,13 @@ func TestStartedServerStopsLeavingNoProcessOrFileBehind(t *testing.T) {
 		t.Errorf("data dir %s after Stop: %v, want it removed", kube.dir, err)
 	}
 }
+
+func TestSharedReturnsOneServerPerTestBinary(t *testing.T) {
+	first, second := Shared(t), Shared(t)
+	if first != second {
+		t.Fatalf("Shared started a second server: %s and %s", first.Host, second.Host)
+	}
+	if _, err := os.Stat(first.Kubeconfig); err != nil {
+		t.Errorf("kubeconfig of the shared server: %v", err)
+	}
+}
