@@ -9,7 +9,16 @@ STATICCHECK_VERSION := v0.8.2
 # Test timeout per package: generous for 2-core CI machines.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean
+.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir
+
+# Real Kubernetes for tests (internal/testenv/kubeenv): etcd and kube-apiserver built from their Go
+# modules (internal/testenv/tools/*) at the versions pinned there, cached per version. Cold: several
+# minutes on 2 cores; afterwards instant (a stamp records what was built). The directory name must
+# stay what kubeenv.BinDir computes (TestBinDirMatchesMakefile checks).
+KUBE_TOOLS   := internal/testenv/tools
+KUBE_VERSION := $(shell awk '{sub(/^require[ \t]+/, "")} $$1=="k8s.io/kubernetes" && $$2~/^v/ {print $$2}' $(KUBE_TOOLS)/kube-apiserver/go.mod)
+ETCD_VERSION := $(shell awk '{sub(/^require[ \t]+/, "")} $$1=="go.etcd.io/etcd/server/v3" && $$2~/^v/ {print $$2}' $(KUBE_TOOLS)/etcd/go.mod)
+KUBE_DIR     := $(CACHE)/kube/kube-apiserver-$(KUBE_VERSION)_etcd-$(ETCD_VERSION)
 
 all: build
 
@@ -25,11 +34,18 @@ lint: $(STATICCHECK)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-# Unit and integration tests, race detector on: most packages here are concurrent.
-unit:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+kube-tools:
+	@GO=$(GO) $(KUBE_TOOLS)/build.sh $(KUBE_DIR)
 
-test: lint build unit
+print-kube-dir:
+	@echo $(KUBE_DIR)
+
+# Unit and integration tests, race detector on: most packages here are concurrent.
+# TRELLIS_REQUIRE_KUBE=1 turns a missing kube-apiserver or etcd into a failure, never a skip.
+unit: kube-tools
+	TRELLIS_REQUIRE_KUBE=1 TRELLIS_KUBE_BIN_DIR=$(KUBE_DIR) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test: lint build kube-tools unit
 
 # Benchmarks: the Go micro benchmarks of the proxy hot path, then trellis-proxy against nginx and
 # haproxy on loopback (installs them and wrk when root; writes bench/RESULTS.md and bench/out/).
