@@ -62,10 +62,9 @@ func (r report) markdown() string {
 	r.latencyTables(&w)
 	r.footprintTables(&w)
 	r.method(&w)
-	p("## What each optimisation bought\n\n")
-	p("_To be filled in by the lead from before/after runs (`make bench-proxy` on the commit before and after each change, or `go run ./bench/cmd/proxybench -proxy-bin <old binary> -results /tmp/before.md`): one row per optimisation with max rps at 1 core, added p99 per hop at 1000 rps, RSS and CPU per 1000 requests, before → after._\n\n")
-	p("| optimisation | commit | max rps 1 core | added p99/hop @1000 rps | RSS peak (100 clusters) | CPU s / 1000 req |\n|---|---|---|---|---|---|\n")
-	p("| _baseline: net/http server + httputil-style forwarding_ | | | | | |\n\n")
+	// Before/after comparisons need several builds measured together, which one run cannot do: they
+	// live in their own file, kept by hand.
+	p("## What each optimisation bought\n\nSee [OPTIMISATIONS.md](OPTIMISATIONS.md): each optimisation with its effect, builds measured side by side with `-proxy-bin`.\n")
 	return w.String()
 }
 
