@@ -170,17 +170,28 @@ func TestProxyFollowsControlPlanePushes(t *testing.T) {
 	}
 	waitFor(t, func() bool { return fetch() == "200 reviews-v2" })
 
-	_, body := getBody(t, "http://"+admin+"/config_dump")
-	var dump adminv3.ConfigDump
-	var listeners adminv3.ListenersConfigDump
-	if err := protojson.Unmarshal([]byte(body), &dump); err != nil {
-		t.Fatal(err)
-	}
-	if err := dump.GetConfigs()[2].UnmarshalTo(&listeners); err != nil {
-		t.Fatal(err)
-	}
-	if dl := listeners.GetDynamicListeners(); len(dl) != 1 || dl[0].GetName() != "virtualOutbound" || dl[0].GetActiveState().GetVersionInfo() != "2" {
-		t.Fatalf("listeners config dump: %v", dl)
+	// The new routes can serve before the LDS response of the same push is applied (xDS types
+	// arrive on their own), so the listener's version is awaited, not read once.
+	var dl []*adminv3.ListenersConfigDump_DynamicListener
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := getBody(t, "http://"+admin+"/config_dump")
+		var dump adminv3.ConfigDump
+		var listeners adminv3.ListenersConfigDump
+		if err := protojson.Unmarshal([]byte(body), &dump); err != nil {
+			t.Fatal(err)
+		}
+		if err := dump.GetConfigs()[2].UnmarshalTo(&listeners); err != nil {
+			t.Fatal(err)
+		}
+		dl = listeners.GetDynamicListeners()
+		if len(dl) == 1 && dl[0].GetName() == "virtualOutbound" && dl[0].GetActiveState().GetVersionInfo() == "2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listeners config dump: %v", dl)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	_, stats := getBody(t, "http://"+admin+"/stats")
 	if !strings.Contains(stats, "control_plane.connected_state: 1\n") {
