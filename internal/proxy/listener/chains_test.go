@@ -42,6 +42,11 @@ func readAll(t *testing.T, c net.Conn) string {
 	return string(b)
 }
 
+// helloOnly lets a TLS client write its ClientHello but read nothing back.
+type helloOnly struct{ net.Conn }
+
+func (helloOnly) Read([]byte) (int, error) { return 0, io.EOF }
+
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -86,7 +91,8 @@ func TestTLSInspectorChoosesTheChainBySNIWithoutConsumingTheHello(t *testing.T) 
 	// for whoever reads the connection.
 	c := dial(t, addr)
 	go func() {
-		tc := tls.Client(c, &tls.Config{ServerName: "api.example.com", NextProtos: []string{"istio"}, InsecureSkipVerify: true})
+		// The client only sends its hello: reading here would race readAll for the chain's answer.
+		tc := tls.Client(helloOnly{c}, &tls.Config{ServerName: "api.example.com", NextProtos: []string{"istio"}, InsecureSkipVerify: true})
 		_ = tc.Handshake()
 	}()
 	if got := readAll(t, c); !strings.HasPrefix(got, "wild sni=api.example.com transport=tls alpn=istio") {
