@@ -282,10 +282,10 @@ func (c *Cluster) closeIdle() {
 	}
 }
 
-// dialer opens upstream connections for both transports, counting them and wrapping failures in
-// ConnectError.
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
+// dialer opens upstream connections for both HTTP transports and the TCP proxy: within
+// max_connections, counted per cluster and per host, failures wrapped in ConnectError.
 func (c *Cluster) dialer() dialFunc {
 	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -325,7 +325,7 @@ func (c *Cluster) dialer() dialFunc {
 // round trip on the caller's goroutine. Bodies pass through untouched (no compression).
 func (c *Cluster) newH1Transport() *h1.Transport {
 	return &h1.Transport{
-		DialContext:         c.withTLS(c.dialer(), false),
+		DialContext:         c.withTLS(c.dialer(), "http/1.1"),
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     c.cfg.IdleTimeout,
 	}
@@ -337,7 +337,7 @@ func (c *Cluster) newTransport() *http.Transport {
 	p.SetUnencryptedHTTP2(true)
 	return &http.Transport{
 		Proxy:                 nil, // never the environment's HTTP_PROXY: the proxy is the one applications use
-		DialContext:           c.withTLS(c.dialer(), true),
+		DialContext:           c.withTLS(c.dialer(), "h2"),
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       c.cfg.IdleTimeout,
 		DisableCompression:    true, // bodies pass through untouched

@@ -60,13 +60,10 @@ func (c *Cluster) tlsClient(ctx context.Context, conn net.Conn, cfg *tls.Config,
 // withTLS wraps dial so that it originates TLS, when the cluster says so. The transport using it
 // still believes it speaks plaintext (HTTP/1.1, or HTTP/2 with prior knowledge), which is exactly
 // what it must write inside the TLS connection once ALPN has agreed on that protocol.
-func (c *Cluster) withTLS(dial dialFunc, h2 bool) dialFunc {
+// proto is what the connections carry ("h2", "http/1.1", or "" for raw TCP).
+func (c *Cluster) withTLS(dial dialFunc, proto string) dialFunc {
 	if c.cfg.TLS == nil {
 		return dial
-	}
-	proto := "http/1.1"
-	if h2 {
-		proto = "h2"
 	}
 	cfg := c.clientConfig(proto)
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -85,29 +82,10 @@ func (c *Cluster) withTLS(dial dialFunc, h2 bool) dialFunc {
 
 // Dial opens a connection to host for a raw TCP proxy: within the cluster's connect timeout, over
 // TLS when the cluster originates it, counted in the cluster's upstream_cx_* stats.
+// It is the HTTP transports' dialer, so max_connections and the per-host counters cover TCP
+// proxy connections too, as in Envoy.
 func (c *Cluster) Dial(ctx context.Context, host *Host) (net.Conn, error) {
-	network, addr := "tcp", host.Target()
-	if path, ok := unixPath(addr); ok {
-		network, addr = "unix", path
-	}
-	// max_connections covers TCP proxy connections too, as in Envoy.
-	if err := c.cb.acquireConnection(ctx, c.cfg.ConnectTimeout); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(c.cfg.ConnectTimeout)
-	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
-	conn, err := d.DialContext(ctx, network, addr)
-	if err == nil && c.cfg.TLS != nil {
-		conn, err = c.tlsClient(ctx, conn, c.clientConfig(""), deadline)
-	}
-	if err != nil {
-		c.cb.releaseConnection()
-		c.Stats.CxConnectFail.Inc()
-		return nil, &ConnectError{Address: addr, Err: err}
-	}
-	c.Stats.CxTotal.Inc()
-	c.Stats.CxActive.Inc()
-	return &countedConn{Conn: conn, active: c.Stats.CxActive, slot: c.cb}, nil
+	return c.withTLS(c.dialer(), "")(ctx, "tcp", host.Target())
 }
 
 // CloseWrite half-closes the connection when the one underneath can (TCP, TLS), so a TCP proxy can

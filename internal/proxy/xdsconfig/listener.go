@@ -185,12 +185,6 @@ type UpgradeConfig struct {
 	Enabled bool
 }
 
-// UpgradeEnabled reports whether requests may upgrade to typ (compared case-insensitively).
-func (h *HTTPConnectionManager) UpgradeEnabled(typ string) bool {
-	enabled, _ := h.Upgrade(typ)
-	return enabled
-}
-
 // Upgrade reports whether typ is enabled and whether upgrade_configs lists it at all (a route can
 // only switch upgrades on or off that the connection manager lists, as in Envoy).
 func (h *HTTPConnectionManager) Upgrade(typ string) (enabled, listed bool) {

@@ -116,7 +116,10 @@ default_filter_chain:
 		t.Errorf("server TLS config %+v", c)
 	}
 	h := term.HTTP
-	if h.Codec != CodecHTTP2 || !h.UpgradeEnabled("websocket") || h.UpgradeEnabled("spdy/3") || h.UpgradeEnabled("h2c") {
+	ws, _ := h.Upgrade("websocket")
+	spdy, _ := h.Upgrade("spdy/3")
+	h2c, _ := h.Upgrade("h2c")
+	if h.Codec != CodecHTTP2 || !ws || spdy || h2c {
 		t.Errorf("HCM codec %v upgrades %+v", h.Codec, h.Upgrades)
 	}
 	if ms := got.HTTPManagers(); len(ms) != 1 || ms[0] != h {
