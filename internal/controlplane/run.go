@@ -25,6 +25,10 @@ type Options struct {
 	ConfigDir  string
 	XDSAddress string       // "" means DefaultXDSAddress; port 0 picks a free one
 	Logger     *slog.Logger // nil means slog.Default()
+	// DebugAddress serves metrics and debug endpoints (istiod's 15014:
+	// /metrics, /debug/syncz, /debug/configz, ...); "" disables them.
+	// DefaultDebugAddress is what the CLI uses.
+	DebugAddress string
 
 	// Ready, if set, is called once the xDS listener is bound, before any
 	// config is applied; proxies may connect from then on.
@@ -42,8 +46,9 @@ type Options struct {
 
 // Ready describes a running control plane.
 type Ready struct {
-	XDSAddr net.Addr
-	XDS     *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
+	XDSAddr   net.Addr
+	DebugAddr net.Addr    // nil when Options.DebugAddress is ""
+	XDS       *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
 }
 
 // Run serves until ctx is done, then shuts down gracefully and returns nil.
@@ -68,19 +73,26 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
 	}
-	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log})
+	tel := newTelemetry()
+	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log, Metrics: tel.xds})
+	dbg, err := listenDebug(opts.DebugAddress, tel, srv, log)
+	if err != nil {
+		lis.Close()
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()
 	if opts.Ready != nil {
-		opts.Ready(Ready{XDSAddr: lis.Addr(), XDS: srv})
+		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv})
 	}
 
 	onConfig := func(cfg *model.Config) {
 		snap := model.NewSnapshot(cfg)
 		srv.Update(snap)
+		tel.state.Applied(cfg, snap)
 		log.Info("config applied", "dir", opts.ConfigDir, "services", len(snap.Services),
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
@@ -89,6 +101,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	onError := func(err error) {
 		logConfigError(log, opts.ConfigDir, err)
+		tel.state.Rejected(err)
 		if opts.OnConfigError != nil {
 			opts.OnConfigError(err)
 		}
@@ -120,6 +133,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("xDS streams did not end in time; closed them", "error", err)
+	}
+	if err := dbg.shutdown(sctx); err != nil {
+		log.Warn("debug server did not stop cleanly", "error", err)
 	}
 	if served != nil {
 		if err := <-served; err != nil && runErr == nil {

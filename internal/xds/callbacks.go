@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -19,7 +20,8 @@ type streamKey struct {
 }
 
 type streamState struct {
-	nodeID string
+	nodeID  string
+	version string // the proxy's version, the pilot_xds label it is counted under
 	// sent maps type URL → the last response on this stream, so an ACK or
 	// NACK (which names only a nonce) can be tied to the version it is about.
 	sent map[string]sentResponse
@@ -52,26 +54,26 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 }
 
 func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	return c.s.onRequest(c.ctx, streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage()))
+	return c.s.onRequest(c.ctx, streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail()))
 }
 
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Only the first delta request must carry the node; the library fills
 	// it in for later ones after this callback, so it may be nil here.
-	return c.s.onRequest(c.ctx, streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage()))
+	return c.s.onRequest(c.ctx, streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail()))
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	c.s.recordSent(streamKey{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+	c.s.recordSent(streamKey{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo(), sotwSize(resp))
 }
 
 func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	c.s.recordSent(streamKey{true, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+	c.s.recordSent(streamKey{true, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo(), deltaSize(resp))
 }
 
 // onRequest registers a stream on its first request (rejecting nodes whose
 // ID Trellis cannot route for) and records ACKs and NACKs after that.
-func (s *Server) onRequest(ctx context.Context, key streamKey, node *corev3.Node, typeURL, nonce string, nack *string) error {
+func (s *Server) onRequest(ctx context.Context, key streamKey, node *corev3.Node, typeURL, nonce string, nack *rejection) error {
 	s.mu.Lock()
 	ss, known := s.streams[key]
 	if known {
@@ -92,14 +94,17 @@ func (s *Server) onRequest(ctx context.Context, key streamKey, node *corev3.Node
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 
+	info := nodeInfoOf(node)
 	s.mu.Lock()
-	ss = &streamState{nodeID: proxy.ID, sent: map[string]sentResponse{}}
+	ss = &streamState{nodeID: proxy.ID, version: info.istioVersion, sent: map[string]sentResponse{}}
 	s.streams[key] = ss
+	s.metrics.proxyConnected(ss.version)
 	st, ok := s.proxies[proxy.ID]
 	if !ok {
 		st = &proxyState{connectedAt: time.Now()}
 		s.proxies[proxy.ID] = st
 	}
+	st.nodeInfo, st.delta = info, key.delta
 	if st.forget != nil {
 		st.forget.Stop()
 		st.forget = nil
@@ -116,23 +121,33 @@ func (s *Server) onRequest(ctx context.Context, key streamKey, node *corev3.Node
 	return nil
 }
 
-// nackOf returns the NACK message of a request, or nil for a request that
-// does not reject anything.
-func nackOf(isNACK bool, msg string) *string {
-	if !isNACK {
-		return nil
-	}
-	return &msg
+// rejection is what a NACK carries: the proxy's error detail.
+type rejection struct {
+	code    int32
+	message string
 }
 
-// recordReply notes an ACK or NACK of an earlier response. Call with s.mu held.
-func (s *Server) recordReply(ss *streamState, typeURL, nonce string, nack *string) {
-	if nonce == "" {
-		return // a subscription, not a reply to a response
+// nackOf returns a request's rejection, or nil for a request that does not
+// reject anything.
+func nackOf(detail *rpcstatus.Status) *rejection {
+	if detail == nil {
+		return nil
 	}
+	return &rejection{code: detail.GetCode(), message: detail.GetMessage()}
+}
+
+// recordReply notes a subscription to typeURL, and an ACK or NACK of an
+// earlier response. Call with s.mu held.
+func (s *Server) recordReply(ss *streamState, typeURL, nonce string, nack *rejection) {
 	st := s.proxies[ss.nodeID]
 	if st == nil {
 		return
+	}
+	if t := typeIndex(typeURL); t >= 0 {
+		st.subscribed |= 1 << t
+	}
+	if nonce == "" {
+		return // a subscription, not a reply to a response
 	}
 	var version string
 	if sent, ok := ss.sent[typeURL]; ok && sent.nonce == nonce {
@@ -144,18 +159,29 @@ func (s *Server) recordReply(ss *streamState, typeURL, nonce string, nack *strin
 				st.acked = map[string]string{}
 			}
 			st.acked[typeURL] = version
+			s.checkConverged(st, true)
 		}
 		return
 	}
-	st.lastNACK = &NACK{TypeURL: typeURL, Version: version, Nonce: nonce, Message: *nack, At: time.Now()}
-	s.log.Warn("proxy rejected config (NACK)", "proxy", ss.nodeID, "type", typeURL, "version", version, "error", *nack)
+	st.lastNACK = &NACK{TypeURL: typeURL, Version: version, Nonce: nonce, Message: nack.message, At: time.Now()}
+	s.metrics.rejected(typeIndex(typeURL), ss.nodeID, nack.code)
+	s.log.Warn("proxy rejected config (NACK)", "proxy", ss.nodeID, "type", typeURL, "version", version, "error", nack.message)
 }
 
-func (s *Server) recordSent(key streamKey, typeURL, nonce, version string) {
+func (s *Server) recordSent(key streamKey, typeURL, nonce, version string, size int) {
+	s.metrics.sent(typeIndex(typeURL), size)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ss, ok := s.streams[key]; ok {
-		ss.sent[typeURL] = sentResponse{nonce: nonce, version: version}
+	ss, ok := s.streams[key]
+	if !ok {
+		return
+	}
+	ss.sent[typeURL] = sentResponse{nonce: nonce, version: version}
+	if st := s.proxies[ss.nodeID]; st != nil {
+		if st.sent == nil {
+			st.sent = map[string]string{}
+		}
+		st.sent[typeURL] = version
 	}
 }
 
@@ -169,6 +195,7 @@ func (s *Server) closeStream(key streamKey) {
 		return // rejected before it was registered
 	}
 	delete(s.streams, key)
+	s.metrics.proxyDisconnected(ss.version)
 	st := s.proxies[ss.nodeID]
 	if st == nil {
 		return

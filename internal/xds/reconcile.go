@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -151,6 +152,15 @@ func shortType(url resourcev3.Type) string {
 // Failures leave the previous entry in place: a proxy keeps running the last
 // config that passed every check, and other proxies are unaffected.
 func (s *Server) reconcile(ctx context.Context, st *proxyState) {
+	s.reconcileChange(ctx, st, time.Time{})
+}
+
+// reconcileChange is reconcile for a config change made at changedAt: if
+// the proxy's config changes, its convergence is timed from then until it
+// has ACKed every type it is subscribed to. A zero changedAt (a proxy
+// connecting) times nothing.
+func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt time.Time) {
+	start := time.Now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.forgotten {
@@ -172,14 +182,23 @@ func (s *Server) reconcile(ctx context.Context, st *proxyState) {
 	defer s.mu.Unlock()
 	if err != nil {
 		st.lastErr = err.Error()
+		s.metrics.internalErrors.Inc()
 		s.log.Error("xDS push rejected; proxy keeps its previous config", "proxy", proxy.ID, "error", err)
 		return
 	}
 	st.lastErr = ""
 	if !maps.Equal(st.versions, versions) {
 		s.log.Debug("xDS snapshot set", "proxy", proxy.ID, "versions", versions)
+		took := time.Since(start).Seconds()
+		for url, v := range versions {
+			if t := typeIndex(url); t >= 0 && st.versions[url] != v {
+				s.metrics.pushTime[t].Observe(took)
+			}
+		}
+		s.startPending(st, changedAt)
 	}
 	st.versions = versions
+	s.checkConverged(st, false)
 }
 
 func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {

@@ -30,6 +30,8 @@ type Options struct {
 	// ForgetAfter is how long after a proxy's last stream closes its cached
 	// snapshot and status are dropped; 0 means DefaultForgetAfter.
 	ForgetAfter time.Duration
+	// Metrics, if set, records istiod's pilot_* metrics (see NewMetrics).
+	Metrics *Metrics
 }
 
 // Server is an ADS server that keeps each connected proxy's snapshot in
@@ -41,6 +43,10 @@ type Server struct {
 	cache       cachev3.SnapshotCache
 
 	latest atomic.Pointer[model.Snapshot]
+	// changedAt is when the latest snapshot was given to Update (Unix ns),
+	// the start of a config change's convergence.
+	changedAt atomic.Int64
+	metrics   *Metrics
 	// kick wakes the push worker; capacity 1 so bursts of Update coalesce
 	// into one pass over the proxies with whatever snapshot is latest then.
 	kick chan struct{}
@@ -65,8 +71,12 @@ func NewServer(opts Options) *Server {
 	if opts.ForgetAfter <= 0 {
 		opts.ForgetAfter = DefaultForgetAfter
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
 	log := opts.Logger.With("component", "xds")
 	return &Server{
+		metrics:     opts.Metrics,
 		log:         log,
 		translate:   opts.Translate,
 		forgetAfter: opts.ForgetAfter,
@@ -86,6 +96,7 @@ func (s *Server) Update(snap *model.Snapshot) {
 	if snap == nil {
 		return
 	}
+	s.changedAt.Store(time.Now().UnixNano())
 	s.latest.Store(snap)
 	select {
 	case s.kick <- struct{}{}:
@@ -170,12 +181,14 @@ func (s *Server) pushLoop(ctx context.Context) {
 		case <-s.kick:
 		}
 		start := time.Now()
+		changedAt := time.Unix(0, s.changedAt.Load())
 		states := s.connected()
 		for _, st := range states {
 			if ctx.Err() != nil {
 				return
 			}
-			s.reconcile(ctx, st)
+			s.metrics.queueTime.Observe(time.Since(changedAt).Seconds())
+			s.reconcileChange(ctx, st, changedAt)
 		}
 		s.log.Debug("pushed config", "proxies", len(states), "took", time.Since(start))
 	}

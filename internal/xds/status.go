@@ -21,9 +21,17 @@ type proxyState struct {
 	connectedAt time.Time
 	forget      *time.Timer
 	versions    map[string]string // type URL → version in the cache
+	sent        map[string]string // type URL → version last sent to the proxy
 	acked       map[string]string // type URL → version the proxy last ACKed
 	lastNACK    *NACK
 	lastErr     string
+
+	nodeInfo   nodeInfo
+	delta      bool  // the proxy's latest stream is a delta stream
+	subscribed uint8 // bit typeIndex set once the proxy has requested that type
+	// pendingSince is when the oldest config change the proxy has not yet
+	// fully ACKed was made; zero when it has converged.
+	pendingSince time.Time
 }
 
 // NACK is a proxy's rejection of a response.
@@ -40,10 +48,15 @@ type ProxyStatus struct {
 	ID          string
 	Streams     int // open streams; 0 while waiting to be forgotten
 	ConnectedAt time.Time
+	// IstioVersion is the proxy's ISTIO_VERSION node metadata, else its
+	// user agent version; ClusterID its CLUSTER_ID metadata ("" if none).
+	IstioVersion string
+	ClusterID    string
 	// Versions is type URL → version of the config the server holds for
-	// the proxy; Acked is what the proxy last accepted. A type is in sync
-	// when the two agree.
+	// the proxy; Sent what was last sent on its stream; Acked what the
+	// proxy last accepted. SyncStatus compares Sent and Acked.
 	Versions map[string]string
+	Sent     map[string]string
 	Acked    map[string]string
 	LastNACK *NACK
 	// LastError is why the latest reconcile failed (translation or
@@ -58,12 +71,15 @@ func (s *Server) Proxies() []ProxyStatus {
 	out := make([]ProxyStatus, 0, len(s.proxies))
 	for id, st := range s.proxies {
 		ps := ProxyStatus{
-			ID:          id,
-			Streams:     st.streams,
-			ConnectedAt: st.connectedAt,
-			Versions:    maps.Clone(st.versions),
-			Acked:       maps.Clone(st.acked),
-			LastError:   st.lastErr,
+			ID:           id,
+			Streams:      st.streams,
+			ConnectedAt:  st.connectedAt,
+			IstioVersion: st.nodeInfo.istioVersion,
+			ClusterID:    st.nodeInfo.clusterID,
+			Versions:     maps.Clone(st.versions),
+			Sent:         maps.Clone(st.sent),
+			Acked:        maps.Clone(st.acked),
+			LastError:    st.lastErr,
 		}
 		if st.lastNACK != nil {
 			n := *st.lastNACK
