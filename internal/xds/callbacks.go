@@ -182,6 +182,7 @@ func (s *Server) recordSent(key streamKey, typeURL, nonce, version string, size 
 			st.sent = map[string]string{}
 		}
 		st.sent[typeURL] = version
+		st.sentSincePending = !st.pendingSince.IsZero()
 	}
 }
 

@@ -32,6 +32,8 @@ type proxyState struct {
 	// pendingSince is when the oldest config change the proxy has not yet
 	// fully ACKed was made; zero when it has converged.
 	pendingSince time.Time
+	// sentSincePending: a response went out after pendingSince was set.
+	sentSincePending bool
 }
 
 // NACK is a proxy's rejection of a response.

@@ -78,11 +78,10 @@ func deltaSize(r *discoveryv3.DeltaDiscoveryResponse) int {
 // version of every type it subscribes to: the server re-sends a subscribed
 // type whenever its version changes. A delta proxy is sent a type only when
 // a resource it subscribes to changed, so "current version" cannot be
-// required of it; it has caught up when it has ACKed everything sent to it,
-// checked on its ACKs only (before the first response goes out, nothing is
-// outstanding yet).
+// required of it; it has caught up when it has ACKed everything sent to it
+// since the change, checked on its ACKs only.
 func (s *Server) checkConverged(st *proxyState, onACK bool) {
-	if st.pendingSince.IsZero() || (st.delta && !onACK) {
+	if st.pendingSince.IsZero() || (st.delta && (!onACK || !st.sentSincePending)) {
 		return
 	}
 	for url, version := range st.versions {
@@ -99,7 +98,7 @@ func (s *Server) checkConverged(st *proxyState, onACK bool) {
 		}
 	}
 	s.metrics.convergence.Observe(time.Since(st.pendingSince).Seconds())
-	st.pendingSince = time.Time{}
+	st.pendingSince, st.sentSincePending = time.Time{}, false
 }
 
 // startPending notes a config change made at changedAt that altered a
@@ -112,7 +111,7 @@ func (s *Server) startPending(st *proxyState, changedAt time.Time) {
 		return
 	}
 	if st.pendingSince.IsZero() || (st.delta && !outstanding(st)) {
-		st.pendingSince = changedAt
+		st.pendingSince, st.sentSincePending = changedAt, false
 	}
 }
 
