@@ -21,6 +21,7 @@ func newUpCmd() *cobra.Command {
 	var (
 		configDir string
 		xds       string
+		debug     string
 		reset     bool
 		apps      bool
 		logs      logFlags
@@ -64,10 +65,11 @@ func newUpCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			err = localmesh.Run(ctx, localmesh.Options{
-				ConfigDir:  configDir,
-				XDSAddress: xds,
-				Logger:     log,
-				Ready:      func(m localmesh.Mesh) { printMesh(out, m, configDir) },
+				ConfigDir:    configDir,
+				XDSAddress:   xds,
+				DebugAddress: debug,
+				Logger:       log,
+				Ready:        func(m localmesh.Mesh) { printMesh(out, m, configDir) },
 				OnConfigError: func(err error) {
 					fmt.Fprintf(out, "\nConfig rejected; the last good config keeps serving:\n  %s\n",
 						strings.ReplaceAll(err.Error(), "\n", "\n  "))
@@ -82,6 +84,7 @@ func newUpCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&configDir, "config-dir", "", "directory of Istio YAML to run (default: the demo, written to ~/.trellis/demo)")
 	cmd.Flags().StringVar(&xds, "xds-address", controlplane.DefaultXDSAddress, "address the control plane serves xDS on")
+	cmd.Flags().StringVar(&debug, "debug-address", controlplane.DefaultDebugAddress, "address the control plane serves metrics and debug endpoints on (\"\" disables them)")
 	cmd.Flags().BoolVar(&reset, "reset", false, "rewrite the demo config in ~/.trellis/demo, discarding your edits")
 	cmd.Flags().BoolVar(&apps, "demo-apps", false, "run the demo apps (default: only when running the demo)")
 	cmd.Flags().StringVar(&logs.level, "log-level", "warn", "log level: debug, info, warn or error")
@@ -115,7 +118,11 @@ func printMesh(w io.Writer, m localmesh.Mesh, configDir string) {
 		}
 	}
 	fmt.Fprintf(w, "  Config (edit; applies live):    %s\n", configDir)
-	fmt.Fprintf(w, "  Control plane xDS:              %s\n\n", m.XDSAddress)
+	fmt.Fprintf(w, "  Control plane xDS:              %s\n", m.XDSAddress)
+	if m.DebugAddress != "" {
+		fmt.Fprintf(w, "  Control plane metrics, debug:   http://%s/metrics  http://%s/debug/syncz  (trellis proxy-status)\n", m.DebugAddress, m.DebugAddress)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  Proxies (admin: /ready /config_dump /stats):\n")
 	for _, p := range m.Proxies {
 		fmt.Fprintf(w, "    %-36s http://%s/\n", p.Name, p.AdminAddress)

@@ -18,7 +18,10 @@ import (
 type Options struct {
 	ConfigDir  string
 	XDSAddress string // "" means the control plane's default, 127.0.0.1:15010
-	Logger     *slog.Logger
+	// DebugAddress is the control plane's metrics and debug address
+	// (controlplane.DefaultDebugAddress in `trellis up`); "" disables it.
+	DebugAddress string
+	Logger       *slog.Logger
 
 	// Ready, if set, is called once the control plane serves and every
 	// proxy of the initial config reports ready on its admin /ready.
@@ -29,8 +32,9 @@ type Options struct {
 
 // Mesh describes a running local mesh.
 type Mesh struct {
-	XDSAddress string
-	Proxies    []Proxy // sorted by IP
+	XDSAddress   string
+	DebugAddress string  // "" when disabled
+	Proxies      []Proxy // sorted by IP
 }
 
 // Proxy is one running proxy and where to reach it.
@@ -58,19 +62,24 @@ func Run(ctx context.Context, opts Options) error {
 
 	var (
 		xdsAddr    = make(chan string, 1)
+		debugAddr  string // written before xdsAddr is sent
 		configured = make(chan struct{})
 		firstOnce  sync.Once
 	)
 	cpErr := make(chan error, 1)
 	go func() {
 		cpErr <- controlplane.Run(ctx, controlplane.Options{
-			ConfigDir:  opts.ConfigDir,
-			XDSAddress: opts.XDSAddress,
-			Logger:     opts.Logger.With("component", "controlplane"),
+			ConfigDir:    opts.ConfigDir,
+			XDSAddress:   opts.XDSAddress,
+			DebugAddress: opts.DebugAddress,
+			Logger:       opts.Logger.With("component", "controlplane"),
 			// Ready runs before any config is applied, so every OnConfig
 			// below already knows where proxies must connect.
 			Ready: func(r controlplane.Ready) {
 				m.setXDSAddress(r.XDSAddr.String())
+				if r.DebugAddr != nil {
+					debugAddr = r.DebugAddr.String()
+				}
 				xdsAddr <- r.XDSAddr.String()
 			},
 			OnConfig: func(snap *model.Snapshot) {
@@ -104,7 +113,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("local mesh: %w", err)
 	}
 	if opts.Ready != nil {
-		opts.Ready(m.describe(addr))
+		mesh := m.describe(addr)
+		mesh.DebugAddress = debugAddr
+		opts.Ready(mesh)
 	}
 
 	select {
