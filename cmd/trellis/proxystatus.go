@@ -83,19 +83,36 @@ func fetchSyncz(ctx context.Context, addr string) ([]cpdebug.SyncStatus, error) 
 
 // printStatusTable prints istioctl's table. NAME is istioctl's
 // "pod.namespace" (the node ID's middle field); ISTIOD is the control plane
-// instance that answered, here its debug address.
+// instance that answered, here its debug address. Rejections are listed
+// under the table, where a long message does not break its columns.
 func printStatusTable(w io.Writer, proxies []cpdebug.SyncStatus, cp string) {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tCLUSTER\tCDS\tLDS\tEDS\tRDS\tISTIOD\tVERSION")
+	var nacks []string
 	for _, p := range proxies {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", proxyName(p.ProxyID), p.ClusterID,
-			typeStatus(p, "CDS"), typeStatus(p, "LDS"), typeStatus(p, "EDS"), typeStatus(p, "RDS"),
-			cp, p.IstioVersion)
+		cells := make([]string, 0, len(xdsTypes))
+		for _, t := range xdsTypes {
+			st, nacked := typeStatus(p, t.column)
+			if nacked {
+				st += " (NACK)"
+				nacks = append(nacks, fmt.Sprintf("  %s %s: %s", proxyName(p.ProxyID), t.column, oneLine(p.LastNACK.Message)))
+			}
+			cells = append(cells, st)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", proxyName(p.ProxyID), orDash(p.ClusterID),
+			cells[0], cells[1], cells[2], cells[3], cp, orDash(p.IstioVersion))
 	}
 	tw.Flush()
+	if len(nacks) > 0 {
+		fmt.Fprintln(w, "\nRejected by the proxy (NACK); it keeps its previous config:")
+		for _, n := range nacks {
+			fmt.Fprintln(w, n)
+		}
+	}
 }
 
-// xdsTypes maps the table's columns to syncz fields and type URLs.
+// xdsTypes maps the table's columns, in istioctl's order, to syncz fields
+// and type URLs.
 var xdsTypes = []struct {
 	column, typeURL string
 	versions        func(cpdebug.SyncStatus) (sent, acked string)
@@ -106,21 +123,18 @@ var xdsTypes = []struct {
 	{"RDS", "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", func(p cpdebug.SyncStatus) (string, string) { return p.RouteSent, p.RouteAcked }},
 }
 
-// typeStatus is one cell: the sync word, and for a STALE type whose latest
-// sent version the proxy rejected, the rejection.
-func typeStatus(p cpdebug.SyncStatus, column string) string {
+// typeStatus is one type's sync word, and whether it is STALE because the
+// proxy rejected the version last sent.
+func typeStatus(p cpdebug.SyncStatus, column string) (status string, nacked bool) {
 	for _, t := range xdsTypes {
 		if t.column != column {
 			continue
 		}
 		sent, acked := t.versions(p)
 		st := xds.SyncStatus(sent, acked)
-		if st == xds.Stale && p.LastNACK != nil && p.LastNACK.TypeURL == t.typeURL && p.LastNACK.Version == sent {
-			return st + " (NACK: " + oneLine(p.LastNACK.Message, 60) + ")"
-		}
-		return st
+		return st, st == xds.Stale && p.LastNACK != nil && p.LastNACK.TypeURL == t.typeURL && p.LastNACK.Version == sent
 	}
-	return ""
+	return "", false
 }
 
 func printProxyDetail(w io.Writer, p cpdebug.SyncStatus) {
@@ -139,7 +153,11 @@ func printProxyDetail(w io.Writer, p cpdebug.SyncStatus) {
 	fmt.Fprintln(tw, "TYPE\tSTATUS\tSENT\tACKED")
 	for _, t := range xdsTypes {
 		sent, acked := t.versions(p)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.column, xds.SyncStatus(sent, acked), orDash(sent), orDash(acked))
+		st, nacked := typeStatus(p, t.column)
+		if nacked {
+			st += " (NACK)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.column, st, orDash(sent), orDash(acked))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -213,11 +231,5 @@ func orDash(s string) string {
 	return s
 }
 
-// oneLine keeps a table cell on one line and bounded.
-func oneLine(s string, max int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > max {
-		return string(r[:max-1]) + "…"
-	}
-	return s
-}
+// oneLine keeps a message on its line of the listing.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
