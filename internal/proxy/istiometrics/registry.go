@@ -197,11 +197,9 @@ func renderLabels(names, values []string) string {
 		}
 		b.WriteString(n)
 		b.WriteString(`="`)
-		v := Unknown
-		if i < len(values) && values[i] != "" {
-			v = values[i]
+		if i < len(values) {
+			escape(&b, values[i])
 		}
-		escape(&b, v)
 		b.WriteByte('"')
 	}
 	return b.String()

@@ -132,13 +132,19 @@ func (p *Peers) values(proto Protocol) []string {
 	if p.Security == SecurityMutualTLS {
 		srcPrincipal, dstPrincipal = src.Principal(TrustDomain), dst.Principal(TrustDomain)
 	}
-	return []string{
+	v := []string{
 		p.Reporter.String(),
 		src.Workload, src.CanonicalService, src.Revision, src.Namespace, srcPrincipal, src.App, src.Version, src.Cluster,
 		dst.Workload, dst.Namespace, dstPrincipal, dst.App, dst.Version,
 		svc.Host, svc.Name, svc.Namespace, dst.CanonicalService, dst.Revision, dst.Cluster,
 		proto.String(),
 	}
+	for i := range v {
+		if v[i] == "" {
+			v[i] = Unknown
+		}
+	}
+	return v
 }
 
 // The metrics' indexes in their sets.
@@ -185,7 +191,7 @@ func New(self *Identity) *Telemetry {
 		services:      make(map[string]*Service),
 	}
 	t.HTTP = NewSet(&t.Registry, httpLabels, func(k HTTPKey) []string {
-		grpc := ""
+		grpc := "" // not gRPC: Istio leaves it empty rather than unknown
 		if k.GRPCStatus >= 0 {
 			grpc = strconv.Itoa(int(k.GRPCStatus))
 		}
