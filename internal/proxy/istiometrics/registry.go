@@ -109,6 +109,17 @@ func (s *Set[K]) With(key K) *Series {
 	return se
 }
 
+// Keys lists the keys of the set's series, in no order.
+func (s *Set[K]) Keys() []K {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]K, 0, len(s.series))
+	for k := range s.series {
+		out = append(out, k)
+	}
+	return out
+}
+
 // Add adds n to the set's i-th metric, a counter.
 func (se *Series) Add(i int, n uint64) { se.m[i].count.Add(n) }
 
