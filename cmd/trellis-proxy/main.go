@@ -26,6 +26,7 @@ func newRootCommand() *cobra.Command {
 	var (
 		opts           proxy.Options
 		metadata       []string
+		labels         []string
 		logLevel       string
 		componentLevel string
 	)
@@ -46,6 +47,9 @@ func newRootCommand() *cobra.Command {
 				return fail(err)
 			}
 			opts.Metadata = md
+			if opts.Labels, err = parseKeyValues("--label", labels); err != nil {
+				return fail(err)
+			}
 			ctx, stop := onSignals()
 			defer stop()
 			return fail(proxy.Run(ctx, opts))
@@ -56,6 +60,9 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&opts.NodeID, "node-id", "", "xDS node ID, e.g. sidecar~127.0.1.3~reviews-v1.default~default.svc.cluster.local")
 	f.StringVar(&opts.Cluster, "cluster", "", "xDS node cluster (default: <workload>.<namespace> from the node ID)")
 	f.StringArrayVar(&metadata, "metadata", nil, "node metadata KEY=VALUE (repeatable), e.g. INTERCEPTION_MODE=NONE")
+	f.StringArrayVar(&labels, "label", nil, "workload label KEY=VALUE (repeatable) for node.metadata.LABELS, e.g. app=reviews, version=v1")
+	f.StringVar(&opts.StatusAddress, "status-address", "", "Istio status port address serving /stats/prometheus and /healthz/ready, e.g. 0.0.0.0:15020 (default: off)")
+	f.StringVar(&opts.HealthAddress, "health-address", "", "Istio health port address serving /healthz/ready, e.g. 0.0.0.0:15021 (default: off)")
 	f.StringVar(&opts.BootstrapPath, "config", "", "Envoy bootstrap file (YAML or JSON): static_resources, node, admin, dynamic_resources")
 	f.StringVar(&opts.AdminAddress, "admin-address", proxy.DefaultAdminAddress, "admin API address (the bootstrap's admin.address wins when set)")
 	f.StringVar(&logLevel, "log-level", "info", "log level of every component: trace, debug, info, warning, error, critical, off")
@@ -110,12 +117,14 @@ func onSignals() (context.Context, func()) {
 	}
 }
 
-func parseMetadata(kvs []string) (map[string]string, error) {
+func parseMetadata(kvs []string) (map[string]string, error) { return parseKeyValues("--metadata", kvs) }
+
+func parseKeyValues(flag string, kvs []string) (map[string]string, error) {
 	md := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--metadata %q: want KEY=VALUE", kv)
+			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flag, kv)
 		}
 		md[k] = v
 	}

@@ -129,6 +129,7 @@ func (m *manager) describe(xds string) Mesh {
 	for _, s := range m.specs() {
 		mesh.Proxies = append(mesh.Proxies, Proxy{
 			NodeID: s.NodeID, Name: s.Name, IP: s.IP, AdminAddress: s.AdminAddress, Entrypoints: s.Entrypoints,
+			StatusAddress: s.StatusAddress,
 		})
 	}
 	return mesh

@@ -43,6 +43,8 @@ type Proxy struct {
 	Name         string // workload name.namespace
 	IP           string
 	AdminAddress string
+	// StatusAddress serves the proxy's /stats/prometheus (Istio's standard metrics), Istio's 15020.
+	StatusAddress string
 	// Entrypoints are the gateway's HTTP URLs (empty for sidecars).
 	Entrypoints []string
 }
@@ -135,6 +137,11 @@ type proxySpec struct {
 	AdminAddress string
 	Gateway      bool
 	Entrypoints  []string
+	// Identity is the workload the proxy speaks for (Istio's node metadata).
+	Identity workloadIdentity
+	// StatusAddress and HealthAddress are the proxy's Istio status (15020) and health (15021)
+	// ports on its own IP.
+	StatusAddress, HealthAddress string
 }
 
 // specsFor derives one proxy per WorkloadEntry on loopback. A workload
@@ -147,9 +154,12 @@ func specsFor(snap *model.Snapshot) []proxySpec {
 			continue
 		}
 		s := proxySpec{
-			Name:         we.Name + "." + we.Namespace,
-			IP:           addr.String(),
-			AdminAddress: net.JoinHostPort(addr.String(), "15000"),
+			Name:          we.Name + "." + we.Namespace,
+			IP:            addr.String(),
+			AdminAddress:  net.JoinHostPort(addr.String(), "15000"),
+			StatusAddress: net.JoinHostPort(addr.String(), "15020"),
+			HealthAddress: net.JoinHostPort(addr.String(), "15021"),
+			Identity:      identityOf(we),
 		}
 		for _, gw := range snap.Config.Gateways {
 			sel := gw.Spec.GetSelector()

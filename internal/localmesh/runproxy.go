@@ -3,8 +3,10 @@ package localmesh
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/proxy"
 )
 
@@ -19,9 +21,45 @@ func runProxy(ctx context.Context, s proxySpec, xdsAddress string, log *slog.Log
 	return proxy.Run(ctx, proxy.Options{
 		XDSAddress:    xdsAddress,
 		NodeID:        s.NodeID,
-		Metadata:      map[string]string{"INTERCEPTION_MODE": "NONE"},
+		Metadata:      s.Identity.metadata(),
+		Labels:        s.Identity.Labels,
 		AdminAddress:  s.AdminAddress,
+		StatusAddress: s.StatusAddress,
+		HealthAddress: s.HealthAddress,
 		DrainDuration: drainDuration,
 		Logger:        log,
 	})
+}
+
+// workloadIdentity is what Istio's node metadata says about a proxy's
+// workload, which its telemetry reports and tells its peers.
+type workloadIdentity struct {
+	Name, Namespace, ServiceAccount string
+	Labels                          map[string]string
+}
+
+// identityOf is a WorkloadEntry's identity: a WorkloadEntry stands for one
+// instance of one workload, so its name names both.
+func identityOf(we *model.WorkloadEntry) workloadIdentity {
+	return workloadIdentity{
+		Name:           we.Name,
+		Namespace:      we.Namespace,
+		ServiceAccount: we.Spec.GetServiceAccount(),
+		Labels:         maps.Clone(we.Spec.GetLabels()),
+	}
+}
+
+// metadata is the node metadata of the proxy, with Istio's keys; local
+// proxies take no traffic by interception (INTERCEPTION_MODE NONE).
+func (w workloadIdentity) metadata() map[string]string {
+	md := map[string]string{
+		"INTERCEPTION_MODE": "NONE",
+		"NAME":              w.Name,
+		"NAMESPACE":         w.Namespace,
+		"WORKLOAD_NAME":     w.Name,
+	}
+	if w.ServiceAccount != "" {
+		md["SERVICE_ACCOUNT"] = w.ServiceAccount
+	}
+	return md
 }

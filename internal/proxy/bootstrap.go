@@ -70,6 +70,25 @@ func buildNode(base *corev3.Node, opts *Options) *corev3.Node {
 			node.Metadata.Fields[k] = structpb.NewStringValue(v)
 		}
 	}
+	if len(opts.Labels) > 0 {
+		if node.Metadata == nil {
+			node.Metadata = &structpb.Struct{}
+		}
+		if node.Metadata.Fields == nil {
+			node.Metadata.Fields = map[string]*structpb.Value{}
+		}
+		labels := node.Metadata.GetFields()["LABELS"].GetStructValue()
+		if labels == nil {
+			labels = &structpb.Struct{}
+		}
+		if labels.Fields == nil {
+			labels.Fields = map[string]*structpb.Value{}
+		}
+		for k, v := range opts.Labels {
+			labels.Fields[k] = structpb.NewStringValue(v)
+		}
+		node.Metadata.Fields["LABELS"] = structpb.NewStructValue(labels)
+	}
 	node.UserAgentName = "trellis-proxy"
 	node.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: Version}
 	return node

@@ -13,8 +13,10 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/admin"
+	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
 	"github.com/trellis-mesh/trellis/internal/proxy/server"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/status"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsclient"
 )
 
@@ -33,8 +35,18 @@ type Options struct {
 	NodeID string
 	// Cluster is node.cluster; empty derives it from the node ID ("reviews-v1.default").
 	Cluster string
-	// Metadata is merged into node.metadata as strings (e.g. INTERCEPTION_MODE=NONE).
+	// Metadata is merged into node.metadata as strings (e.g. INTERCEPTION_MODE=NONE). Istio's
+	// identity keys (NAME, NAMESPACE, WORKLOAD_NAME, SERVICE_ACCOUNT, CLUSTER_ID, MESH_ID) name the
+	// workload in Istio's metrics and in the metadata exchange.
 	Metadata map[string]string
+	// Labels are merged into node.metadata.LABELS (a Struct, as Istio sends it): app, version,
+	// service.istio.io/canonical-name and -revision label the workload's metrics.
+	Labels map[string]string
+	// StatusAddress serves /stats/prometheus (Envoy stats and Istio's standard metrics) and
+	// /healthz/ready, Istio's 15020; HealthAddress serves /healthz/ready, Istio's 15021. Empty
+	// leaves them off (the default: many proxies share one host in tests and `trellis up`, which
+	// gives each its own <ip>:15020).
+	StatusAddress, HealthAddress string
 	// AdminAddress is used when the bootstrap has no admin.address; default 127.0.0.1:15000.
 	AdminAddress string
 	// BootstrapPath is an Envoy bootstrap file (YAML or JSON); Bootstrap gives one directly instead.
@@ -54,6 +66,9 @@ type Options struct {
 	// OnStarted, if set, is called once the admin server and the static listeners are up, with the
 	// admin server's bound address.
 	OnStarted func(adminAddress string)
+	// OnStatusStarted, if set, is called once the status and health servers are up, with their
+	// bound addresses ("" for one that is off).
+	OnStatusStarted func(statusAddress, healthAddress string)
 }
 
 // Run runs a proxy until ctx is cancelled, then drains gracefully (see DrainDuration) and returns
@@ -96,7 +111,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	var client atomic.Pointer[xdsclient.Client]
 	store := stats.NewStore()
+	tel := istiometrics.New(istiometrics.IdentityFromNode(node.GetId(), node.GetMetadata()))
 	p := server.New(server.Options{
+		Telemetry:    tel,
 		Logger:       logFor("config"),
 		HTTPLogger:   logFor("http"),
 		ConnLogger:   logFor("conn_handler"),
@@ -141,6 +158,24 @@ func Run(ctx context.Context, opts Options) error {
 	if err := adm.Start(); err != nil {
 		stopCtx()
 		return err
+	}
+	st := status.New(status.Config{
+		StatusAddress: opts.StatusAddress,
+		HealthAddress: opts.HealthAddress,
+		Stats:         store,
+		Telemetry:     tel,
+		Ready:         p.Ready,
+		Logger:        logFor("admin"),
+	})
+	if err := st.Start(); err != nil {
+		stopCtx()
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		defer acancel()
+		_ = adm.Shutdown(actx)
+		return err
+	}
+	if opts.OnStatusStarted != nil {
+		opts.OnStatusStarted(st.StatusAddr(), st.HealthAddr())
 	}
 
 	// The xDS client keeps running through the drain period, as Envoy's does.
@@ -199,6 +234,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer acancel()
 	if err := adm.Shutdown(actx); err != nil {
 		log.Warn("admin shutdown", "error", err)
+	}
+	if err := st.Shutdown(actx); err != nil {
+		log.Warn("status server shutdown", "error", err)
 	}
 	if err := accesslog.Default.Flush(); err != nil {
 		log.Warn("access log flush", "error", err)

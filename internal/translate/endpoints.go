@@ -42,7 +42,9 @@ func localityEndpoints(svc *model.Service, port *model.Port, subsetLabels map[st
 			byLocality[ep.Locality] = g
 			keys = append(keys, ep.Locality)
 		}
-		g.LbEndpoints = append(g.LbEndpoints, lbEndpoint(addr, ep.Weight))
+		lb := lbEndpoint(addr, ep.Weight)
+		lb.Metadata = istioEndpointMetadata(ep)
+		g.LbEndpoints = append(g.LbEndpoints, lb)
 	}
 	sort.Strings(keys)
 	out := make([]*endpointv3.LocalityLbEndpoints, 0, len(keys))

@@ -42,10 +42,12 @@ type hcmOptions struct {
 	// useRemoteAddress trusts the peer address rather than
 	// x-forwarded-for: right for an edge proxy (gateway), as in Istio.
 	useRemoteAddress bool
+	// direction is the listener's traffic_direction (telemetry's reporter).
+	direction corev3.TrafficDirection
 }
 
-// httpConnectionManager builds an HCM whose filter chain is Istio's, less
-// telemetry: fault, then CORS, then the router. Fault and CORS are inert
+// httpConnectionManager builds an HCM whose filter chain is Istio's: fault,
+// then CORS, then telemetry (telemetry.go), then the router. Fault and CORS are inert
 // until a route's typed_per_filter_config (a VirtualService fault or
 // corsPolicy) turns them on, so every HCM carries them.
 func httpConnectionManager(o hcmOptions) (*hcmv3.HttpConnectionManager, error) {
@@ -69,6 +71,9 @@ func httpConnectionManager(o hcmOptions) (*hcmv3.HttpConnectionManager, error) {
 			Name:       f.name,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg},
 		})
+	}
+	if err := insertTelemetryFilters(h, o.direction); err != nil {
+		return nil, err
 	}
 	if o.inline != nil {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: o.inline}
@@ -101,6 +106,7 @@ func hcmFilterChain(h *hcmv3.HttpConnectionManager) (*listenerv3.FilterChain, er
 
 // httpListener is a listener on ip:port with a single HTTP filter chain.
 func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, o hcmOptions) (*listenerv3.Listener, error) {
+	o.direction = dir
 	h, err := httpConnectionManager(o)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", name, err)

@@ -65,6 +65,7 @@ func (e *env) inbound() ([]*listenerv3.Listener, []*clusterv3.Cluster, error) {
 		h, err := httpConnectionManager(hcmOptions{
 			statPrefix: "inbound_" + listenerName("0.0.0.0", p.port),
 			inline:     inboundRouteConfig(p.port),
+			direction:  corev3.TrafficDirection_INBOUND,
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)

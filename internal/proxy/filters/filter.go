@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
@@ -28,6 +29,21 @@ type Filter interface {
 // call only.
 type Completer interface {
 	OnComplete(info *streaminfo.Info)
+}
+
+// Observer is a Completer that is given every request's record, also of requests that ended
+// before the filter chain ran (no route, a bad path) or on routes that disable the filter: Envoy
+// runs its filters before routing, so a stats filter there sees every stream.
+type Observer interface {
+	Completer
+	ObservesEveryRequest()
+}
+
+// ResponseFilter is implemented by filters that look at the upstream response's headers before
+// they go downstream (the metadata exchange reads and strips its headers there). Only filters that
+// ran on the request are called; h may be changed.
+type ResponseFilter interface {
+	OnUpstreamResponse(info *streaminfo.Info, h http.Header)
 }
 
 // Status says whether the chain goes on.
@@ -118,6 +134,18 @@ type Env struct {
 	// where Envoy puts most filter stats).
 	Stats      *stats.Store
 	StatPrefix string
+	// Inbound is the listener's traffic_direction INBOUND (a sidecar's inbound side).
+	Inbound bool
+	// Telemetry is the proxy's Istio telemetry (identity and metrics); nil when it has none.
+	Telemetry *istiometrics.Telemetry
+}
+
+// EnvOption adds proxy-wide things to the Env that filters are built with.
+type EnvOption func(*Env)
+
+// WithTelemetry gives filters the proxy's Istio telemetry.
+func WithTelemetry(t *istiometrics.Telemetry) EnvOption {
+	return func(e *Env) { e.Telemetry = t }
 }
 
 // Config is a filter's parsed, immutable typed_config. Build makes the running filter for one

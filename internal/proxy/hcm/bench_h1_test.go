@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
 	"github.com/trellis-mesh/trellis/internal/proxy/h1"
+	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
@@ -34,26 +37,50 @@ func serveH1(b *testing.B, h http.Handler) string {
 // manager (Envoy's default 15 s route timeout, request IDs on), an h1.Transport upstream to an
 // h1.Server backend answering 1 KiB, and a client on one keep-alive connection that allocates
 // nothing. Allocations are the proxy's plus the backend server's (none per request).
-func BenchmarkProxyRequestH1(b *testing.B) {
+func BenchmarkProxyRequestH1(b *testing.B) { benchProxyH1(b, "c", nil, nil) }
+
+// BenchmarkProxyRequestH1IstioStats is the same path through a client sidecar's istio.stats
+// filter: the metadata exchange header set on the request, the server's read from the response and
+// stripped, and the request recorded in Istio's standard metrics.
+func BenchmarkProxyRequestH1IstioStats(b *testing.B) {
+	self := istiometrics.IdentityFromNode("sidecar~127.0.1.2~client-v1.default~default.svc.cluster.local", nil)
+	peer := istiometrics.ExchangeValue(&istiometrics.Identity{Name: "server-v1", Namespace: "default", Workload: "server-v1", App: "server", Version: "v1"})
+	cfg, err := istiostats.Parse(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tel := istiometrics.New(self)
+	benchProxyH1(b, "outbound|80||svc.default.svc.cluster.local", []filters.Spec{{Name: istiostats.Name, Config: cfg}},
+		http.Header{istiometrics.HeaderPeerMetadata: {peer}}, filters.WithTelemetry(tel))
+	if n := len(tel.HTTP.Keys()); n != 1 {
+		b.Fatalf("%d series recorded, want 1", n)
+	}
+}
+
+func benchProxyH1(b *testing.B, cluster string, chain []filters.Spec, backendHeaders http.Header, opts ...filters.EnvOption) {
 	body := bytes.Repeat([]byte("k"), 1024)
 	ct, cl := []string{"text/plain"}, []string{"1024"}
 	backend := serveH1(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header()["Content-Type"] = ct
 		w.Header()["Content-Length"] = cl
+		for k, v := range backendHeaders {
+			w.Header()[k] = v
+		}
 		_, _ = w.Write(body)
 	}))
 	store := stats.NewStore()
-	c := upstream.New(upstream.Config{Name: "c", Endpoints: []upstream.Endpoint{{Address: backend, Healthy: true}}}, store)
+	c := upstream.New(upstream.Config{Name: cluster, Endpoints: []upstream.Endpoint{{Address: backend, Healthy: true}}}, store)
 	b.Cleanup(c.Close)
 	tbl, err := route.NewTable("r", []*route.VirtualHost{{Name: "vh", Domains: []string{"*"}, Routes: []*route.Route{
-		{Match: route.Match{Kind: route.PathPrefix, Path: "/"}, Action: route.Action{Cluster: "c", Timeout: xdsconfig.DefaultRouteTimeout}},
+		{Match: route.Match{Kind: route.PathPrefix, Path: "/"}, Action: route.Action{Cluster: cluster, Timeout: xdsconfig.DefaultRouteTimeout}},
 	}}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	var snap atomic.Pointer[Snapshot]
-	snap.Store(&Snapshot{Routes: map[string]*route.Table{"r": tbl}, Clusters: map[string]*upstream.Cluster{"c": c}})
-	h := New(&xdsconfig.HTTPConnectionManager{StatPrefix: "b", RDSName: "r", ServerName: "envoy", GenerateRequestID: true}, &snap, store, slog.New(slog.DiscardHandler))
+	snap.Store(&Snapshot{Routes: map[string]*route.Table{"r": tbl}, Clusters: map[string]*upstream.Cluster{cluster: c}})
+	h := New(&xdsconfig.HTTPConnectionManager{StatPrefix: "b", RDSName: "r", ServerName: "envoy", GenerateRequestID: true, HTTPFilters: chain},
+		&snap, store, slog.New(slog.DiscardHandler), opts...)
 	conn, err := net.Dial("tcp", serveH1(b, h))
 	if err != nil {
 		b.Fatal(err)

@@ -183,6 +183,13 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // writeResponse sends the upstream response downstream.
 func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, s *stream, resp *http.Response, rt *route.Route, mut [4]*route.HeaderMutation) {
+	if h.respFilters {
+		for j := range h.chain {
+			if f := h.chain[j].response; f != nil && j < 64 && s.ran&(1<<j) != 0 {
+				f.OnUpstreamResponse(&s.info, resp.Header)
+			}
+		}
+	}
 	dst := w.Header()
 	for k, vs := range resp.Header {
 		dst[k] = vs

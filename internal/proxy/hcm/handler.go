@@ -62,9 +62,10 @@ type Handler struct {
 	store *stats.Store
 	log   *slog.Logger
 	// chain is the HTTP filters before the router, in order; empty costs nothing per request.
-	chain      []chainEntry
-	completers bool // some filter in chain is a filters.Completer
-	mirrors    *mirrorer
+	chain       []chainEntry
+	completers  bool // some filter in chain is a filters.Completer
+	respFilters bool // some filter in chain is a filters.ResponseFilter
+	mirrors     *mirrorer
 	// retryStats caches each cluster's retry counters (by *upstream.Cluster), made on first retry.
 	retryStats sync.Map
 	// serverValue is the server header's value; lastTimeout the last x-envoy-expected-rq-timeout-ms
@@ -92,19 +93,27 @@ type chainEntry struct {
 	name      string
 	filter    filters.Filter
 	completer filters.Completer // the filter, when it wants the final record
+	observer  bool              // the completer wants every request's record (filters.Observer)
+	response  filters.ResponseFilter
 	disabled  bool
 }
 
 // New returns the handler for a connection manager config. snap is where the proxy publishes its
 // current routes and clusters; store receives the http.<stat_prefix>.* stats.
-func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], store *stats.Store, log *slog.Logger) *Handler {
+func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], store *stats.Store, log *slog.Logger, opts ...filters.EnvOption) *Handler {
 	h := &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), store: store, log: log, serverValue: []string{cfg.ServerName}}
-	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix}
+	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound}
+	for _, o := range opts {
+		o(&env)
+	}
 	for _, spec := range cfg.HTTPFilters {
 		f := spec.Config.Build(env)
 		c, _ := f.(filters.Completer)
-		h.chain = append(h.chain, chainEntry{name: spec.Name, filter: f, completer: c, disabled: spec.Disabled})
+		_, obs := f.(filters.Observer)
+		rf, _ := f.(filters.ResponseFilter)
+		h.chain = append(h.chain, chainEntry{name: spec.Name, filter: f, completer: c, observer: obs, response: rf, disabled: spec.Disabled})
 		h.completers = h.completers || c != nil
+		h.respFilters = h.respFilters || rf != nil
 	}
 	h.mirrors = newMirrorer(log)
 	return h

@@ -96,6 +96,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 			tried = append(tried, host)
 		}
 		s.info.UpstreamHost = host.Target()
+		s.info.UpstreamWorkload = host.IstioWorkload()
 		s.info.Attempts = attempt
 		if attempt > 1 {
 			hdr = hdr.Clone() // the abandoned try's transport may still be reading the old map

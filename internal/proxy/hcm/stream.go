@@ -71,8 +71,9 @@ func (h *Handler) finish(s *stream) {
 	}
 	if h.completers {
 		for j := range h.chain {
-			if c := h.chain[j].completer; c != nil && j < 64 && s.ran&(1<<j) != 0 {
-				c.OnComplete(i)
+			e := &h.chain[j]
+			if e.completer != nil && (e.observer || (j < 64 && s.ran&(1<<j) != 0)) {
+				e.completer.OnComplete(i)
 			}
 		}
 	}

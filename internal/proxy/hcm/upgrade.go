@@ -73,6 +73,7 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 		return
 	}
 	s.info.UpstreamHost = host.Target()
+	s.info.UpstreamWorkload = host.IstioWorkload()
 	s.info.Attempts = 1
 	hdr.Set("Connection", "Upgrade")
 	hdr.Set("Upgrade", s.upgrade)

@@ -17,7 +17,9 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/hcm"
+	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
 	"github.com/trellis-mesh/trellis/internal/proxy/listener"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
@@ -54,6 +56,9 @@ type Options struct {
 	WaitForLDS, WaitForCDS bool
 	// Versions reports the last accepted version_info of a type, for /config_dump; may be nil.
 	Versions func(typeURL string) string
+	// Telemetry is the proxy's Istio telemetry (identity and metrics) for the istio.stats filters;
+	// nil leaves them inert.
+	Telemetry *istiometrics.Telemetry
 }
 
 // Proxy is the running data plane. Its methods are safe for concurrent use.
@@ -63,6 +68,7 @@ type Proxy struct {
 	stats     *stats.Store
 	listeners *listener.Manager
 	versions  func(string) string
+	envOpts   []filters.EnvOption
 	snap      atomic.Pointer[hcm.Snapshot]
 	draining  atomic.Bool
 
@@ -160,6 +166,7 @@ func New(opts Options) *Proxy {
 		stats:     opts.Stats,
 		listeners: listener.NewManager(opts.ConnLogger, opts.Stats, opts.DrainTimeout),
 		versions:  opts.Versions,
+		envOpts:   []filters.EnvOption{filters.WithTelemetry(opts.Telemetry)},
 		static:    newResources(),
 		dynamic:   newResources(),
 		failures:  map[string]map[string]*failure{},

@@ -106,13 +106,13 @@ func (p *Proxy) newChains(cfg *xdsconfig.Listener) ([]listener.Chain, *listener.
 		switch {
 		case fc.HTTP != nil:
 			c.HTTP = &listener.HTTPChain{
-				Handler:        hcm.New(fc.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name, "filter_chain", fc.Name)),
+				Handler:        hcm.New(fc.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name, "filter_chain", fc.Name), p.envOpts...),
 				Codec:          fc.HTTP.Codec,
 				IdleTimeout:    fc.HTTP.IdleTimeout,
 				MaxHeaderBytes: fc.HTTP.MaxRequestHeadersBytes,
 			}
 		case fc.TCP != nil:
-			c.Conn = tcpproxy.New(fc.TCP, p.cluster, p.stats, p.log.With("listener", cfg.Name, "filter_chain", fc.Name))
+			c.Conn = tcpproxy.New(fc.TCP, p.cluster, p.stats, p.log.With("listener", cfg.Name, "filter_chain", fc.Name), p.envOpts...)
 		}
 		return c
 	}

@@ -30,6 +30,9 @@ type Info struct {
 	RouteName       string
 	UpstreamCluster string
 	UpstreamHost    string // address of the last host tried
+	// UpstreamWorkload is that host's Istio workload endpoint metadata
+	// (filter_metadata["istio"]["workload"], "name;namespace;service;revision;cluster"), if any.
+	UpstreamWorkload string
 	// UpstreamServiceTime is from the request leaving for the upstream until its response headers
 	// came back (x-envoy-upstream-service-time).
 	UpstreamServiceTime time.Duration
@@ -44,6 +47,10 @@ type Info struct {
 
 	BytesReceived int64 // request body (HTTP) or bytes from downstream (TCP)
 	BytesSent     int64 // response body (HTTP) or bytes to downstream (TCP)
+
+	// Peer is what a telemetry filter learnt of the other side of the request (Istio's metadata
+	// exchange), for its own OnComplete; opaque here.
+	Peer any
 }
 
 // SetFlag adds f to the request's response flags.

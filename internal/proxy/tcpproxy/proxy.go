@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/listener"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
@@ -46,12 +47,21 @@ type Proxy struct {
 	// OnDone, when set, is given each connection's record once it is closed (the access log hook).
 	// It must not keep the Info.
 	OnDone func(*streaminfo.Info)
+	// observers are the network filters before tcp_proxy that watch connections (istio.stats).
+	observers []filters.ConnObserver
 }
 
 // New returns the proxy for cfg. clusters looks up a running cluster by name (nil when there is
 // none); it is called once per connection.
-func New(cfg *xdsconfig.TCPProxy, clusters func(name string) *upstream.Cluster, store *stats.Store, log *slog.Logger) *Proxy {
+func New(cfg *xdsconfig.TCPProxy, clusters func(name string) *upstream.Cluster, store *stats.Store, log *slog.Logger, opts ...filters.EnvOption) *Proxy {
 	p := &Proxy{cfg: cfg, clusters: clusters, stats: newStats(store, cfg.StatPrefix), log: log}
+	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound}
+	for _, o := range opts {
+		o(&env)
+	}
+	for _, oc := range cfg.Observers {
+		p.observers = append(p.observers, oc.BuildConnObserver(env))
+	}
 	if logs := cfg.AccessLogs; len(logs) > 0 {
 		p.OnDone = func(i *streaminfo.Info) {
 			for _, l := range logs {
@@ -78,11 +88,17 @@ func (p *Proxy) ServeConn(ctx context.Context, down net.Conn, info *listener.Con
 	if up == nil {
 		return
 	}
+	for _, o := range p.observers {
+		o.OnUpstreamConnected(&si)
+	}
 	p.pipe(ctx, down, up, &si)
 }
 
 func (p *Proxy) finish(si *streaminfo.Info) {
 	si.Duration = time.Since(si.Start)
+	for _, o := range p.observers {
+		o.OnConnClosed(si)
+	}
 	if p.OnDone != nil {
 		p.OnDone(si)
 	}
@@ -111,6 +127,7 @@ func (p *Proxy) connect(ctx context.Context, down net.Conn, si *streaminfo.Info)
 			return nil
 		}
 		si.UpstreamHost = host.Target()
+		si.UpstreamWorkload = host.IstioWorkload()
 		si.Attempts++
 		up, err := cl.Dial(ctx, host)
 		if err == nil {

@@ -156,7 +156,7 @@ func (c *Cluster) SetEndpoints(eps []Endpoint) {
 		h.weight.Store(max(ep.Weight, 1))
 		h.priority.Store(ep.Priority)
 		h.locality.Store(&endpointMeta{Locality: ep.Locality, LocalityWeight: ep.LocalityWeight,
-			Hostname: ep.Hostname, HealthCheckPort: ep.HealthCheckPort})
+			Hostname: ep.Hostname, IstioWorkload: ep.IstioWorkload, HealthCheckPort: ep.HealthCheckPort})
 		h.setFlag(FailedEDSHealth, !ep.Healthy)
 		h.setFlag(DegradedEDSHealth, ep.Degraded)
 		h.setFlag(PendingDynamicRemoval, false)

@@ -172,6 +172,9 @@ type Endpoint struct {
 	// LocalityWeight is the locality's load_balancing_weight (used with LocalityWeighted).
 	LocalityWeight uint32
 	Hostname       string
+	// IstioWorkload is the endpoint's filter_metadata["istio"]["workload"] (Istio's
+	// "name;namespace;canonical-service;revision;cluster"), which telemetry reads.
+	IstioWorkload string
 	// HealthCheckPort, when set, is the port active health checks use instead of the endpoint's.
 	HealthCheckPort uint32
 	// Overprovisioning is the load assignment's overprovisioning_factor (0 means Envoy's 140); it is

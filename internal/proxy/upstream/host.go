@@ -61,6 +61,7 @@ type endpointMeta struct {
 	Locality       Locality
 	LocalityWeight uint32
 	Hostname       string
+	IstioWorkload  string
 	// HealthCheckPort, when non-zero, replaces the port active health checks connect to.
 	HealthCheckPort uint32
 }
@@ -108,6 +109,9 @@ func (h *Host) Locality() Locality { return h.locality.Load().Locality }
 
 // Hostname is the endpoint's hostname from EDS, if any.
 func (h *Host) Hostname() string { return h.locality.Load().Hostname }
+
+// IstioWorkload is the endpoint's Istio workload metadata from EDS, if any.
+func (h *Host) IstioWorkload() string { return h.locality.Load().IstioWorkload }
 
 // Healthy reports whether the host may be picked outside panic mode: no failure flag is set
 // (active health check, outlier detection and EDS all agree), as Envoy's coarseHealth.

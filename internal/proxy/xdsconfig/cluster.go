@@ -235,6 +235,7 @@ func parseLoadAssignment(cla *endpointv3.ClusterLoadAssignment) ([]upstream.Endp
 				Locality:         upstream.Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()},
 				LocalityWeight:   loc.GetLoadBalancingWeight().GetValue(),
 				Hostname:         ep.GetHostname(),
+				IstioWorkload:    istioWorkload(lbe.GetMetadata()),
 				HealthCheckPort:  hcc.GetPortValue(),
 				Overprovisioning: over,
 			})
@@ -260,4 +261,11 @@ func endpointAddress(a *corev3.Address) (string, error) {
 		return upstream.UnixPrefix + pipe.GetPath(), nil
 	}
 	return socketAddress(a)
+}
+
+// istioWorkload is an endpoint's filter_metadata["istio"]["workload"], the string Istio's telemetry
+// reads the destination workload from when the peer does not say. Other metadata is accepted and
+// ignored, as before.
+func istioWorkload(md *corev3.Metadata) string {
+	return md.GetFilterMetadata()["istio"].GetFields()["workload"].GetStringValue()
 }

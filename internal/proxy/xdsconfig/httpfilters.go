@@ -14,6 +14,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/cors"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/fault"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/localratelimit"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
@@ -21,6 +22,7 @@ import (
 // httpFilterRegistry is the one list of HTTP filters trellis-proxy implements. A filter is added
 // here and nowhere else; its package parses its own config.
 var httpFilterRegistry = filters.NewRegistry(
+	istiostats.Factory,
 	fault.Factory,
 	cors.Factory,
 	localratelimit.Factory,
@@ -61,7 +63,7 @@ func httpFilters(list []*hcmv3.HttpFilter, out *HTTPConnectionManager) error {
 		}
 		var fac *filters.Factory
 		if tc != nil {
-			fac = httpFilterRegistry.ByConfigType(tc.GetTypeUrl())
+			fac = httpFilterRegistry.ByConfigType(filters.ConfigType(tc))
 		} else {
 			fac = httpFilterRegistry.ByName(f.GetName())
 		}
@@ -69,7 +71,7 @@ func httpFilters(list []*hcmv3.HttpFilter, out *HTTPConnectionManager) error {
 			if f.GetIsOptional() {
 				continue // Envoy skips optional filters it does not know
 			}
-			kind := tc.GetTypeUrl()
+			kind := filters.ConfigType(tc)
 			if kind == "" {
 				kind = f.GetName()
 			}

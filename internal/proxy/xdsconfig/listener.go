@@ -18,6 +18,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 )
@@ -78,6 +79,16 @@ type FilterChain struct {
 	// Exactly one of HTTP and TCP is set.
 	HTTP *HTTPConnectionManager
 	TCP  *TCPProxy
+}
+
+// setInbound tells the chain's terminal filter the listener's direction.
+func (fc *FilterChain) setInbound(inbound bool) {
+	if fc.HTTP != nil {
+		fc.HTTP.Inbound = inbound
+	}
+	if fc.TCP != nil {
+		fc.TCP.Inbound = inbound
+	}
 }
 
 // SourceType is FilterChainMatch.source_type.
@@ -162,6 +173,9 @@ type HTTPConnectionManager struct {
 	// enabled. An Upgrade request of a type not listed, or disabled, is refused with 403.
 	Upgrades []UpgradeConfig
 
+	// Inbound is the listener's traffic_direction INBOUND: filters that report a side (Istio's
+	// stats) take it from here.
+	Inbound bool
 	// HTTPFilters are the http_filters before the router, in order.
 	HTTPFilters []filters.Spec
 	// OnComplete, when set, is called at the end of every request with its record (access logs).
@@ -260,6 +274,7 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s.%w", field, err)
 		}
+		c.setInbound(out.Inbound)
 		// Envoy refuses two chains with the same match: which would serve is undefined.
 		key := fmt.Sprint(c.Match)
 		if j, dup := seen[key]; dup {
@@ -282,6 +297,7 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("default_filter_chain.%w", err)
 		}
+		c.setInbound(out.Inbound)
 		out.DefaultChain = c
 	}
 	if len(out.FilterChains) == 0 && out.DefaultChain == nil {
@@ -341,13 +357,18 @@ func parseFilterChain(fc *listenerv3.FilterChain, port uint32) (*FilterChain, er
 	if out.TLS, err = downstreamTransportSocket(fc.GetTransportSocket()); err != nil {
 		return nil, fmt.Errorf("transport_socket.%w", err)
 	}
-	filters := fc.GetFilters()
-	if len(filters) != 1 {
-		return nil, fmt.Errorf("filters: %d network filters: exactly one, an HTTP connection manager or a TCP proxy, is %w", len(filters), ErrUnsupported)
+	list := fc.GetFilters()
+	if len(list) == 0 {
+		return nil, errors.New("filters: a filter chain needs an HTTP connection manager or a TCP proxy")
 	}
-	f := filters[0]
+	observers, err := connObservers(list[:len(list)-1])
+	if err != nil {
+		return nil, err
+	}
+	last := len(list) - 1
+	f := list[last]
 	if err := onlyFields(f, "name", "typed_config"); err != nil {
-		return nil, fmt.Errorf("filters[0].%w", err)
+		return nil, fmt.Errorf("filters[%d].%w", last, err)
 	}
 	tc := f.GetTypedConfig()
 	switch tc.GetTypeUrl() {
@@ -356,15 +377,50 @@ func parseFilterChain(fc *listenerv3.FilterChain, port uint32) (*FilterChain, er
 		if err := anypb.UnmarshalTo(tc, &h, protoUnmarshal); err != nil {
 			return nil, fmt.Errorf("filters[0].typed_config: %w", err)
 		}
+		if len(observers) > 0 {
+			return nil, fmt.Errorf("filters[0] (%q): network filters before the HTTP connection manager are %w", list[0].GetName(), ErrUnsupported)
+		}
 		if out.HTTP, err = convertHCM(&h, port); err != nil {
-			return nil, fmt.Errorf("filters[0] (http_connection_manager).%w", err)
+			return nil, fmt.Errorf("filters[%d] (http_connection_manager).%w", last, err)
 		}
 	case tcpProxyType:
 		if out.TCP, err = parseTCPProxy(tc); err != nil {
-			return nil, fmt.Errorf("filters[0] (tcp_proxy).%w", err)
+			return nil, fmt.Errorf("filters[%d] (tcp_proxy).%w", last, err)
 		}
+		out.TCP.Observers = observers
 	default:
-		return nil, fmt.Errorf("filters[0] (%q): typed_config %q: only the HTTP connection manager and the TCP proxy are %w", f.GetName(), tc.GetTypeUrl(), ErrUnsupported)
+		return nil, fmt.Errorf("filters[%d] (%q): typed_config %q: only the HTTP connection manager and the TCP proxy are %w", last, f.GetName(), tc.GetTypeUrl(), ErrUnsupported)
+	}
+	return out, nil
+}
+
+// networkFilterRegistry lists the network filters that may come before a tcp_proxy: filters that
+// only watch its connections.
+var networkFilterRegistry = []*filters.NetworkFactory{istiostats.NetworkFactory}
+
+// connObservers converts the network filters before the terminal one.
+func connObservers(list []*listenerv3.Filter) ([]filters.ConnObserverConfig, error) {
+	var out []filters.ConnObserverConfig
+	for i, f := range list {
+		field := fmt.Sprintf("filters[%d] (%q)", i, f.GetName())
+		if err := onlyFields(f, "name", "typed_config"); err != nil {
+			return nil, fmt.Errorf("%s.%w", field, err)
+		}
+		typ := filters.ConfigType(f.GetTypedConfig())
+		var fac *filters.NetworkFactory
+		for _, nf := range networkFilterRegistry {
+			if nf.ConfigType == typ || (typ == "" && nf.Name == f.GetName()) {
+				fac = nf
+			}
+		}
+		if fac == nil {
+			return nil, fmt.Errorf("%s: network filter %q before the terminal filter: %w", field, typ, ErrUnsupported)
+		}
+		c, err := fac.Parse(f.GetTypedConfig())
+		if err != nil {
+			return nil, fmt.Errorf("%s.typed_config: %w", field, err)
+		}
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -166,7 +166,7 @@ filter_chains:
   filters:` + tcpFilter, `filter_chains[0].filter_chain_match.server_names[0] "api.*.com": only a leading "*." wildcard is allowed`},
 		{"two network filters", plain + `
 filter_chains:
-- filters:` + tcpFilter + strings.TrimPrefix(tcpFilter, "\n"), `filter_chains[0].filters: 2 network filters`},
+- filters:` + tcpFilter + strings.TrimPrefix(tcpFilter, "\n"), `filter_chains[0].filters[0] ("envoy.filters.network.tcp_proxy"): network filter "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" before the terminal filter: not supported`},
 		{"rbac network filter", plain + `
 filter_chains:
 - filters: [{name: envoy.filters.network.rbac, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, stat_prefix: r}}]

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 )
 
 const tcpProxyType = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -35,6 +36,10 @@ type TCPProxy struct {
 	MaxConnectionDuration time.Duration
 	// AccessLogs are the access_log entries, each given a connection's record when it closes.
 	AccessLogs []accesslog.Logger
+	// Inbound is the listener's traffic_direction INBOUND.
+	Inbound bool
+	// Observers are the network filters before tcp_proxy that watch its connections (istio.stats).
+	Observers []filters.ConnObserverConfig
 }
 
 // WeightedCluster is one of a TCP proxy's weighted_clusters.
