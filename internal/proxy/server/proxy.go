@@ -21,6 +21,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/listener"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsclient"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
@@ -65,6 +66,8 @@ type Proxy struct {
 	versions  func(string) string
 	snap      atomic.Pointer[hcm.Snapshot]
 	draining  atomic.Bool
+	// tracers export the connection managers' spans; they outlive config pushes.
+	tracers *tracing.Registry
 
 	mu         sync.Mutex
 	sub        Subscriber
@@ -184,6 +187,7 @@ func New(opts Options) *Proxy {
 		return int64(len(p.clusters))
 	})
 	p.snap.Store(&hcm.Snapshot{Routes: map[string]*route.Table{}, Clusters: map[string]*upstream.Cluster{}})
+	p.tracers = tracing.NewRegistry(p.cluster, p.stats, p.log.With("component", "tracing"))
 	return p
 }
 
@@ -383,6 +387,7 @@ func (p *Proxy) DrainListeners(inboundOnly, graceful bool) {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.draining.Store(true)
 	err := p.listeners.Shutdown(ctx)
+	_ = p.tracers.Close(ctx) // flushes the spans of the requests that just finished
 	p.mu.Lock()
 	for _, c := range p.clusters {
 		c.Close()
