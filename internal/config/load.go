@@ -11,6 +11,7 @@ import (
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	"github.com/trellis-mesh/trellis/internal/model"
 )
@@ -69,6 +70,7 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 		errs = append(errs, p.errs...)
 	}
 	errs = append(errs, crossCheck(docs)...)
+	errs = append(errs, telemetryProviderRefs(mesh, docs)...)
 	if len(errs) > 0 {
 		return nil, warns, joinErrors(errs)
 	}
@@ -180,6 +182,8 @@ func build(mesh *meshv1alpha1.MeshConfig, docs []*document) *model.Config {
 			cfg.Gateways = append(cfg.Gateways, &model.Gateway{Meta: d.meta, Spec: spec})
 		case *networking.Sidecar:
 			cfg.Sidecars = append(cfg.Sidecars, &model.Sidecar{Meta: d.meta, Spec: spec})
+		case *telemetry.Telemetry:
+			cfg.Telemetries = append(cfg.Telemetries, &model.Telemetry{Meta: d.meta, Spec: spec})
 		}
 	}
 	return cfg

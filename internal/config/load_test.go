@@ -178,8 +178,8 @@ kind: EnvoyFilter
 metadata: {name: lua}
 spec: {}
 ---
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
 metadata: {name: mesh-default, namespace: istio-system}
 spec: {}
 `)
@@ -193,7 +193,7 @@ spec: {}
 	want := []string{
 		":1: PeerAuthentication istio-system/default: security.istio.io/v1 PeerAuthentication is not supported yet; ignored",
 		":6: EnvoyFilter default/lua: networking.istio.io/v1alpha3 EnvoyFilter is not supported yet; ignored",
-		":11: Telemetry istio-system/mesh-default: telemetry.istio.io/v1 Telemetry is not supported yet; ignored",
+		":11: WasmPlugin istio-system/mesh-default: extensions.istio.io/v1alpha1 WasmPlugin is not supported yet; ignored",
 	}
 	if len(warns) != len(want) {
 		t.Fatalf("got warnings %v, want %d", warns, len(want))

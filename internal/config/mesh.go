@@ -65,5 +65,12 @@ func parseMesh(file string, data []byte) (*meshv1alpha1.MeshConfig, []*Validatio
 	}
 	mesh := model.DefaultMesh()
 	proto.Merge(mesh, user)
+	var c checker
+	validateMeshTelemetry(&c, mesh)
+	if len(c.errs) > 0 {
+		p := &fileParser{file: file}
+		p.flush(d, c.errs)
+		return nil, p.errs
+	}
 	return mesh, nil
 }

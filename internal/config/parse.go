@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	"github.com/trellis-mesh/trellis/internal/model"
 )
@@ -38,13 +39,13 @@ var supportedKinds = map[string]func() proto.Message{
 // are ignored with a warning, not rejected, so an Istio config dir loads.
 var pendingKinds = map[string]bool{
 	"PeerAuthentication": true, "AuthorizationPolicy": true, "RequestAuthentication": true,
-	"ProxyConfig": true, "Telemetry": true, "WorkloadGroup": true, "EnvoyFilter": true,
+	"ProxyConfig": true, "WorkloadGroup": true, "EnvoyFilter": true,
 	"WasmPlugin": true,
 }
 
 // pendingGroups are API groups whose every kind is ignored with a warning.
 var pendingGroups = map[string]bool{
-	"security.istio.io": true, "telemetry.istio.io": true, "extensions.istio.io": true,
+	"security.istio.io": true, "extensions.istio.io": true,
 	"gateway.networking.k8s.io": true,
 }
 
@@ -214,6 +215,15 @@ func (p *fileParser) classify(c *converter, d *document, apiVersion string) (fun
 	group, version, _ := strings.Cut(apiVersion, "/")
 	newSpec, supported := supportedKinds[kind]
 	switch {
+	case kind == telemetryKind && group == telemetryGroup:
+		if !slices.Contains(telemetryVersions, version) {
+			c.fail("apiVersion", d.lineOf("apiVersion"), "%q is not served for %s; want %s/%s", apiVersion, kind, telemetryGroup, strings.Join(telemetryVersions, ", "))
+			return nil, false
+		}
+		return func() proto.Message { return &telemetry.Telemetry{} }, true
+	case kind == telemetryKind:
+		c.fail("apiVersion", d.lineOf("apiVersion"), "%q: %s is read from %s/%s", apiVersion, kind, telemetryGroup, telemetryVersions[0])
+		return nil, false
 	case supported && group == networkingGroup:
 		if !slices.Contains(networkingVersions, version) {
 			c.fail("apiVersion", d.lineOf("apiVersion"), "%q is not served for %s; want %s/%s", apiVersion, kind, networkingGroup, strings.Join(networkingVersions, ", "))
@@ -231,6 +241,9 @@ func (p *fileParser) classify(c *converter, d *document, apiVersion string) (fun
 		return nil, false
 	}
 	known := slices.Collect(func(yield func(string) bool) {
+		if !yield(telemetryKind) {
+			return
+		}
 		for k := range supportedKinds {
 			if !yield(k) {
 				return

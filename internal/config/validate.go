@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // checker collects the problems validation finds, by field path; lines are
@@ -47,6 +48,8 @@ func validateSpec(d *document) []fieldErr {
 		validateGateway(&c, spec)
 	case *networking.Sidecar:
 		validateSidecar(&c, spec)
+	case *telemetry.Telemetry:
+		validateTelemetry(&c, spec)
 	}
 	return c.errs
 }

@@ -5,6 +5,7 @@ import (
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
 // Source says where a resource was read from, so errors can point at it.
@@ -50,6 +51,8 @@ type (
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
 	Gateway         = Resource[*networking.Gateway]
 	Sidecar         = Resource[*networking.Sidecar]
+	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share the schema).
+	Telemetry = Resource[*telemetry.Telemetry]
 )
 
 // Config is the full set of Istio resources a source loaded. Slices are
@@ -63,6 +66,7 @@ type Config struct {
 	WorkloadEntries  []*WorkloadEntry
 	Gateways         []*Gateway
 	Sidecars         []*Sidecar
+	Telemetries      []*Telemetry
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with

@@ -80,7 +80,7 @@ func benchProxyH1(b *testing.B, cluster string, chain []filters.Spec, backendHea
 	var snap atomic.Pointer[Snapshot]
 	snap.Store(&Snapshot{Routes: map[string]*route.Table{"r": tbl}, Clusters: map[string]*upstream.Cluster{cluster: c}})
 	h := New(&xdsconfig.HTTPConnectionManager{StatPrefix: "b", RDSName: "r", ServerName: "envoy", GenerateRequestID: true, HTTPFilters: chain},
-		&snap, store, slog.New(slog.DiscardHandler), opts...)
+		&snap, store, slog.New(slog.DiscardHandler), WithFilterEnv(opts...))
 	conn, err := net.Dial("tcp", serveH1(b, h))
 	if err != nil {
 		b.Fatal(err)

@@ -127,6 +127,9 @@ func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route
 		hostHeader = wc.HostRewrite
 	}
 	route.ApplyAll(mut, hdr)
+	if s.span.Active() {
+		h.tracer.Inject(&s.span, hdr)
+	}
 	return path, hostHeader
 }
 

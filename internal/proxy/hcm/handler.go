@@ -13,6 +13,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
+	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
@@ -72,6 +73,10 @@ type Handler struct {
 	// value sent (routes mostly share one timeout): shared, so they cost no allocation per request.
 	serverValue []string
 	lastTimeout atomic.Pointer[timeoutValue]
+	// tracer is the connection manager's tracing (tracing.go); nil traces nothing.
+	tracer *tracing.Tracer
+	// envOpts add proxy-wide things to the filters' Env (WithFilterEnv).
+	envOpts []filters.EnvOption
 }
 
 type timeoutValue struct {
@@ -100,10 +105,13 @@ type chainEntry struct {
 
 // New returns the handler for a connection manager config. snap is where the proxy publishes its
 // current routes and clusters; store receives the http.<stat_prefix>.* stats.
-func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], store *stats.Store, log *slog.Logger, opts ...filters.EnvOption) *Handler {
+func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], store *stats.Store, log *slog.Logger, opts ...Option) *Handler {
 	h := &Handler{cfg: cfg, snap: snap, stats: newStats(store, cfg.StatPrefix), store: store, log: log, serverValue: []string{cfg.ServerName}}
-	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound}
 	for _, o := range opts {
+		o(h)
+	}
+	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound}
+	for _, o := range h.envOpts {
 		o(&env)
 	}
 	for _, spec := range cfg.HTTPFilters {
@@ -182,6 +190,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.GenerateRequestID && len(r.Header["X-Request-Id"]) == 0 {
 		// Before routing, so local replies and access logs carry it too, as in Envoy.
 		r.Header["X-Request-Id"] = []string{newRequestID()}
+	}
+	if h.tracer != nil {
+		h.tracer.Start(&s.span, r.Header)
 	}
 	h.begin(s, r)
 	if !pathOK {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
+	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
 )
 
 // stream is one request's state, pooled so that the record access logs read (streaminfo.Info) and
@@ -26,6 +27,8 @@ type stream struct {
 	// mirror replays. Allocated per request with a body, never pooled: the upstream transport may
 	// still read it after the handler returns.
 	body *replayBody
+	// span is the request's trace span when the connection manager traces.
+	span tracing.Span
 	// keepHeader: something may read the request's header map after the handler returns, so the
 	// h1 server must not reuse it (it reuses r.Header unless the handler sets it to nil).
 	keepHeader bool
@@ -76,6 +79,10 @@ func (h *Handler) finish(s *stream) {
 				e.completer.OnComplete(i)
 			}
 		}
+	}
+	if h.tracer != nil {
+		h.tracer.Finish(&s.span, i)
+		s.span.Reset()
 	}
 	if f := h.cfg.OnComplete; f != nil {
 		f(i)

@@ -23,6 +23,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/listener"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
+	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsclient"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
@@ -71,6 +72,8 @@ type Proxy struct {
 	envOpts   []filters.EnvOption
 	snap      atomic.Pointer[hcm.Snapshot]
 	draining  atomic.Bool
+	// tracers export the connection managers' spans; they outlive config pushes.
+	tracers *tracing.Registry
 
 	mu         sync.Mutex
 	sub        Subscriber
@@ -191,6 +194,7 @@ func New(opts Options) *Proxy {
 		return int64(len(p.clusters))
 	})
 	p.snap.Store(&hcm.Snapshot{Routes: map[string]*route.Table{}, Clusters: map[string]*upstream.Cluster{}})
+	p.tracers = tracing.NewRegistry(p.cluster, p.stats, p.log.With("component", "tracing"))
 	return p
 }
 
@@ -390,6 +394,7 @@ func (p *Proxy) DrainListeners(inboundOnly, graceful bool) {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.draining.Store(true)
 	err := p.listeners.Shutdown(ctx)
+	_ = p.tracers.Close(ctx) // flushes the spans of the requests that just finished
 	p.mu.Lock()
 	for _, c := range p.clusters {
 		c.Close()

@@ -15,6 +15,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/hcm"
 	"github.com/trellis-mesh/trellis/internal/proxy/listener"
 	"github.com/trellis-mesh/trellis/internal/proxy/tcpproxy"
+	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
@@ -26,6 +27,7 @@ func (p *Proxy) ApplyBootstrap(b *bootstrapv3.Bootstrap) error {
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
+	p.tracers.SetNode(tracing.Node{ID: b.GetNode().GetId(), Zone: b.GetNode().GetLocality().GetZone(), Cluster: b.GetNode().GetCluster()})
 	sr := b.GetStaticResources()
 	if len(sr.GetSecrets()) > 0 {
 		return fmt.Errorf("bootstrap: static_resources.secrets: %w", xdsconfig.ErrUnsupported)
@@ -106,7 +108,8 @@ func (p *Proxy) newChains(cfg *xdsconfig.Listener) ([]listener.Chain, *listener.
 		switch {
 		case fc.HTTP != nil:
 			c.HTTP = &listener.HTTPChain{
-				Handler:        hcm.New(fc.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name, "filter_chain", fc.Name), p.envOpts...),
+				Handler: hcm.New(fc.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name, "filter_chain", fc.Name),
+					hcm.WithTracer(p.tracers.Tracer(fc.HTTP.Tracing)), hcm.WithFilterEnv(p.envOpts...)),
 				Codec:          fc.HTTP.Codec,
 				IdleTimeout:    fc.HTTP.IdleTimeout,
 				MaxHeaderBytes: fc.HTTP.MaxRequestHeadersBytes,

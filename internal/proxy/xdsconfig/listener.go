@@ -21,6 +21,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
+	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
 )
 
 // Listener is a converted Envoy Listener: a socket, the listener filters that inspect each new
@@ -169,6 +170,8 @@ type HTTPConnectionManager struct {
 	UseRemoteAddress, SkipXFFAppend bool
 	// AccessLogs are the HCM's access_log entries, each called when a request ends.
 	AccessLogs []accesslog.Logger
+	// Tracing is the HCM's tracing (provider, sampling, custom tags); nil traces nothing.
+	Tracing *tracing.Config
 	// Upgrades are upgrade_configs: the Upgrade types (lower case) forwarded, and whether each is
 	// enabled. An Upgrade request of a type not listed, or disabled, is refused with 403.
 	Upgrades []UpgradeConfig
@@ -303,6 +306,7 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 	if len(out.FilterChains) == 0 && out.DefaultChain == nil {
 		return nil, errors.New("filter_chains: a listener needs a filter chain or a default_filter_chain")
 	}
+	setTracingDirection(out, l.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND)
 	return out, nil
 }
 
@@ -588,6 +592,9 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 	var err error
 	if out.AccessLogs, err = parseAccessLogs(h.GetAccessLog()); err != nil {
 		return nil, err
+	}
+	if out.Tracing, err = parseTracing(h.GetTracing(), false); err != nil {
+		return nil, fmt.Errorf("tracing.%w", err)
 	}
 	if logs := out.AccessLogs; len(logs) > 0 {
 		out.OnComplete = func(i *streaminfo.Info) {
