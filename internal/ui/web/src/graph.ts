@@ -78,7 +78,8 @@ export class TopologyView {
   private filter = "";
   private labelCache = new Map<string, string>();
   private drawQueued = false;
-  private pendingLayoutMs = 0;
+  private pendingLayoutMs = 0; // structure diff + layout of the data not drawn yet
+  private fresh = false; // new data since the last draw
   private drag: { x: number; y: number; tx: number; ty: number; moved: boolean } | null = null;
   private firstDrawDone = false;
 
@@ -114,6 +115,7 @@ export class TopologyView {
     }
     this.graph = g;
     this.pendingLayoutMs = performance.now() - t0;
+    this.fresh = true;
     this.host.dataset.layoutMs = this.lay.ms.toFixed(1);
     this.requestDraw();
   }
@@ -357,9 +359,13 @@ export class TopologyView {
     h.nodes = String(drawnNodes);
     h.edges = String(drawnEdges);
     h.drawMs = drawMs.toFixed(1);
-    h.renderMs = (drawMs + this.pendingLayoutMs).toFixed(1);
     h.scale = this.scale.toFixed(3);
-    this.pendingLayoutMs = 0;
+    if (this.fresh) {
+      // A full render: new data diffed, laid out if needed, and drawn.
+      h.renderMs = (drawMs + this.pendingLayoutMs).toFixed(1);
+      this.fresh = false;
+      this.pendingLayoutMs = 0;
+    }
     if (!this.firstDrawDone && g.generatedAt !== "") {
       this.firstDrawDone = true;
       h.firstRenderMs = performance.now().toFixed(0);
