@@ -32,11 +32,11 @@ type series struct {
 
 // istioLabels are the labels the graph reads.
 type istioLabels struct {
-	reporter                                string
+	reporter                                 string
 	srcNS, srcWorkload, srcApp, srcVersion   string
 	dstNS, dstWorkload, dstApp, dstVersion   string
 	dstService, dstServiceName, dstServiceNS string
-	protocol, code, flags, security         string
+	protocol, code, flags, security          string
 }
 
 // value is a series' value in one sample: a counter, or a histogram's
