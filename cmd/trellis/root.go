@@ -24,6 +24,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newControlPlaneCmd(),
 		newUpCmd(),
+		newDashboardCmd(),
 	)
 	return root
 }

@@ -15,12 +15,14 @@ import (
 	"github.com/trellis-mesh/trellis/examples/demo"
 	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/localmesh"
+	"github.com/trellis-mesh/trellis/internal/ui"
 )
 
 func newUpCmd() *cobra.Command {
 	var (
 		configDir string
 		xds       string
+		uiAddr    string
 		reset     bool
 		apps      bool
 		logs      logFlags
@@ -66,6 +68,7 @@ func newUpCmd() *cobra.Command {
 			err = localmesh.Run(ctx, localmesh.Options{
 				ConfigDir:  configDir,
 				XDSAddress: xds,
+				UIAddress:  uiAddr,
 				Logger:     log,
 				Ready:      func(m localmesh.Mesh) { printMesh(out, m, configDir) },
 				OnConfigError: func(err error) {
@@ -82,6 +85,7 @@ func newUpCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&configDir, "config-dir", "", "directory of Istio YAML to run (default: the demo, written to ~/.trellis/demo)")
 	cmd.Flags().StringVar(&xds, "xds-address", controlplane.DefaultXDSAddress, "address the control plane serves xDS on")
+	cmd.Flags().StringVar(&uiAddr, "ui-address", ui.DefaultAddress, `address to serve the console on ("" for none)`)
 	cmd.Flags().BoolVar(&reset, "reset", false, "rewrite the demo config in ~/.trellis/demo, discarding your edits")
 	cmd.Flags().BoolVar(&apps, "demo-apps", false, "run the demo apps (default: only when running the demo)")
 	cmd.Flags().StringVar(&logs.level, "log-level", "warn", "log level: debug, info, warn or error")
@@ -115,7 +119,11 @@ func printMesh(w io.Writer, m localmesh.Mesh, configDir string) {
 		}
 	}
 	fmt.Fprintf(w, "  Config (edit; applies live):    %s\n", configDir)
-	fmt.Fprintf(w, "  Control plane xDS:              %s\n\n", m.XDSAddress)
+	fmt.Fprintf(w, "  Control plane xDS:              %s\n", m.XDSAddress)
+	if m.UIAddress != "" {
+		fmt.Fprintf(w, "  Console (trellis dashboard):    http://%s/\n", m.UIAddress)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  Proxies (admin: /ready /config_dump /stats):\n")
 	for _, p := range m.Proxies {
 		fmt.Fprintf(w, "    %-36s http://%s/\n", p.Name, p.AdminAddress)

@@ -11,6 +11,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/config"
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/translate"
+	"github.com/trellis-mesh/trellis/internal/ui"
 	"github.com/trellis-mesh/trellis/internal/xds"
 )
 
@@ -36,6 +37,10 @@ type Options struct {
 	// has been logged; the last good config keeps serving.
 	OnConfigError func(error)
 
+	// UIAddress, if set, serves the console there (ui.DefaultAddress is
+	// the usual one); "" means no console.
+	UIAddress string
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -44,6 +49,7 @@ type Options struct {
 type Ready struct {
 	XDSAddr net.Addr
 	XDS     *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
+	UIAddr  net.Addr    // the console's address; nil without one
 }
 
 // Run serves until ctx is done, then shuts down gracefully and returns nil.
@@ -69,18 +75,25 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
 	}
 	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log})
+	console, err := startConsole(opts, srv)
+	if err != nil {
+		lis.Close()
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()
+	consoleDone := console.serve(ctx, log)
 	if opts.Ready != nil {
-		opts.Ready(Ready{XDSAddr: lis.Addr(), XDS: srv})
+		opts.Ready(Ready{XDSAddr: lis.Addr(), XDS: srv, UIAddr: console.addr()})
 	}
 
 	onConfig := func(cfg *model.Config) {
 		snap := model.NewSnapshot(cfg)
 		srv.Update(snap)
+		console.accept(snap)
 		log.Info("config applied", "dir", opts.ConfigDir, "services", len(snap.Services),
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
@@ -89,6 +102,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	onError := func(err error) {
 		logConfigError(log, opts.ConfigDir, err)
+		console.reject(err)
 		if opts.OnConfigError != nil {
 			opts.OnConfigError(err)
 		}
@@ -129,6 +143,7 @@ func Run(ctx context.Context, opts Options) error {
 	if watched != nil {
 		<-watched // the watcher's goroutines end with ctx; do not outlive them
 	}
+	<-consoleDone
 	log.Info("control plane stopped")
 	return runErr
 }
@@ -159,4 +174,54 @@ func build(snap *model.Snapshot, proxy *model.Proxy) (*xds.Resources, error) {
 		Clusters:  res.Clusters,
 		Endpoints: res.Endpoints,
 	}, nil
+}
+
+// console is the optional ui.Console; its methods do nothing when nil.
+type console struct{ c *ui.Console }
+
+func startConsole(opts Options, srv *xds.Server) (console, error) {
+	if opts.UIAddress == "" {
+		return console{}, nil
+	}
+	c, err := ui.Listen(ui.ConsoleOptions{Address: opts.UIAddress, ConfigDir: opts.ConfigDir, Proxies: srv, Logger: opts.Logger})
+	if err != nil {
+		return console{}, fmt.Errorf("control plane: %w", err)
+	}
+	return console{c}, nil
+}
+
+// serve runs the console until ctx is done; the channel closes once it has
+// stopped.
+func (c console) serve(ctx context.Context, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	if c.c == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		if err := c.c.Serve(ctx); err != nil {
+			log.Error("console stopped", "error", err)
+		}
+	}()
+	return done
+}
+
+func (c console) addr() net.Addr {
+	if c.c == nil {
+		return nil
+	}
+	return c.c.Addr()
+}
+
+func (c console) accept(snap *model.Snapshot) {
+	if c.c != nil {
+		c.c.Accept(snap)
+	}
+}
+
+func (c console) reject(err error) {
+	if c.c != nil {
+		c.c.Reject(err)
+	}
 }

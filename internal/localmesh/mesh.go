@@ -18,6 +18,7 @@ import (
 type Options struct {
 	ConfigDir  string
 	XDSAddress string // "" means the control plane's default, 127.0.0.1:15010
+	UIAddress  string // the console's address; "" means no console
 	Logger     *slog.Logger
 
 	// Ready, if set, is called once the control plane serves and every
@@ -30,6 +31,7 @@ type Options struct {
 // Mesh describes a running local mesh.
 type Mesh struct {
 	XDSAddress string
+	UIAddress  string  // "" without a console
 	Proxies    []Proxy // sorted by IP
 }
 
@@ -58,6 +60,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	var (
 		xdsAddr    = make(chan string, 1)
+		uiAddr     string
 		configured = make(chan struct{})
 		firstOnce  sync.Once
 	)
@@ -66,11 +69,15 @@ func Run(ctx context.Context, opts Options) error {
 		cpErr <- controlplane.Run(ctx, controlplane.Options{
 			ConfigDir:  opts.ConfigDir,
 			XDSAddress: opts.XDSAddress,
+			UIAddress:  opts.UIAddress,
 			Logger:     opts.Logger.With("component", "controlplane"),
 			// Ready runs before any config is applied, so every OnConfig
 			// below already knows where proxies must connect.
 			Ready: func(r controlplane.Ready) {
 				m.setXDSAddress(r.XDSAddr.String())
+				if r.UIAddr != nil {
+					uiAddr = r.UIAddr.String()
+				}
 				xdsAddr <- r.XDSAddr.String()
 			},
 			OnConfig: func(snap *model.Snapshot) {
@@ -104,7 +111,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("local mesh: %w", err)
 	}
 	if opts.Ready != nil {
-		opts.Ready(m.describe(addr))
+		mesh := m.describe(addr)
+		mesh.UIAddress = uiAddr
+		opts.Ready(mesh)
 	}
 
 	select {
