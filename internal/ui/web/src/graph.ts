@@ -80,6 +80,7 @@ export class TopologyView {
   private drawQueued = false;
   private pendingLayoutMs = 0; // structure diff + layout of the data not drawn yet
   private fresh = false; // new data since the last draw
+  private updates = 0; // answers of /api/graph shown so far
   private drag: { x: number; y: number; tx: number; ty: number; moved: boolean } | null = null;
   private firstDrawDone = false;
 
@@ -116,8 +117,46 @@ export class TopologyView {
     this.graph = g;
     this.pendingLayoutMs = performance.now() - t0;
     this.fresh = true;
+    this.updates++;
     this.host.dataset.layoutMs = this.lay.ms.toFixed(1);
     this.requestDraw();
+  }
+
+  // scene is what the last layout placed: node ids and edges with their
+  // current numbers (for tests and the browser console).
+  scene(): { nodes: string[]; edges: GraphEdge[] } {
+    const l = this.lay;
+    if (!l) return { nodes: [], edges: [] };
+    return {
+      nodes: this.graph.nodes.filter((_, i) => l.nodes[i]).map((n) => n.id),
+      edges: l.edges.map((p) => this.graph.edges[p.edge]),
+    };
+  }
+
+  // screenPoint is where a node's centre (or an edge's middle) is drawn,
+  // in client coordinates; null when unknown or off screen.
+  screenPoint(kind: "node" | "edge", id: string): { x: number; y: number } | null {
+    const l = this.lay;
+    if (!l) return null;
+    let wx: number;
+    let wy: number;
+    if (kind === "node") {
+      const i = this.graph.nodes.findIndex((n) => n.id === id);
+      const b = i >= 0 ? l.nodes[i] : null;
+      if (!b) return null;
+      wx = b.x + b.w / 2;
+      wy = b.y + b.h / 2;
+    } else {
+      const p = l.edges.find((q) => q.id === id);
+      if (!p) return null;
+      const mid = (p.pts.length / 2) | 0;
+      wx = p.pts[mid - (mid % 2)];
+      wy = p.pts[mid - (mid % 2) + 1];
+    }
+    const r = this.canvas.getBoundingClientRect();
+    const x = r.left + wx * this.scale + this.tx;
+    const y = r.top + wy * this.scale + this.ty;
+    return x >= r.left && x <= r.right && y >= r.top && y <= r.bottom ? { x, y } : null;
   }
 
   nodes(): GraphNode[] {
@@ -359,7 +398,8 @@ export class TopologyView {
     h.nodes = String(drawnNodes);
     h.edges = String(drawnEdges);
     h.drawMs = drawMs.toFixed(1);
-    h.scale = this.scale.toFixed(3);
+    h.view = `${this.scale.toFixed(4)},${this.tx.toFixed(1)},${this.ty.toFixed(1)}`;
+    h.updates = String(this.updates);
     if (this.fresh) {
       // A full render: new data diffed, laid out if needed, and drawn.
       h.renderMs = (drawMs + this.pendingLayoutMs).toFixed(1);

@@ -133,5 +133,13 @@ window.addEventListener("hashchange", () => {
   void poll(false);
 });
 
+// A small handle for tests and the browser's console: what the graph drew
+// and where, so a test can hover and click the canvas like a user.
+(window as unknown as { trellisConsole: object }).trellisConsole = {
+  scene: () => graph.scene(),
+  nodePoint: (id: string) => graph.screenPoint("node", id),
+  edgePoint: (id: string) => graph.screenPoint("edge", id),
+};
+
 applyRoute();
 void poll();
