@@ -32,14 +32,23 @@ const ExecPath = "/usr/bin/chromium"
 // into a failure.
 const RequireEnv = "TRELLIS_REQUIRE_BROWSER"
 
-// Browser is one headless Chromium with one tab, owned by one test.
+// Browser is one headless Chromium with one tab, owned by one test; For
+// hands it to a subtest.
 type Browser struct {
-	t   testing.TB
+	t testing.TB // where failures are reported
+	*tab
+}
+
+type tab struct {
 	ctx context.Context // the tab's chromedp context
 
 	mu       sync.Mutex
 	problems []string // console errors and uncaught exceptions, in order
 }
+
+// For returns the same browser reporting to t (a subtest): a subtest must
+// not fail its parent.
+func (b *Browser) For(t testing.TB) *Browser { return &Browser{t: t, tab: b.tab} }
 
 // Find returns the Chromium to run, or an error saying what is missing.
 func Find() (string, error) {
@@ -79,7 +88,7 @@ func New(t testing.TB, width, height int) *Browser {
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	b := &Browser{t: t, ctx: ctx}
+	b := &Browser{t: t, tab: &tab{ctx: ctx}}
 
 	// The first action starts the browser; it must run on a context
 	// without a deadline, or the deadline would end the browser.

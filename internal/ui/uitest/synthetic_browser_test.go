@@ -47,6 +47,7 @@ func TestGraphOf500ServicesRendersCompletelyAndStaysInteractive(t *testing.T) {
 	b.Screenshot("graph-500")
 
 	t.Run("HoverAnEdgeShowsItsNumbers", func(t *testing.T) {
+		b := b.For(t)
 		// Edges cross in a graph this dense: hovering an edge's midpoint
 		// must describe that edge for most of them; try a few.
 		for _, e := range g.Edges[:20] {
@@ -68,6 +69,7 @@ func TestGraphOf500ServicesRendersCompletelyAndStaysInteractive(t *testing.T) {
 	})
 
 	t.Run("LiveRefreshKeepsTheUsersView", func(t *testing.T) {
+		b := b.For(t)
 		before := browser.Eval[string](b, `document.getElementById("graph").dataset.view`)
 		b.Do(10*time.Second, chromedp.Click(chromedp.ID("zoom-in")))
 		b.WaitFor(5*time.Second, `document.getElementById("graph").dataset.view !== `+js(before), "the zoom to change the view", graphData)
@@ -84,6 +86,7 @@ func TestGraphOf500ServicesRendersCompletelyAndStaysInteractive(t *testing.T) {
 	})
 
 	t.Run("ClickingANodeOpensItsService", func(t *testing.T) {
+		b := b.For(t)
 		// svc-0 has two versions and a 90/10 VirtualService.
 		p := browser.Eval[*point](b, `trellisConsole.nodePoint("ns-0/svc-0-v2")`)
 		if p == nil {
