@@ -392,6 +392,17 @@ func TestConsoleValidationReportsABrokenFileUntilFixed(t *testing.T) {
 		getJSON(t, c.url+"/api/validation", &v)
 		return v.OK
 	})
+
+	// A kind Trellis ignores is a warning; the config stays valid.
+	peer := filepath.Join(c.dir, "peer.yaml")
+	writeFile(t, peer, "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: default}\nspec: {mtls: {mode: STRICT}}\n")
+	eventually(t, 10*time.Second, "the ignored kind is a warning", func() bool {
+		getJSON(t, c.url+"/api/validation", &v)
+		return len(v.Messages) == 1
+	})
+	if m := v.Messages[0]; !v.OK || m.Level != "warning" || m.Source != peer+":1" || !strings.Contains(m.Text, "PeerAuthentication default/strict") {
+		t.Errorf("validation with an ignored kind: ok %v, %+v", v.OK, m)
+	}
 }
 
 func TestConsoleProxiesShowSyncState(t *testing.T) {
