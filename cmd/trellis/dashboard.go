@@ -16,8 +16,9 @@ import (
 
 func newDashboardCmd() *cobra.Command {
 	var (
-		address string
-		browser bool
+		address   string
+		browser   bool
+		synthetic int
 	)
 	cmd := &cobra.Command{
 		Use:   "dashboard",
@@ -31,6 +32,9 @@ func newDashboardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if synthetic > 0 {
+				return serveSynthetic(cmd, address, synthetic)
+			}
 			if err := checkConsole(cmd.Context(), url); err != nil {
 				return err
 			}
@@ -43,6 +47,8 @@ func newDashboardCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&address, "address", ui.DefaultAddress, "host:port the console listens on")
 	cmd.Flags().BoolVar(&browser, "browser", false, "open the console in a browser (xdg-open)")
+	cmd.Flags().IntVar(&synthetic, "synthetic", 0, "serve a console on --address showing a made-up mesh of N services and 4N edges (for front-end work)")
+	_ = cmd.Flags().MarkHidden("synthetic")
 	return cmd
 }
 
@@ -92,4 +98,28 @@ func openBrowser(url string) error {
 		return fmt.Errorf("--browser: xdg-open %s: %v %s", url, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// serveSynthetic serves a console over ui.SyntheticTopology until Ctrl-C.
+func serveSynthetic(cmd *cobra.Command, address string, services int) error {
+	lis, err := net.Listen("tcp", address)
+	if err != nil {
+		return fmt.Errorf("--synthetic: %w", err)
+	}
+	url, err := consoleURL(lis.Addr().String())
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: ui.New(ui.SyntheticTopology(services, 4*services, 1).Options()), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(cmd.OutOrStdout(), "Synthetic console (%d services, %d edges): %s\nPress Ctrl-C to stop.\n", services, 4*services, url)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	select {
+	case err := <-done:
+		return err
+	case <-cmd.Context().Done():
+		_ = srv.Close()
+		<-done
+		return nil
+	}
 }

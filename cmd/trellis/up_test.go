@@ -95,6 +95,20 @@ func TestUpPrintsURLsAndServesTheFrontPage(t *testing.T) {
 		t.Fatalf("front page: status %d, body:\n%s", resp.StatusCode, body)
 	}
 
+	console := regexp.MustCompile(`Console \(trellis dashboard\):\s+(http://\S+)`).FindStringSubmatch(printed)
+	if console == nil {
+		t.Fatalf("no console URL in:\n%s", printed)
+	}
+	resp, err = http.Get(console[1] + "api/services")
+	if err != nil {
+		t.Fatalf("console %s: %v", console[1], err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"name":"reviews"`) {
+		t.Errorf("console services: status %d, body:\n%s", resp.StatusCode, body)
+	}
+
 	configDir := filepath.Join(home, ".trellis", "demo")
 	if !strings.Contains(printed, configDir) {
 		t.Errorf("output does not say where the editable config is (%s):\n%s", configDir, printed)

@@ -49,11 +49,16 @@ func proxiesOf(statuses []xds.ProxyStatus) []Proxy {
 		}
 		for _, t := range xdsTypes {
 			ts := TypeState{Sent: st.Versions[t.url], Acked: st.Acked[t.url]}
+			nacked := st.LastNACK != nil && st.LastNACK.TypeURL == t.url
 			switch {
 			case ts.Sent == "":
 				ts.Status = statusNotSent
 			case ts.Sent == ts.Acked:
 				ts.Status = statusSynced
+			case ts.Acked == "" && !nacked:
+				// The server holds every type for a proxy; one the proxy
+				// never answered for, it never asked for.
+				ts.Status = statusNotSent
 			default:
 				ts.Status = statusStale
 			}

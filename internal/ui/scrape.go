@@ -96,9 +96,11 @@ func (s *Scraper) scrape(ctx context.Context, now time.Time) {
 	port := s.opts.Port
 	if port == 0 {
 		port = 15020
-		if snap := s.opts.Config.Current().Snapshot; snap != nil {
-			if p := snap.Config.Mesh.GetDefaultConfig().GetStatusPort(); p != 0 {
-				port = int(p)
+		if s.opts.Config != nil {
+			if snap := s.opts.Config.Current().Snapshot; snap != nil {
+				if p := snap.Config.Mesh.GetDefaultConfig().GetStatusPort(); p != 0 {
+					port = int(p)
+				}
 			}
 		}
 	}

@@ -107,12 +107,19 @@ func (t *ConfigTracker) Current() ConfigState {
 // Warnings implements ConfigSource.
 func (t *ConfigTracker) Warnings() []config.Warning {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.dir != "" && t.gen != t.warnGen {
-		// Loading again is the only way to the warnings: the watcher
-		// logs them and hands on only the config.
-		_, t.warnings, _ = config.LoadDir(t.dir)
-		t.warnGen = t.gen
+	gen, fresh, warnings := t.gen, t.gen == t.warnGen, t.warnings
+	t.mu.Unlock()
+	if fresh || t.dir == "" {
+		return warnings
 	}
-	return t.warnings
+	// Loading again is the only way to the warnings: the watcher logs them
+	// and hands on only the config. Not under the lock, so that Accept
+	// (the watcher's goroutine) never waits for it.
+	_, warnings, _ = config.LoadDir(t.dir)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gen == gen {
+		t.warnings, t.warnGen = warnings, gen
+	}
+	return warnings
 }

@@ -142,6 +142,10 @@ type textEdit struct {
 
 func applyEdits(data []byte, edits []textEdit) ([]byte, error) {
 	lines := strings.SplitAfter(string(data), "\n")
+	eol := "\n"
+	if strings.Contains(string(data), "\r\n") {
+		eol = "\r\n" // new lines end as the file's do
+	}
 	// Bottom up, so that earlier edits do not move later ones.
 	slices.SortStableFunc(edits, func(a, b textEdit) int {
 		if a.line != b.line {
@@ -161,10 +165,6 @@ func applyEdits(data []byte, edits []textEdit) ([]byte, error) {
 		}
 		l := lines[e.line-1]
 		if e.insertAfter {
-			eol := "\n"
-			if strings.HasSuffix(l, "\r\n") {
-				eol = "\r\n"
-			}
 			if !strings.HasSuffix(l, "\n") {
 				l += eol // the last line of a file without a final newline
 			}
