@@ -204,7 +204,7 @@ export function layout(nodes: GraphNode[], edges: GraphEdge[]): Layout {
   // Deep call chains (long random graphs) would give hundreds of thin
   // layers: squeeze them into as many columns as that aspect allows, in
   // order, so callers stay left of callees.
-  const maxLayers = Math.max(2, Math.ceil((0.6 * total) / maxCol));
+  const maxLayers = Math.max(8, Math.ceil((0.6 * total) / maxCol));
   if (L > maxLayers) {
     for (let g = 0; g < G; g++) layerOf[g] = Math.floor((layerOf[g] * maxLayers) / L);
     L = maxLayers;
