@@ -164,8 +164,17 @@ func (b *Browser) WaitFor(timeout time.Duration, expr, what, describe string) ti
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr,
-		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
+	var err error
+	for {
+		_, err = chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr,
+			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(time.Until(start.Add(timeout)))))
+		// A poll started while the previous document was being replaced
+		// loses its JavaScript context; start it again in the new one.
+		if err == nil || ctx.Err() != nil || !contextLost(err) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		state := "?"
 		if describe != "" {
@@ -177,6 +186,11 @@ func (b *Browser) WaitFor(timeout time.Duration, expr, what, describe string) ti
 		b.t.Fatalf("browser: %s: not within %v (%v); page: %s", what, timeout, err, state)
 	}
 	return time.Since(start)
+}
+
+func contextLost(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Cannot find context with specified id") || strings.Contains(msg, "Execution context was destroyed")
 }
 
 // Screenshot saves the tab's viewport as <name>.png in the test's
