@@ -50,9 +50,13 @@ type tab struct {
 // not fail its parent.
 func (b *Browser) For(t testing.TB) *Browser { return &Browser{t: t, tab: b.tab} }
 
-// Find returns the Chromium to run, or an error saying what is missing.
+// Find returns the Chromium to run ($TRELLIS_CHROMIUM, else Debian's),
+// or an error saying what is missing.
 func Find() (string, error) {
 	if p := os.Getenv("TRELLIS_CHROMIUM"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("TRELLIS_CHROMIUM: %w", err)
+		}
 		return p, nil
 	}
 	if _, err := os.Stat(ExecPath); err == nil {
