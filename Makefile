@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test timeout per package: generous for 2-core CI machines.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir
+.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir ui ui-check chromium bench-ui
 
 # Real Kubernetes for tests (internal/testenv/kubeenv): etcd and kube-apiserver built from their Go
 # modules (internal/testenv/tools/*) at the versions pinned there, cached per version. Cold: several
@@ -22,8 +22,26 @@ KUBE_DIR     := $(CACHE)/kube/kube-apiserver-$(KUBE_VERSION)_etcd-$(ETCD_VERSION
 
 all: build
 
-build:
+build: ui
 	$(GO) build -o bin/ ./cmd/...
+
+# The console front-end (internal/ui/web, see its README): npm ci from the committed lock file, a
+# TypeScript check and esbuild into internal/ui/web/dist. dist/ is committed and embedded
+# (internal/ui/assets.go), so `go build` works without Node.js; make test checks it is up to date.
+UI_DIR := internal/ui/web
+ui:
+	@command -v npm >/dev/null || { echo "make ui: npm not found; install Node.js >= 18 (go build alone uses the committed $(UI_DIR)/dist)"; exit 1; }
+	cd $(UI_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+ui-check: ui
+	@git diff --quiet -- $(UI_DIR)/dist && [ -z "$$(git ls-files --others --exclude-standard -- $(UI_DIR)/dist)" ] || \
+	  { git status --short -- $(UI_DIR)/dist; echo "$(UI_DIR)/dist does not match its sources: commit what make ui built"; exit 1; }
+
+# Headless Chromium for the browser tests (internal/ui/uitest): Debian's package, installed when root.
+chromium:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else echo "chromium is missing and this is not root: install Debian's chromium (sudo apt-get install chromium) for the browser tests"; exit 1; fi
 
 $(STATICCHECK):
 	@mkdir -p $(TOOLS_BIN)
@@ -41,11 +59,12 @@ print-kube-dir:
 	@echo $(KUBE_DIR)
 
 # Unit and integration tests, race detector on: most packages here are concurrent.
-# TRELLIS_REQUIRE_KUBE=1 turns a missing kube-apiserver or etcd into a failure, never a skip.
-unit: kube-tools
-	TRELLIS_REQUIRE_KUBE=1 TRELLIS_KUBE_BIN_DIR=$(KUBE_DIR) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+# TRELLIS_REQUIRE_KUBE=1 (TRELLIS_REQUIRE_BROWSER=1) turns a missing kube-apiserver or etcd
+# (chromium) into a failure, never a skip.
+unit: kube-tools chromium
+	TRELLIS_REQUIRE_KUBE=1 TRELLIS_REQUIRE_BROWSER=1 TRELLIS_KUBE_BIN_DIR=$(KUBE_DIR) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-test: lint build kube-tools unit
+test: ui-check lint build kube-tools unit
 
 # Benchmarks: the Go micro benchmarks of the proxy hot path, then trellis-proxy against nginx and
 # haproxy on loopback (installs them and wrk when root; writes bench/RESULTS.md and bench/out/).
@@ -54,6 +73,10 @@ test: lint build kube-tools unit
 bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-proxy
+
+# The console's render time in headless Chromium at 500 services / 2000 edges.
+bench-ui: chromium
+	$(GO) test -run '^$$' -bench BenchmarkConsole -benchtime 5x ./internal/ui/uitest/
 
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

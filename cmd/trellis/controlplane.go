@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/internal/controlplane"
+	"github.com/trellis-mesh/trellis/internal/ui"
 )
 
 func newControlPlaneCmd() *cobra.Command {
@@ -48,6 +49,7 @@ func newControlPlaneCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opts.ConfigDir, "config-dir", "", "directory of Istio YAML to serve (required)")
 	cmd.Flags().StringVar(&opts.XDSAddress, "xds-address", controlplane.DefaultXDSAddress, "address to serve xDS (ADS, plaintext gRPC) on")
+	cmd.Flags().StringVar(&opts.UIAddress, "ui-address", "", "address to serve the console on, e.g. "+ui.DefaultAddress+` ("" for none)`)
 	cmd.Flags().Uint16Var(&xdsPort, "xds-port", 15010, "port to serve xDS on (replaces the port of --xds-address)")
 	cmd.Flags().StringVar(&opts.DebugAddress, "debug-address", controlplane.DefaultDebugAddress, "address to serve metrics (/metrics) and debug endpoints (/debug/syncz, /debug/configz, ...) on; \"\" disables them")
 	logs.register(cmd)

@@ -15,6 +15,7 @@ import (
 	"github.com/trellis-mesh/trellis/examples/demo"
 	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/localmesh"
+	"github.com/trellis-mesh/trellis/internal/ui"
 )
 
 func newUpCmd() *cobra.Command {
@@ -22,6 +23,7 @@ func newUpCmd() *cobra.Command {
 		configDir string
 		xds       string
 		debug     string
+		uiAddr    string
 		reset     bool
 		apps      bool
 		logs      logFlags
@@ -70,6 +72,7 @@ func newUpCmd() *cobra.Command {
 				DebugAddress: debug,
 				Logger:       log,
 				Ready:        func(m localmesh.Mesh) { printMesh(out, m, configDir) },
+				UIAddress:    uiAddr,
 				OnConfigError: func(err error) {
 					fmt.Fprintf(out, "\nConfig rejected; the last good config keeps serving:\n  %s\n",
 						strings.ReplaceAll(err.Error(), "\n", "\n  "))
@@ -85,6 +88,7 @@ func newUpCmd() *cobra.Command {
 	cmd.Flags().StringVar(&configDir, "config-dir", "", "directory of Istio YAML to run (default: the demo, written to ~/.trellis/demo)")
 	cmd.Flags().StringVar(&xds, "xds-address", controlplane.DefaultXDSAddress, "address the control plane serves xDS on")
 	cmd.Flags().StringVar(&debug, "debug-address", controlplane.DefaultDebugAddress, "address the control plane serves metrics and debug endpoints on (\"\" disables them)")
+	cmd.Flags().StringVar(&uiAddr, "ui-address", ui.DefaultAddress, `address to serve the console on ("" for none)`)
 	cmd.Flags().BoolVar(&reset, "reset", false, "rewrite the demo config in ~/.trellis/demo, discarding your edits")
 	cmd.Flags().BoolVar(&apps, "demo-apps", false, "run the demo apps (default: only when running the demo)")
 	cmd.Flags().StringVar(&logs.level, "log-level", "warn", "log level: debug, info, warn or error")
@@ -121,6 +125,9 @@ func printMesh(w io.Writer, m localmesh.Mesh, configDir string) {
 	fmt.Fprintf(w, "  Control plane xDS:              %s\n", m.XDSAddress)
 	if m.DebugAddress != "" {
 		fmt.Fprintf(w, "  Control plane metrics, debug:   http://%s/metrics  http://%s/debug/syncz  (trellis proxy-status)\n", m.DebugAddress, m.DebugAddress)
+	}
+	if m.UIAddress != "" {
+		fmt.Fprintf(w, "  Console (trellis dashboard):    http://%s/\n", m.UIAddress)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  Proxies (admin: /ready /config_dump /stats):\n")

@@ -48,7 +48,7 @@ func TestUpPrintsURLsAndServesTheFrontPage(t *testing.T) {
 		cmd := newRootCmd()
 		cmd.SetOut(&out)
 		cmd.SetErr(io.Discard)
-		cmd.SetArgs([]string{"up", "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0"})
+		cmd.SetArgs([]string{"up", "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0", "--ui-address", "127.0.0.1:0"})
 		done <- cmd.ExecuteContext(ctx)
 	}()
 	stopped := false
@@ -93,6 +93,20 @@ func TestUpPrintsURLsAndServesTheFrontPage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `<p id="reviews-version">reviews-v1</p>`) {
 		t.Fatalf("front page: status %d, body:\n%s", resp.StatusCode, body)
+	}
+
+	console := regexp.MustCompile(`Console \(trellis dashboard\):\s+(http://\S+)`).FindStringSubmatch(printed)
+	if console == nil {
+		t.Fatalf("no console URL in:\n%s", printed)
+	}
+	resp, err = http.Get(console[1] + "api/services")
+	if err != nil {
+		t.Fatalf("console %s: %v", console[1], err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"name":"reviews"`) {
+		t.Errorf("console services: status %d, body:\n%s", resp.StatusCode, body)
 	}
 
 	configDir := filepath.Join(home, ".trellis", "demo")

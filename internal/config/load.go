@@ -46,7 +46,10 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 		meshAt string
 	)
 	for _, f := range files {
-		data, err := os.ReadFile(f.path)
+		data, err := f.data, error(nil)
+		if data == nil {
+			data, err = os.ReadFile(f.path)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("read config: %w", err)
 		}
@@ -81,6 +84,30 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 type configFile struct {
 	path string
 	mesh bool
+	data []byte // nil: read path
+}
+
+// LoadDirWithOverride is LoadDir as if the file at path (one LoadDir
+// reads, named as LoadDir names it) held data: it checks a change to one
+// file against the whole directory before the change is written.
+func LoadDirWithOverride(dir, path string, data []byte) (*model.Config, []Warning, error) {
+	files, err := configFiles(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if data == nil {
+		data = []byte{} // an empty file, not "read it"
+	}
+	found := false
+	for i := range files {
+		if filepath.Clean(files[i].path) == filepath.Clean(path) {
+			files[i].data, found = data, true
+		}
+	}
+	if !found {
+		return nil, nil, fmt.Errorf("%s is not a config file of %s", path, dir)
+	}
+	return loadFiles(files)
 }
 
 func configFiles(dir string) ([]configFile, error) {

@@ -40,6 +40,10 @@ type Options struct {
 	// has been logged; the last good config keeps serving.
 	OnConfigError func(error)
 
+	// UIAddress, if set, serves the console there (ui.DefaultAddress is
+	// the usual one); "" means no console.
+	UIAddress string
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -49,6 +53,7 @@ type Ready struct {
 	XDSAddr   net.Addr
 	DebugAddr net.Addr    // nil when Options.DebugAddress is ""
 	XDS       *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
+	UIAddr    net.Addr    // the console's address; nil without one
 }
 
 // Run serves until ctx is done, then shuts down gracefully and returns nil.
@@ -80,19 +85,27 @@ func Run(ctx context.Context, opts Options) error {
 		lis.Close()
 		return err
 	}
+	console, err := startConsole(opts, srv)
+	if err != nil {
+		lis.Close()
+		_ = dbg.shutdown(context.Background())
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()
+	consoleDone := console.serve(ctx, log)
 	if opts.Ready != nil {
-		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv})
+		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr()})
 	}
 
 	onConfig := func(cfg *model.Config) {
 		snap := model.NewSnapshot(cfg)
 		srv.Update(snap)
 		tel.state.Applied(cfg, snap)
+		console.accept(snap)
 		log.Info("config applied", "dir", opts.ConfigDir, "services", len(snap.Services),
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
@@ -102,6 +115,7 @@ func Run(ctx context.Context, opts Options) error {
 	onError := func(err error) {
 		logConfigError(log, opts.ConfigDir, err)
 		tel.state.Rejected(err)
+		console.reject(err)
 		if opts.OnConfigError != nil {
 			opts.OnConfigError(err)
 		}
@@ -145,6 +159,7 @@ func Run(ctx context.Context, opts Options) error {
 	if watched != nil {
 		<-watched // the watcher's goroutines end with ctx; do not outlive them
 	}
+	<-consoleDone
 	log.Info("control plane stopped")
 	return runErr
 }

@@ -21,6 +21,7 @@ type Options struct {
 	// DebugAddress is the control plane's metrics and debug address
 	// (controlplane.DefaultDebugAddress in `trellis up`); "" disables it.
 	DebugAddress string
+	UIAddress    string // the console's address; "" means no console
 	Logger       *slog.Logger
 
 	// Ready, if set, is called once the control plane serves and every
@@ -35,6 +36,7 @@ type Mesh struct {
 	XDSAddress   string
 	DebugAddress string  // "" when disabled
 	Proxies      []Proxy // sorted by IP
+	UIAddress    string  // "" without a console
 }
 
 // Proxy is one running proxy and where to reach it.
@@ -65,6 +67,7 @@ func Run(ctx context.Context, opts Options) error {
 	var (
 		xdsAddr    = make(chan string, 1)
 		debugAddr  string // written before xdsAddr is sent
+		uiAddr     string // written before xdsAddr is sent
 		configured = make(chan struct{})
 		firstOnce  sync.Once
 	)
@@ -75,12 +78,16 @@ func Run(ctx context.Context, opts Options) error {
 			XDSAddress:   opts.XDSAddress,
 			DebugAddress: opts.DebugAddress,
 			Logger:       opts.Logger.With("component", "controlplane"),
+			UIAddress:    opts.UIAddress,
 			// Ready runs before any config is applied, so every OnConfig
 			// below already knows where proxies must connect.
 			Ready: func(r controlplane.Ready) {
 				m.setXDSAddress(r.XDSAddr.String())
 				if r.DebugAddr != nil {
 					debugAddr = r.DebugAddr.String()
+				}
+				if r.UIAddr != nil {
+					uiAddr = r.UIAddr.String()
 				}
 				xdsAddr <- r.XDSAddr.String()
 			},
@@ -117,6 +124,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Ready != nil {
 		mesh := m.describe(addr)
 		mesh.DebugAddress = debugAddr
+		mesh.UIAddress = uiAddr
 		opts.Ready(mesh)
 	}
 
