@@ -73,6 +73,7 @@ test: ui-check lint build kube-tools unit
 bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-proxy
+	$(MAKE) bench-ui
 
 # The console's render time in headless Chromium at 500 services / 2000 edges.
 bench-ui: chromium

@@ -8,7 +8,14 @@
 // work on Trellis and these work on Istio.
 package manifests
 
-import "embed"
+import (
+	"embed"
+	"fmt"
+	"slices"
+	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+)
 
 // Dashboards are the Grafana dashboard JSON files, under "grafana/".
 //
@@ -34,8 +41,8 @@ type ProxyMetric struct {
 // ProxyMetrics is the contract between the dashboards and trellis-proxy:
 // Istio's standard metrics (CONSOLE_API.md, docs/proxy-observability.md).
 // Dashboards may use these and nothing else from a proxy; the dashboards
-// test enforces that. A test that scrapes a real proxy should check that it
-// exports every family listed here, with ProxyLabels.
+// test enforces that. Tests that scrape real proxies check they export every
+// family listed here, with ProxyLabels (ProxyContractViolations).
 var ProxyMetrics = []ProxyMetric{
 	{"istio_requests_total", Counter},
 	{"istio_request_duration_milliseconds", Histogram},
@@ -47,14 +54,26 @@ var ProxyMetrics = []ProxyMetric{
 	{"istio_tcp_connections_closed_total", Counter},
 }
 
-// ProxyLabels are Istio's standard labels on every ProxyMetrics family
-// (histograms add "le" to their buckets).
+// ProxyLabels are Istio's standard labels on the ProxyMetrics families
+// (histograms add "le" to their buckets); the TCP families lack the
+// response ones (ProxyMetric.Labels).
 var ProxyLabels = []string{
 	"reporter",
 	"source_workload", "source_workload_namespace", "source_app", "source_version", "source_principal",
 	"destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
 	"destination_service", "destination_service_name", "destination_service_namespace", "destination_principal",
 	"request_protocol", "response_code", "grpc_response_status", "response_flags", "connection_security_policy",
+}
+
+// httpOnlyLabels are the ProxyLabels Istio puts on request metrics only.
+var httpOnlyLabels = []string{"response_code", "grpc_response_status"}
+
+// Labels are the standard labels every series of the family carries.
+func (m ProxyMetric) Labels() []string {
+	if strings.HasPrefix(m.Name, "istio_tcp_") {
+		return without(ProxyLabels, httpOnlyLabels)
+	}
+	return ProxyLabels
 }
 
 // SampleNames are the series names a family exposes in Prometheus's text
@@ -64,4 +83,52 @@ func (m ProxyMetric) SampleNames() []string {
 		return []string{m.Name + "_bucket", m.Name + "_sum", m.Name + "_count"}
 	}
 	return []string{m.Name}
+}
+
+// ProxyContractViolations checks families scraped from a real proxy's
+// /stats/prometheus against ProxyMetrics and ProxyLabels: every listed family
+// for which include returns true must be there, of its type, and every one of
+// its series must carry its Labels (Istio has a few more, such as the
+// canonical service ones). It returns one line per problem.
+func ProxyContractViolations(families map[string]*dto.MetricFamily, include func(ProxyMetric) bool) []string {
+	var problems []string
+	for _, m := range ProxyMetrics {
+		if !include(m) {
+			continue
+		}
+		mf, ok := families[m.Name]
+		if !ok {
+			problems = append(problems, m.Name+": not exported")
+			continue
+		}
+		want := dto.MetricType_COUNTER
+		if m.Type == Histogram {
+			want = dto.MetricType_HISTOGRAM
+		}
+		if mf.GetType() != want {
+			problems = append(problems, fmt.Sprintf("%s: type %v, want %v", m.Name, mf.GetType(), want))
+		}
+		for _, s := range mf.GetMetric() {
+			var names []string
+			for _, l := range s.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			if missing := without(m.Labels(), names); len(missing) > 0 {
+				problems = append(problems, fmt.Sprintf("%s: series without the labels %v", m.Name, missing))
+				break
+			}
+		}
+	}
+	return problems
+}
+
+// without returns the names in want that are not in have.
+func without(want, have []string) []string {
+	var out []string
+	for _, n := range want {
+		if !slices.Contains(have, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -130,9 +130,13 @@ func printMesh(w io.Writer, m localmesh.Mesh, configDir string) {
 		fmt.Fprintf(w, "  Console (trellis dashboard):    http://%s/\n", m.UIAddress)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  Proxies (admin: /ready /config_dump /stats):\n")
+	fmt.Fprintf(w, "  Proxies (admin: /ready /config_dump /stats; Istio metrics: 15020/stats/prometheus):\n")
 	for _, p := range m.Proxies {
-		fmt.Fprintf(w, "    %-36s http://%s/\n", p.Name, p.AdminAddress)
+		fmt.Fprintf(w, "    %-36s http://%s/", p.Name, p.AdminAddress)
+		if p.StatusAddress != "" {
+			fmt.Fprintf(w, "  http://%s/stats/prometheus", p.StatusAddress)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "\nPress Ctrl-C to stop.\n")
 }

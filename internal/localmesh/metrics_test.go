@@ -22,6 +22,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/localmesh"
 	"github.com/trellis-mesh/trellis/internal/testenv"
+	"github.com/trellis-mesh/trellis/manifests"
 )
 
 // Two workloads on their own addresses: client-v1 calls server-v1 through both sidecars. The
@@ -233,6 +234,12 @@ func TestStandardMetricsCountEveryRequestOnBothSidesWithIstioLabels(t *testing.T
 					t.Errorf("%s: %s{code=%s} has %d samples, want %v", side.name, h, w.labels["response_code"], hm.GetHistogram().GetSampleCount(), w.count)
 				}
 			}
+		}
+		// The Grafana dashboards (manifests/) query these families by Istio's labels.
+		for _, p := range manifests.ProxyContractViolations(got, func(m manifests.ProxyMetric) bool {
+			return !strings.HasPrefix(m.Name, "istio_tcp_")
+		}) {
+			t.Errorf("%s: %s", side.name, p)
 		}
 		// The Envoy stats are merged in, as on Istio's 15020.
 		if _, ok := got["envoy_server_live"]; !ok && len(got) < 5 {
