@@ -3,6 +3,8 @@ package streaminfo
 import (
 	"net/http"
 	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Info describes one HTTP request (or one TCP connection, where the HTTP fields stay empty) from the
@@ -26,6 +28,12 @@ type Info struct {
 	DownstreamLocalAddr  string
 	// ServerName is the TLS SNI the downstream sent, if any.
 	ServerName string
+	// DownstreamTLS is set when the downstream connection is TLS (terminated by this proxy).
+	DownstreamTLS bool
+	// DownstreamPeerURISAN is the first URI SAN of the downstream's verified client certificate,
+	// e.g. "spiffe://cluster.local/ns/default/sa/sleep" (Envoy's %DOWNSTREAM_PEER_URI_SAN%); ""
+	// without a verified client certificate.
+	DownstreamPeerURISAN string
 
 	RouteName       string
 	UpstreamCluster string
@@ -48,9 +56,27 @@ type Info struct {
 	BytesReceived int64 // request body (HTTP) or bytes from downstream (TCP)
 	BytesSent     int64 // response body (HTTP) or bytes to downstream (TCP)
 
+	// DynamicMetadata is Envoy's dynamic metadata: filter name → fields, e.g. a JWT's payload
+	// under "envoy.filters.http.jwt_authn", RBAC shadow results under "envoy.filters.http.rbac".
+	// nil until a filter sets some (SetMetadata).
+	DynamicMetadata map[string]*structpb.Struct
+
 	// Peer is what a telemetry filter learnt of the other side of the request (Istio's metadata
 	// exchange), for its own OnComplete; opaque here.
 	Peer any
+}
+
+// SetMetadata sets one field of a filter's dynamic metadata namespace, creating both as needed.
+func (i *Info) SetMetadata(filter, key string, v *structpb.Value) {
+	if i.DynamicMetadata == nil {
+		i.DynamicMetadata = make(map[string]*structpb.Struct, 1)
+	}
+	s := i.DynamicMetadata[filter]
+	if s == nil {
+		s = &structpb.Struct{Fields: make(map[string]*structpb.Value, 1)}
+		i.DynamicMetadata[filter] = s
+	}
+	s.Fields[key] = v
 }
 
 // SetFlag adds f to the request's response flags.
