@@ -11,6 +11,7 @@ import (
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	"github.com/trellis-mesh/trellis/internal/model"
@@ -211,6 +212,12 @@ func build(mesh *meshv1alpha1.MeshConfig, docs []*document) *model.Config {
 			cfg.Sidecars = append(cfg.Sidecars, &model.Sidecar{Meta: d.meta, Spec: spec})
 		case *telemetry.Telemetry:
 			cfg.Telemetries = append(cfg.Telemetries, &model.Telemetry{Meta: d.meta, Spec: spec})
+		case *security.PeerAuthentication:
+			cfg.PeerAuthentications = append(cfg.PeerAuthentications, &model.PeerAuthentication{Meta: d.meta, Spec: spec})
+		case *security.AuthorizationPolicy:
+			cfg.AuthorizationPolicies = append(cfg.AuthorizationPolicies, &model.AuthorizationPolicy{Meta: d.meta, Spec: spec})
+		case *security.RequestAuthentication:
+			cfg.RequestAuthentications = append(cfg.RequestAuthentications, &model.RequestAuthentication{Meta: d.meta, Spec: spec})
 		}
 	}
 	return cfg

@@ -95,8 +95,11 @@ func TestLoadDirReadsAllKindsSortedWithSources(t *testing.T) {
 		t.Errorf("mesh: got %v", m)
 	}
 
-	if len(warns) != 1 || !strings.Contains(warns[0].String(), "routing.yaml:92: AuthorizationPolicy default/allow-all: security.istio.io/v1 AuthorizationPolicy is not supported yet; ignored") {
-		t.Errorf("warnings: got %v, want one about AuthorizationPolicy", warns)
+	if len(warns) != 0 {
+		t.Errorf("warnings: got %v, want none", warns)
+	}
+	if len(cfg.AuthorizationPolicies) != 1 || cfg.AuthorizationPolicies[0].Key() != "AuthorizationPolicy default/allow-all" {
+		t.Errorf("authorization policies: got %v, want default/allow-all", cfg.AuthorizationPolicies)
 	}
 }
 
@@ -168,10 +171,10 @@ func TestUnknownKindIsAnError(t *testing.T) {
 
 func TestKnownUnsupportedKindIsAWarningAndIgnored(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "x.yaml"), `apiVersion: security.istio.io/v1
-kind: PeerAuthentication
+	writeFile(t, filepath.Join(dir, "x.yaml"), `apiVersion: networking.istio.io/v1beta1
+kind: ProxyConfig
 metadata: {name: default, namespace: istio-system}
-spec: {mtls: {mode: STRICT}}
+spec: {concurrency: 2}
 ---
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
@@ -191,7 +194,7 @@ spec: {}
 		t.Fatal("got no config")
 	}
 	want := []string{
-		":1: PeerAuthentication istio-system/default: security.istio.io/v1 PeerAuthentication is not supported yet; ignored",
+		":1: ProxyConfig istio-system/default: networking.istio.io/v1beta1 ProxyConfig is not supported yet; ignored",
 		":6: EnvoyFilter default/lua: networking.istio.io/v1alpha3 EnvoyFilter is not supported yet; ignored",
 		":11: WasmPlugin istio-system/mesh-default: extensions.istio.io/v1alpha1 WasmPlugin is not supported yet; ignored",
 	}

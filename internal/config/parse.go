@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	"github.com/trellis-mesh/trellis/internal/model"
@@ -35,17 +36,29 @@ var supportedKinds = map[string]func() proto.Message{
 	"Sidecar":         func() proto.Message { return &networking.Sidecar{} },
 }
 
+const securityGroup = "security.istio.io"
+
+// securityVersions are the apiVersions Istio serves its security kinds at,
+// read into the v1beta1 types (one schema).
+var securityVersions = []string{"v1", "v1beta1"}
+
+// securityKinds are the security.istio.io kinds Trellis translates.
+var securityKinds = map[string]func() proto.Message{
+	"PeerAuthentication":    func() proto.Message { return &security.PeerAuthentication{} },
+	"AuthorizationPolicy":   func() proto.Message { return &security.AuthorizationPolicy{} },
+	"RequestAuthentication": func() proto.Message { return &security.RequestAuthentication{} },
+}
+
 // pendingKinds are Istio kinds Trellis knows but does not handle yet: they
 // are ignored with a warning, not rejected, so an Istio config dir loads.
 var pendingKinds = map[string]bool{
-	"PeerAuthentication": true, "AuthorizationPolicy": true, "RequestAuthentication": true,
 	"ProxyConfig": true, "WorkloadGroup": true, "EnvoyFilter": true,
 	"WasmPlugin": true,
 }
 
 // pendingGroups are API groups whose every kind is ignored with a warning.
 var pendingGroups = map[string]bool{
-	"security.istio.io": true, "extensions.istio.io": true,
+	"extensions.istio.io": true,
 	"gateway.networking.k8s.io": true,
 }
 
@@ -224,6 +237,15 @@ func (p *fileParser) classify(c *converter, d *document, apiVersion string) (fun
 	case kind == telemetryKind:
 		c.fail("apiVersion", d.lineOf("apiVersion"), "%q: %s is read from %s/%s", apiVersion, kind, telemetryGroup, telemetryVersions[0])
 		return nil, false
+	case securityKinds[kind] != nil && group == securityGroup:
+		if !slices.Contains(securityVersions, version) {
+			c.fail("apiVersion", d.lineOf("apiVersion"), "%q is not served for %s; want %s/%s", apiVersion, kind, securityGroup, strings.Join(securityVersions, ", "))
+			return nil, false
+		}
+		return securityKinds[kind], true
+	case securityKinds[kind] != nil:
+		c.fail("apiVersion", d.lineOf("apiVersion"), "%q: %s is read from %s/%s", apiVersion, kind, securityGroup, securityVersions[0])
+		return nil, false
 	case supported && group == networkingGroup:
 		if !slices.Contains(networkingVersions, version) {
 			c.fail("apiVersion", d.lineOf("apiVersion"), "%q is not served for %s; want %s/%s", apiVersion, kind, networkingGroup, strings.Join(networkingVersions, ", "))
@@ -245,6 +267,11 @@ func (p *fileParser) classify(c *converter, d *document, apiVersion string) (fun
 			return
 		}
 		for k := range supportedKinds {
+			if !yield(k) {
+				return
+			}
+		}
+		for k := range securityKinds {
 			if !yield(k) {
 				return
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
@@ -50,6 +51,12 @@ func validateSpec(d *document) []fieldErr {
 		validateSidecar(&c, spec)
 	case *telemetry.Telemetry:
 		validateTelemetry(&c, spec)
+	case *security.PeerAuthentication:
+		validatePeerAuthentication(&c, spec)
+	case *security.AuthorizationPolicy:
+		validateAuthorizationPolicy(&c, spec)
+	case *security.RequestAuthentication:
+		validateRequestAuthentication(&c, spec)
 	}
 	return c.errs
 }

@@ -5,6 +5,7 @@ import (
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
@@ -53,6 +54,10 @@ type (
 	Sidecar         = Resource[*networking.Sidecar]
 	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share the schema).
 	Telemetry = Resource[*telemetry.Telemetry]
+	// The security.istio.io kinds (v1 and v1beta1 share the schema).
+	PeerAuthentication    = Resource[*security.PeerAuthentication]
+	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
+	RequestAuthentication = Resource[*security.RequestAuthentication]
 )
 
 // Config is the full set of Istio resources a source loaded. Slices are
@@ -67,6 +72,10 @@ type Config struct {
 	Gateways         []*Gateway
 	Sidecars         []*Sidecar
 	Telemetries      []*Telemetry
+
+	PeerAuthentications    []*PeerAuthentication
+	AuthorizationPolicies  []*AuthorizationPolicy
+	RequestAuthentications []*RequestAuthentication
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with
