@@ -58,7 +58,7 @@ var pendingKinds = map[string]bool{
 
 // pendingGroups are API groups whose every kind is ignored with a warning.
 var pendingGroups = map[string]bool{
-	"extensions.istio.io": true,
+	"extensions.istio.io":       true,
 	"gateway.networking.k8s.io": true,
 }
 
