@@ -67,6 +67,7 @@ func parseMesh(file string, data []byte) (*meshv1alpha1.MeshConfig, []*Validatio
 	proto.Merge(mesh, user)
 	var c checker
 	validateMeshTelemetry(&c, mesh)
+	validateMeshExtAuthz(&c, mesh) // validate_authorizationpolicy.go
 	if len(c.errs) > 0 {
 		p := &fileParser{file: file}
 		p.flush(d, c.errs)
