@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	security "istio.io/api/security/v1beta1"
@@ -345,9 +346,9 @@ func validateStatusOnError(c *checker, path, s string) {
 	if s == "" {
 		return
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 100 || n > 599 {
-		c.errorf(path, "%q is not an HTTP status code", s)
+	n, err := strconv.ParseInt(s, 10, 32)
+	if _, known := typev3.StatusCode_name[int32(n)]; err != nil || !known || n == 0 {
+		c.errorf(path, "%q is not an HTTP status code Envoy knows (e.g. 403, 500, 503)", s)
 	}
 }
 

@@ -53,6 +53,9 @@ func Build(snap *model.Snapshot, proxy *model.Proxy) (*Resources, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 	}
+	if err := e.applySecurityFilters(res); err != nil { // authz.go
+		return nil, fmt.Errorf("proxy %s: authorization: %w", proxy.ID, err)
+	}
 	if err := e.applyTelemetry(res); err != nil { // telemetry.go
 		return nil, fmt.Errorf("proxy %s: telemetry: %w", proxy.ID, err)
 	}
