@@ -167,12 +167,14 @@ func parse(tc *anypb.Any, conv filters.Converters) (*Config, error) {
 		}
 	case p.GetHttpService() != nil:
 		hs := p.GetHttpService()
-		if p.GetAllowedHeaders() != nil && hs.GetAuthorizationRequest().GetAllowedHeaders() != nil {
+		//lint:ignore SA1019 Istio's envoyExtAuthzHttp still sends the deprecated list; Envoy honours it.
+		legacy := hs.GetAuthorizationRequest().GetAllowedHeaders()
+		if p.GetAllowedHeaders() != nil && legacy != nil {
 			return nil, errors.New("allowed_headers: set both here and in http_service.authorization_request")
 		}
 		allowed := p.GetAllowedHeaders()
-		if a := hs.GetAuthorizationRequest().GetAllowedHeaders(); a != nil {
-			allowed = a
+		if legacy != nil {
+			allowed = legacy
 		}
 		// An HTTP service always gets these, whatever the list says (Envoy's toRequestMatchers).
 		if c.allowed, err = listMatcher(allowed, conv, "authorization", ":method", ":path", ":authority"); err != nil {

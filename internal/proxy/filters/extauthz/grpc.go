@@ -197,8 +197,9 @@ func socketAddress(hostport string) *corev3.Address {
 // fromCheckResponse reads a CheckResponse as Envoy's GrpcClientImpl::onSuccess does.
 func fromCheckResponse(cr *authv3.CheckResponse) *response {
 	r := &response{metadata: cr.GetDynamicMetadata()}
-	if ok := cr.GetOkResponse(); ok != nil && ok.GetDynamicMetadata() != nil {
-		r.metadata = ok.GetDynamicMetadata() // the deprecated field wins, as in Envoy
+	//lint:ignore SA1019 services still set the deprecated field; it wins, as in Envoy.
+	if md := cr.GetOkResponse().GetDynamicMetadata(); md != nil {
+		r.metadata = md
 	}
 	if e := cr.GetErrorResponse(); e != nil {
 		r.status, r.code, r.body = statusError, int(e.GetStatus().GetCode()), e.GetBody()
@@ -222,10 +223,11 @@ func fromCheckResponse(cr *authv3.CheckResponse) *response {
 	ok := cr.GetOkResponse()
 	for _, h := range ok.GetHeaders() {
 		kv := [2]string{http.CanonicalHeaderKey(h.GetHeader().GetKey()), h.GetHeader().GetValue()}
+		hasAppend, appendIt := appendOf(h)
 		switch {
-		case h.GetAppend() != nil && h.GetAppend().GetValue():
+		case hasAppend && appendIt:
 			r.appendTo = append(r.appendTo, kv)
-		case h.GetAppend() != nil:
+		case hasAppend:
 			r.set = append(r.set, kv)
 		case h.GetAppendAction() == corev3.HeaderValueOption_ADD_IF_ABSENT:
 			r.addIfAbsent = append(r.addIfAbsent, kv)
@@ -242,7 +244,7 @@ func fromCheckResponse(cr *authv3.CheckResponse) *response {
 	r.remove = ok.GetHeadersToRemove()
 	for _, h := range ok.GetResponseHeadersToAdd() {
 		kv := [2]string{http.CanonicalHeaderKey(h.GetHeader().GetKey()), h.GetHeader().GetValue()}
-		if h.GetAppend() != nil && !h.GetAppend().GetValue() {
+		if hasAppend, appendIt := appendOf(h); hasAppend && !appendIt {
 			r.clientSet = append(r.clientSet, kv)
 		} else {
 			r.clientAdd = append(r.clientAdd, kv)
@@ -259,7 +261,7 @@ func deniedHeaders(hs []*corev3.HeaderValueOption) http.Header {
 	out := make(http.Header, len(hs))
 	for _, h := range hs {
 		k := http.CanonicalHeaderKey(h.GetHeader().GetKey())
-		if h.GetAppend().GetValue() {
+		if _, appendIt := appendOf(h); appendIt {
 			continue // Envoy sends only the headers to set on a denial
 		}
 		if hopByHop(strings.ToLower(k)) {
@@ -268,4 +270,11 @@ func deniedHeaders(hs []*corev3.HeaderValueOption) http.Header {
 		out[k] = append(out[k], h.GetHeader().GetValue())
 	}
 	return out
+}
+
+// appendOf reads HeaderValueOption.append: whether it is set, and its value.
+func appendOf(h *corev3.HeaderValueOption) (set, value bool) {
+	//lint:ignore SA1019 authorization services set the deprecated append; Envoy's ext_authz reads it first.
+	a := h.GetAppend()
+	return a != nil, a.GetValue()
 }

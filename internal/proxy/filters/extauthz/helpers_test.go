@@ -119,7 +119,7 @@ load_assignment:
   endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: {{ .Host }}, port_value: {{ .Port }}}}}}]}]
 `
 
-func fromYAML[T proto.Message](t *testing.T, m T, src string, data any) T {
+func fromYAML[T proto.Message](t testing.TB, m T, src string, data any) T {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := template.Must(template.New("").Parse(src)).Execute(&buf, data); err != nil {
