@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
+	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 )
 
 // Filter is one running HTTP filter of a connection manager's chain.
@@ -80,15 +81,28 @@ type Exchange struct {
 	Info *streaminfo.Info
 	// TLS is the downstream connection's TLS state (peer certificates for RBAC); nil in plaintext.
 	TLS *tls.ConnectionState
+	// Body is the request body for filters that look at it before it is forwarded (ext_authz's
+	// with_request_body); nil when the request has none.
+	Body RequestBody
 
 	responseHeaders http.Header
 	reply           LocalReply
+}
+
+// RequestBody is a request body a filter may read ahead: what it peeks at still goes upstream.
+type RequestBody interface {
+	// Peek reads the body until it ends or max bytes are in, and returns them; whole reports that
+	// they are all of it. Later calls return at least as much.
+	Peek(max int64) (b []byte, whole bool, err error)
 }
 
 // LocalReply is an answer a filter gives instead of the upstream.
 type LocalReply struct {
 	Status int
 	Body   string
+	// Headers are set on the reply last, replacing the proxy's own of the same name (Envoy's
+	// sendLocalReply modify_headers): an authorization service's denial headers.
+	Headers http.Header
 	// Details is Envoy's %RESPONSE_CODE_DETAILS% for it, e.g. "fault_filter_abort".
 	Details string
 	// GRPCStatus, when HasGRPCStatus, is the grpc-status sent to a gRPC client instead of the one
@@ -138,6 +152,9 @@ type Env struct {
 	Inbound bool
 	// Telemetry is the proxy's Istio telemetry (identity and metrics); nil when it has none.
 	Telemetry *istiometrics.Telemetry
+	// Clusters looks up the proxy's running clusters by name, for filters that call a service
+	// (ext_authz); nil when the proxy gives none.
+	Clusters func(name string) *upstream.Cluster
 }
 
 // EnvOption adds proxy-wide things to the Env that filters are built with.
@@ -146,6 +163,11 @@ type EnvOption func(*Env)
 // WithTelemetry gives filters the proxy's Istio telemetry.
 func WithTelemetry(t *istiometrics.Telemetry) EnvOption {
 	return func(e *Env) { e.Telemetry = t }
+}
+
+// WithClusters gives filters the proxy's running clusters by name.
+func WithClusters(lookup func(string) *upstream.Cluster) EnvOption {
+	return func(e *Env) { e.Clusters = lookup }
 }
 
 // Config is a filter's parsed, immutable typed_config. Build makes the running filter for one

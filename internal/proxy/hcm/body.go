@@ -29,6 +29,12 @@ type replayBody struct {
 	read     int64 // bytes read from src
 	srcErr   error // src's terminal error (io.EOF at the end)
 	gen      int
+
+	// head is what a filter peeked at (Peek), served again before src; headErr is src's error
+	// that ended the peek, returned once head is served.
+	head    []byte
+	headOff int
+	headErr error
 }
 
 func newReplayBody(src io.ReadCloser) *replayBody { return &replayBody{src: src} }
@@ -59,10 +65,45 @@ func (b *replayBody) Replayable() bool {
 }
 
 // Read serves the first try directly; the router's per-try bodies go through Attempt.
-func (b *replayBody) Read(p []byte) (int, error) {
+func (b *replayBody) Read(p []byte) (int, error) { return b.readSrc(p) }
+
+// readSrc reads from downstream, the peeked bytes first, counting what is new.
+func (b *replayBody) readSrc(p []byte) (int, error) {
+	if b.headOff < len(b.head) {
+		n := copy(p, b.head[b.headOff:])
+		b.headOff += n
+		return n, nil
+	}
+	if b.headErr != nil {
+		return 0, b.headErr
+	}
 	n, err := b.src.Read(p)
 	b.received.Add(int64(n))
 	return n, err
+}
+
+// Peek reads ahead up to max bytes for a filter (filters.RequestBody); the router reads them again.
+// It reads one byte past max when it can, to tell a body of exactly max bytes from a longer one.
+// Filters run before the router, so nothing else reads meanwhile.
+func (b *replayBody) Peek(max int64) ([]byte, bool, error) {
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	var buf [4096]byte
+	for int64(len(b.head)) <= max && b.headErr == nil {
+		want := min(int64(len(buf)), max+1-int64(len(b.head)))
+		n, err := b.src.Read(buf[:want])
+		b.received.Add(int64(n))
+		b.head = append(b.head, buf[:n]...)
+		if err != nil {
+			b.headErr = err
+		}
+	}
+	whole := b.headErr == io.EOF && int64(len(b.head)) <= max
+	var err error
+	if b.headErr != io.EOF {
+		err = b.headErr
+	}
+	return b.head[:min(int64(len(b.head)), max)], whole, err
 }
 
 // Close does nothing: the server owns the downstream body.
@@ -124,8 +165,7 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 			continue
 		}
 		b.mu.Unlock()
-		n, err := b.src.Read(p)
-		b.received.Add(int64(n))
+		n, err := b.readSrc(p)
 		b.mu.Lock()
 		b.read += int64(n)
 		a.off += int64(n)

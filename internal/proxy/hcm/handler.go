@@ -269,6 +269,9 @@ func (h *Handler) runFilters(w http.ResponseWriter, r *http.Request, s *stream, 
 	x.Method, x.Path, x.Authority, x.Headers, x.Lookup = r.Method, s.ex.path, s.ex.authority, r.Header, &s.ex
 	x.GRPC = s.grpc
 	x.Table, x.VirtualHost, x.Route, x.Cluster, x.Info, x.TLS = table, vh, rt, cluster, &s.info, r.TLS
+	if s.body != nil {
+		x.Body = s.body
+	}
 	ctx := r.Context()
 	for i := range h.chain {
 		e := &h.chain[i]

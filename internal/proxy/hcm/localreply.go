@@ -36,6 +36,9 @@ func (h *Handler) sendLocalReply(w http.ResponseWriter, r *http.Request, s *stre
 		hdr.Set("Content-Length", "0")
 	}
 	h.commonResponseHeaders(hdr, r, s)
+	for k, vs := range s.x.Reply().Headers {
+		hdr[k] = vs
+	}
 	if s.grpc {
 		code = http.StatusOK // what Envoy sends, logs and counts for a gRPC local reply
 	}

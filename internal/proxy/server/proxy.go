@@ -194,6 +194,7 @@ func New(opts Options) *Proxy {
 		return int64(len(p.clusters))
 	})
 	p.snap.Store(&hcm.Snapshot{Routes: map[string]*route.Table{}, Clusters: map[string]*upstream.Cluster{}})
+	p.envOpts = append(p.envOpts, filters.WithClusters(p.cluster))
 	p.tracers = tracing.NewRegistry(p.cluster, p.stats, p.log.With("component", "tracing"))
 	return p
 }

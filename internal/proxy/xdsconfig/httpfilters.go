@@ -13,6 +13,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/cors"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/extauthz"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/fault"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/localratelimit"
@@ -26,6 +27,7 @@ var httpFilterRegistry = filters.NewRegistry(
 	fault.Factory,
 	cors.Factory,
 	localratelimit.Factory,
+	extauthz.Factory,
 )
 
 // converters lend the conversion layer's matchers to filters, so a matcher means the same everywhere.
