@@ -36,6 +36,10 @@ var converters = filters.Converters{
 	HeaderMatcher: headerMatcher,
 }
 
+// MatcherConverters are the matcher conversions the proxy lends its filters, for filter tests that
+// parse config exactly as the proxy does.
+func MatcherConverters() filters.Converters { return converters }
+
 const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 // httpFilters converts the HCM's http_filters: registered filters in order, then the router, which

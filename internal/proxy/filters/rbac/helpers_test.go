@@ -289,7 +289,9 @@ func mtlsClient(t *testing.T, roots *x509.CertPool, cert *tls.Certificate) *http
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	tr := &http.Transport{TLSClientConfig: cfg}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
+
+func msgs(ms ...proto.Message) []proto.Message { return ms }
