@@ -129,6 +129,7 @@ func (c *compiler) permission(p *rbacv3.Permission) (matcher, error) {
 		}
 		return &serverNameMatcher{s}, nil
 	case *rbacv3.Permission_Metadata:
+		//lint:ignore SA1019 deprecated for sourced_metadata, but what Istio emits
 		m, err := c.metadata(r.Metadata)
 		return m, prefixErr("metadata.", err)
 	case *rbacv3.Permission_SourcedMetadata:
@@ -191,6 +192,7 @@ func (c *compiler) principal(p *rbacv3.Principal) (matcher, error) {
 		return m, nil
 	case *rbacv3.Principal_SourceIp:
 		c.needs |= needDirect
+		//lint:ignore SA1019 deprecated for direct_remote_ip, but still valid config
 		m, err := cidr(id.SourceIp, directRemoteAddr)
 		return m, prefixErr("source_ip.", err)
 	case *rbacv3.Principal_DirectRemoteIp:
@@ -208,6 +210,7 @@ func (c *compiler) principal(p *rbacv3.Principal) (matcher, error) {
 		m, err := c.path(id.UrlPath)
 		return m, prefixErr("url_path.", err)
 	case *rbacv3.Principal_Metadata:
+		//lint:ignore SA1019 deprecated for sourced_metadata, but what Istio emits
 		m, err := c.metadata(id.Metadata)
 		return m, prefixErr("metadata.", err)
 	case *rbacv3.Principal_SourcedMetadata:

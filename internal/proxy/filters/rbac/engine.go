@@ -3,6 +3,7 @@ package rbac
 import (
 	"crypto/tls"
 	"net/netip"
+	"sync"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -42,6 +43,17 @@ type Request struct {
 	PeerURISAN string
 	// Metadata is the dynamic metadata earlier filters set (jwt_authn's payloads).
 	Metadata map[string]*structpb.Struct
+}
+
+// requests recycles Requests: matchers are called through an interface, so a Request on the stack
+// would escape to the heap on every evaluation.
+var requests = sync.Pool{New: func() any { return new(Request) }}
+
+func getRequest() *Request { return requests.Get().(*Request) }
+
+func putRequest(r *Request) {
+	*r = Request{} // keep nothing of the request (headers, certificates, metadata)
+	requests.Put(r)
 }
 
 // Engine is one compiled RBAC config: an action and its policies, sorted by name as Envoy keeps

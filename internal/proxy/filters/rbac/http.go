@@ -138,19 +138,20 @@ func (f *Filter) OnRequest(ctx context.Context, x *filters.Exchange, perRoute an
 	if rs.engine == nil && rs.shadow == nil {
 		return filters.Continue
 	}
-	var req Request
-	f.fill(ctx, x, rs.needs(), &req)
+	req := getRequest()
+	f.fill(ctx, x, rs.needs(), req)
 
 	// Both engines see the request as it came in; their metadata is written after both ran.
 	var shadow, enforced Decision
 	if rs.shadow != nil {
-		shadow = rs.shadow.Evaluate(&req)
+		shadow = rs.shadow.Evaluate(req)
 		f.counters.count(shadow, true)
 	}
 	if rs.engine != nil {
-		enforced = rs.engine.Evaluate(&req)
+		enforced = rs.engine.Evaluate(req)
 		f.counters.count(enforced, false)
 	}
+	putRequest(req)
 	if info := x.Info; info != nil {
 		if rs.shadow != nil {
 			recordShadow(info, Name, keys, shadow)

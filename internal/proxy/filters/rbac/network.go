@@ -95,11 +95,12 @@ func (f *NetworkFilter) AuthorizeConn(ctx context.Context, c net.Conn, info *str
 	if rs.engine == nil && rs.shadow == nil {
 		return true
 	}
-	var req Request
-	connRequest(c, info, &req)
+	req := getRequest()
+	defer putRequest(req)
+	connRequest(c, info, req)
 	var shadow, enforced Decision
 	if rs.shadow != nil {
-		shadow = rs.shadow.Evaluate(&req)
+		shadow = rs.shadow.Evaluate(req)
 		f.counters.count(shadow, true)
 		recordShadow(info, NetworkName, &f.keys, shadow)
 		if rs.shadow.action == Log {
@@ -109,7 +110,7 @@ func (f *NetworkFilter) AuthorizeConn(ctx context.Context, c net.Conn, info *str
 	if rs.engine == nil {
 		return true
 	}
-	enforced = rs.engine.Evaluate(&req)
+	enforced = rs.engine.Evaluate(req)
 	f.counters.count(enforced, false)
 	if rs.engine.action == Log {
 		recordLogHint(info, enforced)

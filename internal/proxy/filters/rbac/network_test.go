@@ -101,8 +101,8 @@ shadow_rules:
 	}
 	st := p.Stats()
 	for name, want := range map[string]uint64{
-		"tcp.rbac.allowed":                            1,
-		"tcp.rbac.denied":                             0,
+		"tcp.rbac.allowed": 1,
+		"tcp.rbac.denied":  0,
 		"tcp.rbac.istio_dry_run_allow_shadow_denied":  1,
 		"tcp.rbac.istio_dry_run_allow_shadow_allowed": 0,
 	} {
