@@ -150,6 +150,10 @@ type Env struct {
 	StatPrefix string
 	// Inbound is the listener's traffic_direction INBOUND (a sidecar's inbound side).
 	Inbound bool
+	// UseRemoteAddress and XFFNumTrustedHops are the connection manager's use_remote_address and
+	// xff_num_trusted_hops: how the client's address is taken from X-Forwarded-For (RBAC remote_ip).
+	UseRemoteAddress  bool
+	XFFNumTrustedHops uint32
 	// Telemetry is the proxy's Istio telemetry (identity and metrics); nil when it has none.
 	Telemetry *istiometrics.Telemetry
 	// Clusters looks up the proxy's running clusters by name, for filters that call a service

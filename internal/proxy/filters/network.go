@@ -1,6 +1,9 @@
 package filters
 
 import (
+	"context"
+	"net"
+
 	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -25,11 +28,21 @@ type ConnObserverConfig interface {
 	BuildConnObserver(env Env) ConnObserver
 }
 
-// NetworkFactory is how the conversion layer knows one kind of observing network filter.
+// ConnAuthorizer is implemented by a ConnObserver that may refuse a connection (RBAC). The TCP
+// proxy calls it once per connection, before it dials the upstream; false closes the connection,
+// the record saying why. It may block (a delayed denial) until ctx ends.
+type ConnAuthorizer interface {
+	AuthorizeConn(ctx context.Context, c net.Conn, info *streaminfo.Info) bool
+}
+
+// NetworkFactory is how the conversion layer knows one kind of network filter before tcp_proxy.
 type NetworkFactory struct {
 	Name       string
 	ConfigType string
 	Parse      func(tc *anypb.Any) (ConnObserverConfig, error)
+	// ParseWithConverters, when set, is used instead of Parse, lending the conversion layer's
+	// matchers to filters whose config holds some (RBAC).
+	ParseWithConverters func(tc *anypb.Any, conv Converters) (ConnObserverConfig, error)
 }
 
 // The type URLs of the typed structs Istio wraps extension configs in.

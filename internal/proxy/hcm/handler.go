@@ -110,7 +110,8 @@ func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], s
 	for _, o := range opts {
 		o(h)
 	}
-	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound}
+	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound,
+		UseRemoteAddress: cfg.UseRemoteAddress, XFFNumTrustedHops: cfg.XFFNumTrustedHops}
 	for _, o := range h.envOpts {
 		o(&env)
 	}

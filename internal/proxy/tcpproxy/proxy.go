@@ -84,6 +84,12 @@ func (p *Proxy) ServeConn(ctx context.Context, down net.Conn, info *listener.Con
 	p.stats.CxTotal.Inc()
 	defer p.finish(&si)
 
+	// Network filters that authorize (RBAC) decide before anything is dialled.
+	for _, o := range p.observers {
+		if a, ok := o.(filters.ConnAuthorizer); ok && !a.AuthorizeConn(ctx, down, &si) {
+			return
+		}
+	}
 	up := p.connect(ctx, down, &si)
 	if up == nil {
 		return

@@ -17,6 +17,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/fault"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/localratelimit"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/rbac"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
@@ -28,6 +29,7 @@ var httpFilterRegistry = filters.NewRegistry(
 	cors.Factory,
 	localratelimit.Factory,
 	extauthz.Factory,
+	rbac.Factory,
 )
 
 // converters lend the conversion layer's matchers to filters, so a matcher means the same everywhere.
@@ -35,6 +37,10 @@ var converters = filters.Converters{
 	StringMatcher: func(m *matcherv3.StringMatcher) (route.StringMatcher, error) { return stringMatcher(m) },
 	HeaderMatcher: headerMatcher,
 }
+
+// MatcherConverters are the matcher conversions the proxy lends its filters, for filter tests that
+// parse config exactly as the proxy does.
+func MatcherConverters() filters.Converters { return converters }
 
 const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 

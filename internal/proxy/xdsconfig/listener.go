@@ -19,6 +19,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/rbac"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
 	"github.com/trellis-mesh/trellis/internal/proxy/tracing"
@@ -168,6 +169,9 @@ type HTTPConnectionManager struct {
 	// UseRemoteAddress appends the downstream connection's address to X-Forwarded-For (unless
 	// SkipXFFAppend) and lets it decide X-Forwarded-Proto, as Envoy's use_remote_address.
 	UseRemoteAddress, SkipXFFAppend bool
+	// XFFNumTrustedHops is xff_num_trusted_hops: how many proxies in front of this one appended to
+	// X-Forwarded-For and are trusted (the client's address for RBAC remote_ip).
+	XFFNumTrustedHops uint32
 	// AccessLogs are the HCM's access_log entries, each called when a request ends.
 	AccessLogs []accesslog.Logger
 	// Tracing is the HCM's tracing (provider, sampling, custom tags); nil traces nothing.
@@ -400,7 +404,7 @@ func parseFilterChain(fc *listenerv3.FilterChain, port uint32) (*FilterChain, er
 
 // networkFilterRegistry lists the network filters that may come before a tcp_proxy: filters that
 // only watch its connections.
-var networkFilterRegistry = []*filters.NetworkFactory{istiostats.NetworkFactory}
+var networkFilterRegistry = []*filters.NetworkFactory{istiostats.NetworkFactory, rbac.NetworkFactory}
 
 // connObservers converts the network filters before the terminal one.
 func connObservers(list []*listenerv3.Filter) ([]filters.ConnObserverConfig, error) {
@@ -420,7 +424,13 @@ func connObservers(list []*listenerv3.Filter) ([]filters.ConnObserverConfig, err
 		if fac == nil {
 			return nil, fmt.Errorf("%s: network filter %q before the terminal filter: %w", field, typ, ErrUnsupported)
 		}
-		c, err := fac.Parse(f.GetTypedConfig())
+		var c filters.ConnObserverConfig
+		var err error
+		if fac.ParseWithConverters != nil {
+			c, err = fac.ParseWithConverters(f.GetTypedConfig(), converters)
+		} else {
+			c, err = fac.Parse(f.GetTypedConfig())
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s.typed_config: %w", field, err)
 		}
@@ -517,6 +527,7 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 		MergeSlashes:                 h.GetMergeSlashes(),
 		UseRemoteAddress:             h.GetUseRemoteAddress().GetValue(),
 		SkipXFFAppend:                h.GetSkipXffAppend(),
+		XFFNumTrustedHops:            h.GetXffNumTrustedHops(),
 		MaxRequestHeadersBytes:       defaultMaxRequestHeadersKB << 10,
 	}
 	if kb := h.GetMaxRequestHeadersKb(); kb != nil {
