@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/streaminfo"
+	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 )
 
 // Filter is one running HTTP filter of a connection manager's chain.
@@ -138,6 +139,9 @@ type Env struct {
 	Inbound bool
 	// Telemetry is the proxy's Istio telemetry (identity and metrics); nil when it has none.
 	Telemetry *istiometrics.Telemetry
+	// Clusters finds a running cluster by name, for filters that call out through one (a JWKS
+	// fetch, an authorization service); nil or a nil result when there is none.
+	Clusters func(name string) *upstream.Cluster
 }
 
 // EnvOption adds proxy-wide things to the Env that filters are built with.

@@ -110,7 +110,7 @@ func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], s
 	for _, o := range opts {
 		o(h)
 	}
-	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound}
+	env := filters.Env{Stats: store, StatPrefix: cfg.StatPrefix, Inbound: cfg.Inbound, Clusters: h.cluster}
 	for _, o := range h.envOpts {
 		o(&env)
 	}
@@ -125,6 +125,17 @@ func New(cfg *xdsconfig.HTTPConnectionManager, snap *atomic.Pointer[Snapshot], s
 	}
 	h.mirrors = newMirrorer(log)
 	return h
+}
+
+// cluster finds a running cluster in the proxy's current snapshot (filters.Env.Clusters).
+func (h *Handler) cluster(name string) *upstream.Cluster {
+	if h.snap == nil {
+		return nil
+	}
+	if s := h.snap.Load(); s != nil {
+		return s.Clusters[name]
+	}
+	return nil
 }
 
 // Config returns the handler's connection manager config.
