@@ -15,6 +15,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/cors"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/fault"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/jwtauthn"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/localratelimit"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
@@ -26,6 +27,7 @@ var httpFilterRegistry = filters.NewRegistry(
 	fault.Factory,
 	cors.Factory,
 	localratelimit.Factory,
+	jwtauthn.Factory,
 )
 
 // converters lend the conversion layer's matchers to filters, so a matcher means the same everywhere.
