@@ -3,31 +3,36 @@ package jwtauthn
 import "sync"
 
 // tokenCache is a provider's verified-token cache (Envoy's jwt_cache_config): token string →
-// parsed token whose signature checked out. A hit skips parsing and the signature; issuer, time
-// and audience are checked on every request still. Bounded: when full, an arbitrary entry makes
-// room (Go's map order is random, so this is random eviction). Unlike Envoy it is emptied whenever
-// the provider's JWKS is replaced, so a token signed by a key that was rotated out stops passing
-// once the new key set arrives.
+// parsed token whose signature checked out, and the key set that checked it. A hit skips parsing
+// and the signature; issuer, time and audience are checked on every request still. Unlike Envoy a
+// hit counts only while the provider still has that key set, so a token signed by a key that was
+// rotated out stops passing once the new set arrives. Bounded: when full, an arbitrary entry makes
+// room (Go's map order is random, so this is random eviction).
 type tokenCache struct {
 	mu      sync.RWMutex
-	m       map[string]*token
+	m       map[string]verified
 	max     int
 	maxSize int
 }
 
+type verified struct {
+	t  *token
+	ks *keySet
+}
+
 func newTokenCache(max, maxTokenSize int) *tokenCache {
-	return &tokenCache{m: make(map[string]*token), max: max, maxSize: maxTokenSize}
+	return &tokenCache{m: make(map[string]verified), max: max, maxSize: maxTokenSize}
 }
 
-func (c *tokenCache) get(raw string) *token {
+func (c *tokenCache) get(raw string) verified {
 	c.mu.RLock()
-	t := c.m[raw]
+	v := c.m[raw]
 	c.mu.RUnlock()
-	return t
+	return v
 }
 
-func (c *tokenCache) put(t *token) {
-	if len(t.raw) > c.maxSize {
+func (c *tokenCache) put(t *token, ks *keySet) {
+	if len(t.raw) > c.maxSize || ks == nil {
 		return
 	}
 	c.mu.Lock()
@@ -37,7 +42,7 @@ func (c *tokenCache) put(t *token) {
 			break
 		}
 	}
-	c.m[t.raw] = t
+	c.m[t.raw] = verified{t, ks}
 	c.mu.Unlock()
 }
 

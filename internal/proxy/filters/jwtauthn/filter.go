@@ -170,16 +170,15 @@ func (r *run) authenticate(toks []location, p *provider, aud *audiences, allowFa
 }
 
 func (r *run) verifyToken(loc *location, p *provider, aud *audiences) Status {
-	var t *token
-	cached := false
+	var hit verified
 	if p != nil {
-		if t = p.cache.get(loc.value); t != nil {
-			cached = true
+		if hit = p.cache.get(loc.value); hit.t != nil {
 			r.f.stats.jwtCacheHit.Inc()
 		} else {
 			r.f.stats.jwtCacheMiss.Inc()
 		}
 	}
+	t := hit.t
 	if t == nil {
 		var st Status
 		if t, st = parseToken(loc.value); st != OK {
@@ -204,36 +203,42 @@ func (r *run) verifyToken(loc *location, p *provider, aud *audiences) Status {
 	if !allowed.allow(t.aud) {
 		return JwtAudienceNotAllowed
 	}
-	if !cached {
-		if st := r.checkSignature(t, p); st != OK {
+	ks, st := r.keys(p)
+	if st != OK {
+		return st
+	}
+	if hit.ks != ks {
+		// Not verified yet, or verified with keys the provider no longer has.
+		if ks, st = r.checkSignature(t, p, ks); st != OK {
 			return st
 		}
-		p.cache.put(t)
+		p.cache.put(t, ks)
 	}
 	r.accept(t, p, loc)
 	return OK
 }
 
-// checkSignature verifies t with p's keys, fetching remote ones as needed.
-func (r *run) checkSignature(t *token, p *provider) Status {
+// keys are p's current keys, fetched as needed.
+func (r *run) keys(p *provider) (*keySet, Status) {
 	if p.remote == nil {
 		if p.local == nil {
-			return p.localStatus
+			return nil, p.localStatus
 		}
-		return p.local.verify(t)
+		return p.local, OK
 	}
-	ks, st := p.remote.keys(r.ctx, r.f)
-	if st != OK {
-		return st
-	}
-	st = ks.verify(t)
-	if st == JwksKidAlgMismatch {
+	return p.remote.keys(r.ctx, r.f)
+}
+
+// checkSignature verifies t with ks, p's keys; it returns the set that verified it.
+func (r *run) checkSignature(t *token, p *provider, ks *keySet) (*keySet, Status) {
+	st := ks.verify(t)
+	if st == JwksKidAlgMismatch && p.remote != nil {
 		// A kid we do not know may be a key the issuer just rotated in.
 		if fresh, ok := p.remote.refetchForKid(r.ctx, r.f, t.kid); ok {
-			st = fresh.verify(t)
+			return fresh, fresh.verify(t)
 		}
 	}
-	return st
+	return ks, st
 }
 
 // accept applies a verified token: payload and claim headers, the token's removal unless
