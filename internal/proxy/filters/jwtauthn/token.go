@@ -3,6 +3,7 @@ package jwtauthn
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 	"strings"
@@ -159,9 +160,23 @@ func (t *token) claims(pm map[string]any) Status {
 	return OK
 }
 
-// decodeSegment decodes base64url with or without padding, as absl::WebSafeBase64Unescape does.
+// strictB64 refuses non-canonical encodings (non-zero trailing bits): the signature covers the
+// segments as sent, and a second spelling of the same bytes is not what was signed.
+var strictB64 = base64.RawURLEncoding.Strict()
+
+var errNotBase64URL = errors.New("not base64url")
+
+// decodeSegment decodes unpadded base64url (RFC 7515 §2). Unlike absl::WebSafeBase64Unescape it
+// refuses padding, and any character outside the alphabet (Go's decoder would skip CR and LF): the
+// signature covers the segments as sent, so only the one spelling of the bytes that can have been
+// signed is accepted.
 func decodeSegment(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '.' || !isTokenChar(c) {
+			return nil, errNotBase64URL
+		}
+	}
+	return strictB64.DecodeString(s)
 }
 
 // jsonObject decodes a JSON object; anything else (an array, trailing data) is not one.
