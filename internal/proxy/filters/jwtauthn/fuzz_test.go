@@ -197,3 +197,26 @@ func TestParseStatusesFollowJwtVerifyLib(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRequestWithCachedToken is the hot path: a token verified before, from the cache.
+func BenchmarkRequestWithCachedToken(b *testing.B) {
+	ks, _ := parseJWKS(fuzzJWKS())
+	p := &provider{name: "p", issuer: "a", headers: []headerLocation{{name: "Authorization", prefix: "Bearer "}},
+		local: ks, cache: newTokenCache(10, 4096), skew: 60, payloadInMetadata: "a"}
+	cfg := &Config{providers: []*provider{p}}
+	cfg.rules = []rule{{match: routeMatch{kind: pathPrefix, value: "/"}, req: &providerReq{p: p, ext: newExtractor(p)}}}
+	flt := cfg.Build(filters.Env{Stats: stats.NewStore(), StatPrefix: "b"})
+	tok := fuzzSign(b, jose.ES256, fuzzEC, "ec", `{"iss":"a","sub":"b","exp":4102444800}`)
+	auth := []string{"Bearer " + tok}
+	h := http.Header{}
+	x := &filters.Exchange{Method: "GET", Path: "/", Authority: "a", Headers: h, Info: &streaminfo.Info{}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		h["Authorization"] = auth
+		x.Info.DynamicMetadata = nil
+		if flt.OnRequest(ctx, x, nil) != filters.Continue {
+			b.Fatal("refused")
+		}
+	}
+}
