@@ -16,6 +16,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/extauthz"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/fault"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/istiostats"
+	"github.com/trellis-mesh/trellis/internal/proxy/filters/jwtauthn"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/localratelimit"
 	"github.com/trellis-mesh/trellis/internal/proxy/filters/rbac"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
@@ -30,6 +31,7 @@ var httpFilterRegistry = filters.NewRegistry(
 	localratelimit.Factory,
 	extauthz.Factory,
 	rbac.Factory,
+	jwtauthn.Factory,
 )
 
 // converters lend the conversion layer's matchers to filters, so a matcher means the same everywhere.
