@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -157,8 +158,11 @@ func Run(ctx context.Context, opts Options) error {
 			return ""
 		},
 	}
+	var certs func() *adminv3.Certificates
 	if agent != nil {
-		sopts.Secrets, sopts.SecretsReady = agent.Store(), agent.Store().Ready
+		st := agent.Store()
+		sopts.Secrets, sopts.SecretsReady, sopts.SecretsDump = st, st.Ready, st.SecretsConfigDump
+		certs = func() *adminv3.Certificates { return st.Certificates(time.Now()) }
 	}
 	p := server.New(sopts)
 	store.GaugeFunc("control_plane.connected_state", func() int64 {
@@ -187,6 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 		Quit:       func() { quitOnce.Do(func() { close(quitCh) }) },
 		Logging:    levels,
 		ReopenLogs: accesslog.Default.Reopen,
+		Certs:      certs,
 	})
 	if err := adm.Start(); err != nil {
 		stopCtx()

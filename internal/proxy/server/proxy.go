@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -65,6 +66,8 @@ type Options struct {
 	// agent holds its first certificate).
 	Secrets      xdsconfig.SecretSource
 	SecretsReady func() bool
+	// SecretsDump, when set, adds the secrets section to /config_dump (private keys redacted).
+	SecretsDump func() *adminv3.SecretsConfigDump
 }
 
 // Proxy is the running data plane. Its methods are safe for concurrent use.
@@ -78,6 +81,7 @@ type Proxy struct {
 	parseOpts []xdsconfig.Option
 	// secretsReady holds readiness until the identity agent has a certificate; nil: no agent.
 	secretsReady func() bool
+	secretsDump  func() *adminv3.SecretsConfigDump
 	snap         atomic.Pointer[hcm.Snapshot]
 	draining     atomic.Bool
 	// tracers export the connection managers' spans; they outlive config pushes.
@@ -180,6 +184,7 @@ func New(opts Options) *Proxy {
 		envOpts:      []filters.EnvOption{filters.WithTelemetry(opts.Telemetry)},
 		parseOpts:    []xdsconfig.Option{xdsconfig.WithSecrets(opts.Secrets)},
 		secretsReady: opts.SecretsReady,
+		secretsDump:  opts.SecretsDump,
 		static:       newResources(),
 		dynamic:      newResources(),
 		failures:     map[string]map[string]*failure{},
