@@ -223,11 +223,3 @@ func (c *Config) transportFor(md map[string]string) int {
 	}
 	return 0
 }
-
-// transportTLS is the TLS of transport index i (nil: plaintext).
-func (c *Config) transportTLS(i int) *TLS {
-	if i <= 0 || i > len(c.TransportMatches) {
-		return c.TLS
-	}
-	return c.TransportMatches[i-1].TLS
-}
