@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/internal/proxy"
+	"github.com/trellis-mesh/trellis/internal/proxy/identity"
 )
 
 func main() {
@@ -29,6 +31,9 @@ func newRootCommand() *cobra.Command {
 		labels         []string
 		logLevel       string
 		componentLevel string
+		caAddress      string
+		caRootCert     string
+		tokenFile      string
 	)
 	cmd := &cobra.Command{
 		Use:           "trellis-proxy",
@@ -50,12 +55,18 @@ func newRootCommand() *cobra.Command {
 			if opts.Labels, err = parseKeyValues("--label", labels); err != nil {
 				return fail(err)
 			}
+			if opts.Identity, err = identityConfig(caAddress, caRootCert, tokenFile); err != nil {
+				return fail(err)
+			}
 			ctx, stop := onSignals()
 			defer stop()
 			return fail(proxy.Run(ctx, opts))
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&caAddress, "ca-address", "", "Istio CA (IstioCertificateService over TLS) host:port, e.g. 127.0.0.1:15012; runs the identity agent serving SDS secrets default and ROOTCA (default: off)")
+	f.StringVar(&caRootCert, "ca-root-cert", "", "PEM file of the root the CA's TLS certificate must chain to (required with --ca-address)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token for the CA, re-read on every request (a service-account or `trellis token create` token)")
 	f.StringVar(&opts.XDSAddress, "xds-address", "", "control plane ADS address host:port (default: the bootstrap's ads_config cluster)")
 	f.StringVar(&opts.NodeID, "node-id", "", "xDS node ID, e.g. sidecar~127.0.1.3~reviews-v1.default~default.svc.cluster.local")
 	f.StringVar(&opts.Cluster, "cluster", "", "xDS node cluster (default: <workload>.<namespace> from the node ID)")
@@ -137,4 +148,32 @@ func fail(err error) error {
 		fmt.Fprintf(os.Stderr, "trellis-proxy: %v\n", err)
 	}
 	return err
+}
+
+// identityConfig builds the identity agent's config from the flags; nil without --ca-address.
+func identityConfig(caAddress, rootFile, tokenFile string) (*identity.Config, error) {
+	if caAddress == "" {
+		if rootFile != "" || tokenFile != "" {
+			return nil, errors.New("--ca-root-cert and --token-file need --ca-address")
+		}
+		return nil, nil
+	}
+	if rootFile == "" {
+		return nil, errors.New("--ca-address needs --ca-root-cert")
+	}
+	root, err := os.ReadFile(rootFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-root-cert: %w", err)
+	}
+	cfg := &identity.Config{CAAddress: caAddress, RootCert: root}
+	if tokenFile != "" {
+		cfg.Token = func() (string, error) {
+			b, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return "", fmt.Errorf("--token-file: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	return cfg, nil
 }

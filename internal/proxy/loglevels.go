@@ -11,8 +11,9 @@ import (
 // LogComponents are the loggers trellis-proxy has, named as Envoy's where they map (Envoy's
 // --component-log-level and /logging use these names): admin (admin API), config (xDS client and
 // config updates), conn_handler (listeners and connections), http (connection manager), main
-// (startup and shutdown), router (routing) and upstream (clusters and hosts).
-var LogComponents = []string{"admin", "config", "conn_handler", "http", "main", "router", "upstream"}
+// (startup and shutdown), router (routing), secret (the identity agent and SDS) and upstream
+// (clusters and hosts).
+var LogComponents = []string{"admin", "config", "conn_handler", "http", "main", "router", "secret", "upstream"}
 
 // Envoy's level names, lowest first, with the slog levels they map to.
 var envoyLevels = []struct {

@@ -8,11 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/admin"
+	"github.com/trellis-mesh/trellis/internal/proxy/identity"
 	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
 	"github.com/trellis-mesh/trellis/internal/proxy/server"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
@@ -25,6 +27,9 @@ const (
 	DefaultAdminAddress  = "127.0.0.1:15000"
 	DefaultDrainDuration = 5 * time.Second
 )
+
+// KeyTrustDomain is the node metadata key naming the workload's SPIFFE trust domain (Istio's).
+const KeyTrustDomain = "TRUST_DOMAIN"
 
 // Options configures a proxy run.
 type Options struct {
@@ -66,6 +71,11 @@ type Options struct {
 	// OnStarted, if set, is called once the admin server and the static listeners are up, with the
 	// admin server's bound address.
 	OnStarted func(adminAddress string)
+	// Identity, when set, runs the identity agent: it gets the workload's certificate from the CA
+	// and serves it (and the CA's root) as the SDS secrets "default" and "ROOTCA"; the proxy is not
+	// ready until it holds one. Namespace, ServiceAccount and TrustDomain left empty come from the
+	// node (the node ID's namespace, metadata SERVICE_ACCOUNT and TRUST_DOMAIN).
+	Identity *identity.Config
 	// OnStatusStarted, if set, is called once the status and health servers are up, with their
 	// bound addresses ("" for one that is off).
 	OnStatusStarted func(statusAddress, healthAddress string)
@@ -111,8 +121,28 @@ func Run(ctx context.Context, opts Options) error {
 
 	var client atomic.Pointer[xdsclient.Client]
 	store := stats.NewStore()
-	tel := istiometrics.New(istiometrics.IdentityFromNode(node.GetId(), node.GetMetadata()))
-	p := server.New(server.Options{
+	self := istiometrics.IdentityFromNode(node.GetId(), node.GetMetadata())
+	tel := istiometrics.New(self)
+	var agent *identity.Agent
+	if opts.Identity != nil {
+		cfg := *opts.Identity
+		if cfg.Namespace == "" {
+			cfg.Namespace = self.Namespace
+		}
+		if cfg.ServiceAccount == "" {
+			cfg.ServiceAccount = self.ServiceAccount
+		}
+		if cfg.TrustDomain == "" {
+			cfg.TrustDomain = node.GetMetadata().GetFields()[KeyTrustDomain].GetStringValue()
+		}
+		if cfg.Logger == nil {
+			cfg.Logger = logFor("secret")
+		}
+		if agent, err = identity.New(cfg); err != nil {
+			return err
+		}
+	}
+	sopts := server.Options{
 		Telemetry:    tel,
 		Logger:       logFor("config"),
 		HTTPLogger:   logFor("http"),
@@ -127,7 +157,14 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			return ""
 		},
-	})
+	}
+	var certs func() *adminv3.Certificates
+	if agent != nil {
+		st := agent.Store()
+		sopts.Secrets, sopts.SecretsReady, sopts.SecretsDump = st, st.Ready, st.SecretsConfigDump
+		certs = func() *adminv3.Certificates { return st.Certificates(time.Now()) }
+	}
+	p := server.New(sopts)
 	store.GaugeFunc("control_plane.connected_state", func() int64 {
 		if c := client.Load(); c != nil && c.Status().Connected {
 			return 1
@@ -154,6 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 		Quit:       func() { quitOnce.Do(func() { close(quitCh) }) },
 		Logging:    levels,
 		ReopenLogs: accesslog.Default.Reopen,
+		Certs:      certs,
 	})
 	if err := adm.Start(); err != nil {
 		stopCtx()
@@ -182,6 +220,14 @@ func Run(ctx context.Context, opts Options) error {
 	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopClient()
 	var wg sync.WaitGroup
+	if agent != nil {
+		// The agent keeps the certificate fresh through the drain period too.
+		wg.Go(func() {
+			if err := agent.Run(clientCtx); err != nil {
+				log.Error("identity agent stopped", "error", err)
+			}
+		})
+	}
 	if xdsAddr != "" {
 		c := xdsclient.New(xdsclient.Config{Address: xdsAddr, Node: node, Watcher: p, Logger: logFor("config")})
 		client.Store(c)

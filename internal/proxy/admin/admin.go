@@ -51,6 +51,8 @@ type Config struct {
 	Logging Logging
 	// ReopenLogs is called on POST /reopen_logs (access log rotation); nil disables the endpoint.
 	ReopenLogs func() error
+	// Certs backs /certs: the certificates the proxy holds (nil: none).
+	Certs func() *adminv3.Certificates
 }
 
 // Server is the admin HTTP server.
@@ -71,6 +73,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("GET /{$}", s.index)
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config_dump", s.configDump)
+	mux.HandleFunc("GET /certs", s.certs)
 	mux.HandleFunc("GET /stats", s.stats)
 	mux.HandleFunc("GET /stats/prometheus", s.prometheus)
 	mux.HandleFunc("GET /clusters", s.clusters)
@@ -131,6 +134,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 const indexText = `admin commands are:
   /: this page
+  /certs: certificates the proxy holds, with SANs, serial and expiry (JSON, Envoy's envoy.admin.v3.Certificates)
   /clusters: upstream cluster status (?format=json)
   /config_dump: current configuration (JSON, Envoy's envoy.admin.v3.ConfigDump)
   /drain_listeners (POST): drain listeners (?inboundonly, ?graceful)
@@ -243,6 +247,15 @@ func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, d)
+}
+
+// certs is Envoy's /certs: every certificate the proxy holds with its SANs, serial and validity.
+func (s *Server) certs(w http.ResponseWriter, _ *http.Request) {
+	c := &adminv3.Certificates{}
+	if s.cfg.Certs != nil {
+		c = s.cfg.Certs()
+	}
+	writeJSON(w, c)
 }
 
 // statsQuery reads Envoy's /stats query parameters: filter (a regex on the stat name) and usedonly.

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -69,6 +70,11 @@ func (c *conn) serve() {
 	c.remoteAddr = c.rwc.RemoteAddr().String()
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr()))
 	c.blank = *(&http.Request{}).WithContext(c.ctx)
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		// One state per connection (the handshake is done): every request shares it, as net/http.
+		st := tc.ConnectionState()
+		c.blank.TLS = &st
+	}
 	c.req = new(http.Request)
 	c.cr.init(c)
 	c.br = getReader(&serverReaders, &c.cr, serverReadBuf)

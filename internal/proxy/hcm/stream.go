@@ -48,6 +48,7 @@ func (h *Handler) begin(s *stream, r *http.Request) {
 	i.Authority = s.ex.authority
 	i.RequestHeaders = r.Header
 	i.DownstreamRemoteAddr = r.RemoteAddr
+	i.SetDownstreamTLS(r.TLS)
 	if h.cfg.OnComplete != nil {
 		// Only a reader needs it, and rendering an address allocates.
 		if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {

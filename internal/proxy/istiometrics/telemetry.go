@@ -78,6 +78,9 @@ type Peers struct {
 	Source, Destination *Identity
 	Service             *Service
 	Security            Security
+	// SourcePrincipal, when set, is the source's identity as its mTLS certificate proved it (the
+	// URI SAN), which wins over the one derived from the source's metadata.
+	SourcePrincipal string
 }
 
 // HTTPKey identifies one series of the HTTP metrics. It is comparable and holds no string built per
@@ -131,6 +134,9 @@ func (p *Peers) values(proto Protocol) []string {
 	srcPrincipal, dstPrincipal := "", ""
 	if p.Security == SecurityMutualTLS {
 		srcPrincipal, dstPrincipal = src.Principal(TrustDomain), dst.Principal(TrustDomain)
+		if p.SourcePrincipal != "" {
+			srcPrincipal = p.SourcePrincipal
+		}
 	}
 	v := []string{
 		p.Reporter.String(),

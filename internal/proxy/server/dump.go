@@ -35,6 +35,10 @@ func (p *Proxy) ConfigDump() (*adminv3.ConfigDump, error) {
 		p.routesDumpLocked(versions[RouteType]),
 		p.endpointsDumpLocked(versions[EndpointType]),
 	}
+	if p.secretsDump != nil {
+		// Envoy's order puts secrets last.
+		sections = append(sections, p.secretsDump())
+	}
 	out := &adminv3.ConfigDump{}
 	for _, s := range sections {
 		a, err := anypb.New(s)

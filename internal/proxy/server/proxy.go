@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -60,6 +61,13 @@ type Options struct {
 	// Telemetry is the proxy's Istio telemetry (identity and metrics) for the istio.stats filters;
 	// nil leaves them inert.
 	Telemetry *istiometrics.Telemetry
+	// Secrets serves the SDS secrets TLS contexts reference (the identity agent's store); nil
+	// fails their handshakes. SecretsReady, when set, holds readiness until it reports true (the
+	// agent holds its first certificate).
+	Secrets      xdsconfig.SecretSource
+	SecretsReady func() bool
+	// SecretsDump, when set, adds the secrets section to /config_dump (private keys redacted).
+	SecretsDump func() *adminv3.SecretsConfigDump
 }
 
 // Proxy is the running data plane. Its methods are safe for concurrent use.
@@ -70,8 +78,12 @@ type Proxy struct {
 	listeners *listener.Manager
 	versions  func(string) string
 	envOpts   []filters.EnvOption
-	snap      atomic.Pointer[hcm.Snapshot]
-	draining  atomic.Bool
+	parseOpts []xdsconfig.Option
+	// secretsReady holds readiness until the identity agent has a certificate; nil: no agent.
+	secretsReady func() bool
+	secretsDump  func() *adminv3.SecretsConfigDump
+	snap         atomic.Pointer[hcm.Snapshot]
+	draining     atomic.Bool
 	// tracers export the connection managers' spans; they outlive config pushes.
 	tracers *tracing.Registry
 
@@ -164,19 +176,22 @@ func New(opts Options) *Proxy {
 		opts.DrainTimeout = 5 * time.Second
 	}
 	p := &Proxy{
-		log:       opts.Logger,
-		httpLog:   opts.HTTPLogger,
-		stats:     opts.Stats,
-		listeners: listener.NewManager(opts.ConnLogger, opts.Stats, opts.DrainTimeout),
-		versions:  opts.Versions,
-		envOpts:   []filters.EnvOption{filters.WithTelemetry(opts.Telemetry)},
-		static:    newResources(),
-		dynamic:   newResources(),
-		failures:  map[string]map[string]*failure{},
-		clusters:  map[string]*upstream.Cluster{},
-		waitLDS:   opts.WaitForLDS,
-		waitCDS:   opts.WaitForCDS,
-		xds:       map[string]*xdsStats{},
+		log:          opts.Logger,
+		httpLog:      opts.HTTPLogger,
+		stats:        opts.Stats,
+		listeners:    listener.NewManager(opts.ConnLogger, opts.Stats, opts.DrainTimeout),
+		versions:     opts.Versions,
+		envOpts:      []filters.EnvOption{filters.WithTelemetry(opts.Telemetry)},
+		parseOpts:    []xdsconfig.Option{xdsconfig.WithSecrets(opts.Secrets)},
+		secretsReady: opts.SecretsReady,
+		secretsDump:  opts.SecretsDump,
+		static:       newResources(),
+		dynamic:      newResources(),
+		failures:     map[string]map[string]*failure{},
+		clusters:     map[string]*upstream.Cluster{},
+		waitLDS:      opts.WaitForLDS,
+		waitCDS:      opts.WaitForCDS,
+		xds:          map[string]*xdsStats{},
 	}
 	for typeURL, prefix := range map[string]string{
 		ListenerType: "listener_manager.lds.", ClusterType: "cluster_manager.cds.",
@@ -344,11 +359,15 @@ func (p *Proxy) publishLocked() {
 	p.snap.Store(s)
 }
 
-// Ready reports Envoy's server state: "LIVE" once the bootstrap is applied and the first LDS and CDS
-// updates it waits for have been, "PRE_INITIALIZING" before, "DRAINING" after Shutdown began.
+// Ready reports Envoy's server state: "LIVE" once the bootstrap is applied, the first LDS and CDS
+// updates it waits for have been, and the identity agent (if any) holds its certificate;
+// "PRE_INITIALIZING" before, "DRAINING" after Shutdown began.
 func (p *Proxy) Ready() (state string, ready bool) {
 	if p.draining.Load() {
 		return "DRAINING", false
+	}
+	if p.secretsReady != nil && !p.secretsReady() {
+		return "PRE_INITIALIZING", false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

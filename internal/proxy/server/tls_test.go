@@ -219,7 +219,7 @@ func TestUnsupportedTLSConfigIsRejectedWithItsReason(t *testing.T) {
 		{`
       common_tls_context:
         tls_certificate_sds_secret_configs: [{name: default}]
-`, "common_tls_context.tls_certificate_sds_secret_configs: SDS is not supported yet"},
+`, "common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: static secrets (bootstrap static_resources.secrets) are not supported"},
 		{`
       common_tls_context:
         tls_params: {cipher_suites: [ECDHE-ECDSA-AES128-CCM]}

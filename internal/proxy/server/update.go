@@ -38,7 +38,7 @@ func (p *Proxy) ApplyBootstrap(b *bootstrapv3.Bootstrap) error {
 		if _, dup := listeners[l.GetName()]; dup {
 			return fmt.Errorf("bootstrap: static_resources.listeners[%d]: duplicate listener %q", i, l.GetName())
 		}
-		cfg, err := xdsconfig.ParseListener(l)
+		cfg, err := xdsconfig.ParseListener(l, p.parseOpts...)
 		if err != nil {
 			return fmt.Errorf("bootstrap: static_resources.listeners[%d]: %w", i, err)
 		}
@@ -49,7 +49,7 @@ func (p *Proxy) ApplyBootstrap(b *bootstrapv3.Bootstrap) error {
 		if _, dup := clusters[c.GetName()]; dup {
 			return fmt.Errorf("bootstrap: static_resources.clusters[%d]: duplicate cluster %q", i, c.GetName())
 		}
-		cfg, err := xdsconfig.ParseCluster(c)
+		cfg, err := xdsconfig.ParseCluster(c, p.parseOpts...)
 		if err != nil {
 			return fmt.Errorf("bootstrap: static_resources.clusters[%d]: %w", i, err)
 		}
@@ -174,7 +174,7 @@ func (p *Proxy) updateListeners(msgs []proto.Message) error {
 			next[l.GetName()] = old
 			continue
 		}
-		cfg, err := xdsconfig.ParseListener(l)
+		cfg, err := xdsconfig.ParseListener(l, p.parseOpts...)
 		if err != nil {
 			return err
 		}
@@ -234,7 +234,7 @@ func (p *Proxy) updateClusters(msgs []proto.Message) error {
 			next[c.GetName()] = old
 			continue
 		}
-		cfg, err := xdsconfig.ParseCluster(c)
+		cfg, err := xdsconfig.ParseCluster(c, p.parseOpts...)
 		if err != nil {
 			return err
 		}

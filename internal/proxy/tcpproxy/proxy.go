@@ -2,6 +2,7 @@ package tcpproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -80,6 +81,10 @@ func (p *Proxy) ServeConn(ctx context.Context, down net.Conn, info *listener.Con
 		DownstreamRemoteAddr: down.RemoteAddr().String(),
 		DownstreamLocalAddr:  down.LocalAddr().String(),
 		ServerName:           info.ServerName,
+	}
+	if tc, ok := down.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		si.SetDownstreamTLS(&st)
 	}
 	p.stats.CxTotal.Inc()
 	defer p.finish(&si)

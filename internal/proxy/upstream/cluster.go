@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +70,7 @@ type Cluster struct {
 	closeOnce sync.Once
 
 	mu               sync.Mutex
-	pool             map[string]*Host // by address, so hosts outlive endpoint updates
+	pool             map[string]*Host // by address (and transport), so hosts outlive endpoint updates
 	list             []*Host          // the current hosts in EDS order
 	overprovisioning uint32
 }
@@ -139,15 +140,25 @@ func (c *Cluster) SetEndpoints(eps []Endpoint) {
 	next := make(map[string]*Host, len(eps))
 	c.overprovisioning = DefaultOverprovisioningFactor
 	for _, ep := range eps {
-		if _, dup := next[ep.Address]; dup {
+		key, ts := ep.Address, 0
+		if len(c.cfg.TransportMatches) > 0 {
+			// A host whose transport changes is a new host: its pooled connections are the old
+			// transport's.
+			ts = c.cfg.transportFor(ep.TransportSocketMatch)
+			key = transportTarget(ts, ep.Address)
+		}
+		if _, dup := next[key]; dup {
 			continue
 		}
 		if ep.Overprovisioning > 0 {
 			c.overprovisioning = ep.Overprovisioning
 		}
-		h := c.pool[ep.Address]
+		h := c.pool[key]
 		if h == nil {
 			h = newHost(ep.Address)
+			if key != ep.Address {
+				h.target = key
+			}
 			if c.hc != nil {
 				// Envoy: a new host under active health checking is not used until a check passes.
 				h.setFlag(FailedActiveHC|PendingActiveHC, true)
@@ -160,7 +171,7 @@ func (c *Cluster) SetEndpoints(eps []Endpoint) {
 		h.setFlag(FailedEDSHealth, !ep.Healthy)
 		h.setFlag(DegradedEDSHealth, ep.Degraded)
 		h.setFlag(PendingDynamicRemoval, false)
-		next[ep.Address] = h
+		next[key] = h
 		all = append(all, h)
 	}
 	for addr, h := range c.pool {
@@ -289,7 +300,14 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 func (c *Cluster) dialer() dialFunc {
 	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var host *Host
+		if _, real, key, ok := c.transportTarget(addr); ok {
+			host = c.hostByKey(key)
+			addr = real
+		}
 		if path, ok := unixPath(addr); ok {
+			network, addr = "unix", path
+		} else if path, ok := strings.CutPrefix(addr, UnixPrefix); ok {
 			network, addr = "unix", path
 		}
 		if c.cfg.Type == OriginalDst {
@@ -299,7 +317,9 @@ func (c *Cluster) dialer() dialFunc {
 		if err := c.cb.acquireConnection(ctx, c.cfg.ConnectTimeout); err != nil {
 			return nil, err
 		}
-		host := c.hostByDialAddr(network, addr)
+		if host == nil {
+			host = c.hostByDialAddr(network, addr)
+		}
 		conn, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
 			c.cb.releaseConnection()
@@ -392,6 +412,13 @@ func (c *Cluster) hostByDialAddr(network, addr string) *Host {
 	return c.pool[addr]
 }
 
+// hostByKey finds a host by its pool key.
+func (c *Cluster) hostByKey(key string) *Host {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pool[key]
+}
+
 // countedConn keeps upstream_cx_active, the host's cx_active and the max_connections slot right
 // however the transport ends a connection.
 type countedConn struct {
@@ -420,7 +447,11 @@ func (c *Cluster) removePending(h *Host) {
 	if c.pool[h.Address] != h || h.Flags()&PendingDynamicRemoval == 0 {
 		return
 	}
-	delete(c.pool, h.Address)
+	key := h.Address
+	if len(c.cfg.TransportMatches) > 0 {
+		key = h.target
+	}
+	delete(c.pool, key)
 	c.list = slices.DeleteFunc(slices.Clone(c.list), func(x *Host) bool { return x == h })
 	c.removeHostLocked(h)
 	c.rebuildLocked()

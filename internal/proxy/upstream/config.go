@@ -138,8 +138,13 @@ type Config struct {
 	Endpoints []Endpoint
 	// OriginalDstFromHeader lets x-envoy-original-dst-host choose an ORIGINAL_DST cluster's target.
 	OriginalDstFromHeader bool
-	// TLS, when set, originates TLS to every endpoint (transport_socket UpstreamTlsContext).
+	// TLS, when set, originates TLS to every endpoint (transport_socket UpstreamTlsContext), or to
+	// those no TransportMatches entry picks.
 	TLS *TLS
+	// TransportMatches are transport_socket_matches: an endpoint uses the transport of the first
+	// whose Match its TransportSocketMatch metadata contains (TLS nil: plaintext), else TLS. Hosts
+	// with different transports never share a connection pool.
+	TransportMatches []TransportMatch
 
 	// CircuitBreakers limit connections and requests (circuit_breakers); zero values are Envoy's
 	// defaults.
@@ -177,6 +182,9 @@ type Endpoint struct {
 	IstioWorkload string
 	// HealthCheckPort, when set, is the port active health checks use instead of the endpoint's.
 	HealthCheckPort uint32
+	// TransportSocketMatch is the endpoint's filter_metadata["envoy.transport_socket_match"], each
+	// value in the canonical form TransportMatch.Match uses (strings as they are).
+	TransportSocketMatch map[string]string
 	// Overprovisioning is the load assignment's overprovisioning_factor (0 means Envoy's 140); it is
 	// the same on every endpoint of one assignment.
 	Overprovisioning uint32
@@ -188,3 +196,30 @@ const (
 	DefaultConnectTimeout = 5 * time.Second
 	DefaultIdleTimeout    = time.Minute
 )
+
+// TransportMatch is one transport_socket_matches entry.
+type TransportMatch struct {
+	Name string
+	// Match must be contained in an endpoint's TransportSocketMatch metadata; empty matches all.
+	Match map[string]string
+	// TLS is the transport: nil for raw_buffer.
+	TLS *TLS
+}
+
+// transportFor is the index of the transport an endpoint with metadata md uses: 0 for the cluster's
+// own transport_socket, i+1 for TransportMatches[i].
+func (c *Config) transportFor(md map[string]string) int {
+	for i, m := range c.TransportMatches {
+		ok := true
+		for k, v := range m.Match {
+			if got, has := md[k]; !has || got != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return i + 1
+		}
+	}
+	return 0
+}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"sync/atomic"
 )
@@ -78,6 +79,44 @@ func newHost(addr string) *Host {
 
 // unixHostPrefix marks URL hosts that stand for Unix socket paths (hex-encoded after it).
 const unixHostPrefix = "unix-socket-"
+
+// transportHostPrefix marks the URL hosts of clusters with transport_socket_matches,
+// "tsm<transport>-<hex address>": the transport is part of the host, so hosts on different
+// transports (plaintext and mTLS) never share a pooled connection.
+const transportHostPrefix = "tsm"
+
+func transportTarget(ts int, addr string) string {
+	return transportHostPrefix + strconv.Itoa(ts) + "-" + hex.EncodeToString([]byte(addr))
+}
+
+// transportTarget decodes a dial address made from a transport target: the transport index, the
+// host's address and its pool key. ok is false for other addresses, and always in clusters without
+// transport_socket_matches (whose hosts could have any name).
+func (c *Cluster) transportTarget(dialAddr string) (ts int, addr, key string, ok bool) {
+	if len(c.cfg.TransportMatches) == 0 {
+		return 0, "", "", false
+	}
+	rest, ok := strings.CutPrefix(dialAddr, transportHostPrefix)
+	if !ok {
+		return 0, "", "", false
+	}
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i] // the transport adds a default port
+	}
+	n, hexAddr, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, "", "", false
+	}
+	ts, err := strconv.Atoi(n)
+	if err != nil {
+		return 0, "", "", false
+	}
+	b, err := hex.DecodeString(hexAddr)
+	if err != nil {
+		return 0, "", "", false
+	}
+	return ts, string(b), transportHostPrefix + rest, true
+}
 
 // unixPath decodes a dial address made from a Host's target; ok is false for TCP addresses.
 func unixPath(dialAddr string) (path string, ok bool) {

@@ -23,10 +23,12 @@ type TLS struct {
 	Sessions tls.ClientSessionCache
 }
 
-// clientConfig returns the cluster's TLS client config for connections speaking proto ("h2",
-// "http/1.1", or "" for raw TCP), with the cluster's session cache.
-func (c *Cluster) clientConfig(proto string) *tls.Config {
-	t := c.cfg.TLS
+// clientConfig returns a TLS client config of t for connections speaking proto ("h2",
+// "http/1.1", or "" for raw TCP), with its session cache; nil for plaintext.
+func clientConfig(t *TLS, proto string) *tls.Config {
+	if t == nil {
+		return nil
+	}
 	cfg := t.Config.Clone()
 	cfg.ServerName = t.SNI
 	cfg.ClientSessionCache = t.Sessions
@@ -57,17 +59,30 @@ func (c *Cluster) tlsClient(ctx context.Context, conn net.Conn, cfg *tls.Config,
 	return tc, nil
 }
 
-// withTLS wraps dial so that it originates TLS, when the cluster says so. The transport using it
-// still believes it speaks plaintext (HTTP/1.1, or HTTP/2 with prior knowledge), which is exactly
-// what it must write inside the TLS connection once ALPN has agreed on that protocol.
+// withTLS wraps dial so that it originates TLS, when the cluster (or, with
+// transport_socket_matches, the host's transport) says so. The transport using it still believes it
+// speaks plaintext (HTTP/1.1, or HTTP/2 with prior knowledge), which is exactly what it must write
+// inside the TLS connection once ALPN has agreed on that protocol.
 // proto is what the connections carry ("h2", "http/1.1", or "" for raw TCP).
 func (c *Cluster) withTLS(dial dialFunc, proto string) dialFunc {
-	if c.cfg.TLS == nil {
+	// One config per transport: index 0 is the cluster's transport_socket.
+	cfgs := []*tls.Config{clientConfig(c.cfg.TLS, proto)}
+	for _, m := range c.cfg.TransportMatches {
+		cfgs = append(cfgs, clientConfig(m.TLS, proto))
+	}
+	if len(cfgs) == 1 && cfgs[0] == nil {
 		return dial
 	}
-	cfg := c.clientConfig(proto)
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ts, _, _, _ := c.transportTarget(addr)
+		cfg := cfgs[0]
+		if ts > 0 && ts < len(cfgs) {
+			cfg = cfgs[ts]
+		}
 		conn, err := dial(ctx, network, addr)
+		if err != nil || cfg == nil {
+			return conn, err
+		}
 		if err != nil {
 			return nil, err
 		}

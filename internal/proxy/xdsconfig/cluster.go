@@ -10,7 +10,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/upstream"
 )
@@ -20,17 +22,19 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 // ParseCluster converts and validates an Envoy Cluster: load balancing (round robin, least request,
 // random, ring hash, Maglev, with locality weights and the panic threshold), circuit breakers,
 // outlier detection and active HTTP/TCP health checks (lbconfig.go, outlier.go, healthcheck.go).
-// DNS settings are accepted and not enforced yet. TLS (transport_socket), subsets and custom cluster
-// types are rejected.
-func ParseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
-	cfg, err := parseCluster(c)
+// DNS settings are accepted and not enforced yet. TLS comes from transport_socket and
+// transport_socket_matches (per endpoint, by its "envoy.transport_socket_match" metadata), with
+// SDS secrets served by the SecretSource given WithSecrets. Subsets and custom cluster types are
+// rejected.
+func ParseCluster(c *clusterv3.Cluster, opts ...Option) (upstream.Config, error) {
+	cfg, err := parseCluster(c, newOptions(opts))
 	if err != nil {
 		return upstream.Config{}, &ResourceError{Kind: "Cluster", Name: c.GetName(), Err: err}
 	}
 	return cfg, nil
 }
 
-func parseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
+func parseCluster(c *clusterv3.Cluster, o *options) (upstream.Config, error) {
 	cfg := upstream.Config{Name: c.GetName()}
 	if err := c.Validate(); err != nil {
 		return cfg, err
@@ -46,15 +50,22 @@ func parseCluster(c *clusterv3.Cluster) (upstream.Config, error) {
 		"round_robin_lb_config", "common_lb_config", "metadata", "protocol_selection",
 		"upstream_connection_options", "close_connections_on_host_health_failure",
 		"ignore_health_on_host_removal", "track_timeout_budgets", "track_cluster_stats", "preconnect_policy",
-		"dns_jitter", "transport_socket"); err != nil {
+		"dns_jitter", "transport_socket", "transport_socket_matches"); err != nil {
 		return cfg, err
 	}
 	cfg.StatName = c.GetAltStatName()
-	tlsCfg, err := upstreamTransportSocket(c.GetTransportSocket())
+	tlsCfg, err := upstreamTransportSocket(c.GetTransportSocket(), o)
 	if err != nil {
 		return cfg, fmt.Errorf("transport_socket.%w", err)
 	}
 	cfg.TLS = tlsCfg
+	for i, m := range c.GetTransportSocketMatches() {
+		tm, err := transportSocketMatch(m, o)
+		if err != nil {
+			return cfg, fmt.Errorf("transport_socket_matches[%d].%w", i, err)
+		}
+		cfg.TransportMatches = append(cfg.TransportMatches, tm)
+	}
 	switch c.GetType() {
 	case clusterv3.Cluster_STATIC:
 		cfg.Type = upstream.Static
@@ -227,15 +238,17 @@ func parseLoadAssignment(cla *endpointv3.ClusterLoadAssignment) ([]upstream.Endp
 			}
 			l := loc.GetLocality()
 			out = append(out, upstream.Endpoint{
-				Address:          addr,
-				Weight:           max(lbe.GetLoadBalancingWeight().GetValue(), 1),
-				Priority:         loc.GetPriority(),
-				Healthy:          pickable(lbe.GetHealthStatus()),
-				Degraded:         lbe.GetHealthStatus() == corev3.HealthStatus_DEGRADED,
-				Locality:         upstream.Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()},
-				LocalityWeight:   loc.GetLoadBalancingWeight().GetValue(),
-				Hostname:         ep.GetHostname(),
-				IstioWorkload:    istioWorkload(lbe.GetMetadata()),
+				Address:        addr,
+				Weight:         max(lbe.GetLoadBalancingWeight().GetValue(), 1),
+				Priority:       loc.GetPriority(),
+				Healthy:        pickable(lbe.GetHealthStatus()),
+				Degraded:       lbe.GetHealthStatus() == corev3.HealthStatus_DEGRADED,
+				Locality:       upstream.Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()},
+				LocalityWeight: loc.GetLoadBalancingWeight().GetValue(),
+				Hostname:       ep.GetHostname(),
+				IstioWorkload:  istioWorkload(lbe.GetMetadata()),
+				TransportSocketMatch: metadataValues(
+					lbe.GetMetadata().GetFilterMetadata()[transportSocketMatchKey]),
 				HealthCheckPort:  hcc.GetPortValue(),
 				Overprovisioning: over,
 			})
@@ -268,4 +281,36 @@ func endpointAddress(a *corev3.Address) (string, error) {
 // ignored, as before.
 func istioWorkload(md *corev3.Metadata) string {
 	return md.GetFilterMetadata()["istio"].GetFields()["workload"].GetStringValue()
+}
+
+// transportSocketMatchKey is the endpoint metadata namespace transport_socket_matches look at.
+const transportSocketMatchKey = "envoy.transport_socket_match"
+
+func transportSocketMatch(m *clusterv3.Cluster_TransportSocketMatch, o *options) (upstream.TransportMatch, error) {
+	if err := onlyFields(m, "name", "match", "transport_socket"); err != nil {
+		return upstream.TransportMatch{}, err
+	}
+	t, err := upstreamTransportSocket(m.GetTransportSocket(), o)
+	if err != nil {
+		return upstream.TransportMatch{}, fmt.Errorf("transport_socket.%w", err)
+	}
+	return upstream.TransportMatch{Name: m.GetName(), Match: metadataValues(m.GetMatch()), TLS: t}, nil
+}
+
+// metadataValues flattens a metadata Struct for equality matching: strings as they are, other
+// values in a form that cannot equal a string's (Envoy compares the protobuf Values).
+func metadataValues(s *structpb.Struct) map[string]string {
+	if len(s.GetFields()) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(s.GetFields()))
+	for k, v := range s.GetFields() {
+		if sv, ok := v.GetKind().(*structpb.Value_StringValue); ok {
+			out[k] = sv.StringValue
+			continue
+		}
+		b, _ := protojson.Marshal(v)
+		out[k] = "\x00" + string(b)
+	}
+	return out
 }

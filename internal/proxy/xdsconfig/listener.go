@@ -241,15 +241,18 @@ const (
 // connection manager or TCP proxy, plaintext or TLS), their matches, and the tls_inspector and
 // http_inspector listener filters. Access logs, socket options and connection balancing are
 // accepted and ignored; use_original_dst is accepted for the redirect issue to honour.
-func ParseListener(l *listenerv3.Listener) (*Listener, error) {
-	out, err := parseListener(l)
+//
+// TLS contexts may take their certificate and trust bundle from SDS (Istio's "default" and "ROOTCA"
+// from the sds-grpc source), served by the SecretSource given WithSecrets.
+func ParseListener(l *listenerv3.Listener, opts ...Option) (*Listener, error) {
+	out, err := parseListener(l, newOptions(opts))
 	if err != nil {
 		return nil, &ResourceError{Kind: "Listener", Name: l.GetName(), Err: err}
 	}
 	return out, nil
 }
 
-func parseListener(l *listenerv3.Listener) (*Listener, error) {
+func parseListener(l *listenerv3.Listener, o *options) (*Listener, error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
 	}
@@ -277,7 +280,7 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 	names := make(map[string]int, len(l.GetFilterChains()))
 	for i, fc := range l.GetFilterChains() {
 		field := fmt.Sprintf("filter_chains[%d]", i)
-		c, err := parseFilterChain(fc, uint32(port))
+		c, err := parseFilterChain(fc, uint32(port), o)
 		if err != nil {
 			return nil, fmt.Errorf("%s.%w", field, err)
 		}
@@ -300,7 +303,7 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		if dc.GetFilterChainMatch() != nil {
 			return nil, errors.New("default_filter_chain.filter_chain_match: the default chain has no match")
 		}
-		c, err := parseFilterChain(dc, uint32(port))
+		c, err := parseFilterChain(dc, uint32(port), o)
 		if err != nil {
 			return nil, fmt.Errorf("default_filter_chain.%w", err)
 		}
@@ -351,7 +354,7 @@ func listenerFilters(l *listenerv3.Listener) (ListenerFilters, error) {
 	return out, nil
 }
 
-func parseFilterChain(fc *listenerv3.FilterChain, port uint32) (*FilterChain, error) {
+func parseFilterChain(fc *listenerv3.FilterChain, port uint32, o *options) (*FilterChain, error) {
 	if err := onlyFields(fc, "filter_chain_match", "filters", "name", "metadata", "transport_socket",
 		"transport_socket_connect_timeout"); err != nil {
 		return nil, err
@@ -362,7 +365,7 @@ func parseFilterChain(fc *listenerv3.FilterChain, port uint32) (*FilterChain, er
 		return nil, fmt.Errorf("filter_chain_match.%w", err)
 	}
 	out.Match = m
-	if out.TLS, err = downstreamTransportSocket(fc.GetTransportSocket()); err != nil {
+	if out.TLS, err = downstreamTransportSocket(fc.GetTransportSocket(), o); err != nil {
 		return nil, fmt.Errorf("transport_socket.%w", err)
 	}
 	list := fc.GetFilters()

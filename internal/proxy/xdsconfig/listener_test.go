@@ -176,12 +176,23 @@ default_filter_chain:
   filter_chain_match: {server_names: [a]}
   filters:` + tcpFilter, `default_filter_chain.filter_chain_match: the default chain has no match`},
 		{"no chain", plain, `a listener needs a filter chain or a default_filter_chain`},
-		{"SDS certificate", tlsChain + `
+		{"static SDS certificate", tlsChain + `
       common_tls_context: {tls_certificate_sds_secret_configs: [{name: default}]}
-  filters:` + tcpFilter, `filter_chains[0].transport_socket.typed_config (DownstreamTlsContext).common_tls_context.tls_certificate_sds_secret_configs: SDS is not supported yet: not supported`},
-		{"SDS validation", tlsChain + `
-      common_tls_context: {validation_context_sds_secret_config: {name: ROOTCA}}
-  filters:` + tcpFilter, `validation_context_sds_secret_config: SDS is not supported yet`},
+  filters:` + tcpFilter, `filter_chains[0].transport_socket.typed_config (DownstreamTlsContext).common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: static secrets (bootstrap static_resources.secrets) are not supported`},
+		{"SDS from another cluster", tlsChain + `
+      common_tls_context: {tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: vault}}]}}}]}
+  filters:` + tcpFilter, `tls_certificate_sds_secret_configs[0].sds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name "vault": only "sds-grpc" (the identity agent) is not supported`},
+		{"SDS over ADS", tlsChain + `
+      common_tls_context: {tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]}
+  filters:` + tcpFilter, `tls_certificate_sds_secret_configs[0].sds_config.ads: not supported`},
+		{"SDS certificate the agent does not serve", tlsChain + `
+      common_tls_context: {tls_certificate_sds_secret_configs: [{name: "kubernetes://gw-cert", sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: sds-grpc}}]}}}]}
+  filters:` + tcpFilter, `tls_certificate_sds_secret_configs[0].name "kubernetes://gw-cert": the identity agent serves only "default" here`},
+		{"SDS validation named default", tlsChain + `
+      common_tls_context:
+        tls_certificate_sds_secret_configs: [{name: default, sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: sds-grpc}}]}}}]
+        validation_context_sds_secret_config: {name: default, sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: sds-grpc}}]}}}
+  filters:` + tcpFilter, `validation_context_sds_secret_config.name "default": the identity agent serves only "ROOTCA" here`},
 		{"no certificate", tlsChain + `
       common_tls_context: {}
   filters:` + tcpFilter, `common_tls_context.tls_certificates: a server needs a certificate`},
@@ -263,7 +274,7 @@ transport_socket:
 	for _, tc := range []struct{ ctx, want string }{
 		{"    allow_renegotiation: true\n", `transport_socket.typed_config (UpstreamTlsContext).allow_renegotiation: not supported`},
 		{"    common_tls_context: {combined_validation_context: {default_validation_context: {}, validation_context_sds_secret_config: {name: ROOTCA}}}\n",
-			`combined_validation_context.validation_context_sds_secret_config: SDS is not supported yet`},
+			`combined_validation_context.validation_context_sds_secret_config.sds_config: static secrets (bootstrap static_resources.secrets) are not supported`},
 		{"    common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: OTHER_NAME, oid: 1.2.3, matcher: {exact: x}}]}}\n",
 			`match_typed_subject_alt_names[0].san_type OTHER_NAME: not supported`},
 	} {

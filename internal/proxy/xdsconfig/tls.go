@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -30,12 +31,9 @@ const (
 	defaultMaxSessionKeys = 1
 )
 
-// errSDS is how every SDS reference is refused until the proxy speaks SDS.
-var errSDS = fmt.Errorf("SDS is not supported yet: %w", ErrUnsupported)
-
 // downstreamTransportSocket converts a filter chain's transport_socket: nil for plaintext, else the
 // server TLS config.
-func downstreamTransportSocket(ts *corev3.TransportSocket) (*tls.Config, error) {
+func downstreamTransportSocket(ts *corev3.TransportSocket, o *options) (*tls.Config, error) {
 	tc, err := transportSocketConfig(ts, downstreamTLSType)
 	if tc == nil || err != nil {
 		return nil, err
@@ -44,7 +42,7 @@ func downstreamTransportSocket(ts *corev3.TransportSocket) (*tls.Config, error) 
 	if err := anypb.UnmarshalTo(tc, &d, protoUnmarshal); err != nil {
 		return nil, fmt.Errorf("typed_config: %w", err)
 	}
-	cfg, err := downstreamTLS(&d)
+	cfg, err := downstreamTLS(&d, o)
 	if err != nil {
 		return nil, fmt.Errorf("typed_config (DownstreamTlsContext).%w", err)
 	}
@@ -52,7 +50,7 @@ func downstreamTransportSocket(ts *corev3.TransportSocket) (*tls.Config, error) 
 }
 
 // upstreamTransportSocket converts a cluster's transport_socket: nil for plaintext.
-func upstreamTransportSocket(ts *corev3.TransportSocket) (*upstream.TLS, error) {
+func upstreamTransportSocket(ts *corev3.TransportSocket, o *options) (*upstream.TLS, error) {
 	tc, err := transportSocketConfig(ts, upstreamTLSType)
 	if tc == nil || err != nil {
 		return nil, err
@@ -61,7 +59,7 @@ func upstreamTransportSocket(ts *corev3.TransportSocket) (*upstream.TLS, error) 
 	if err := anypb.UnmarshalTo(tc, &u, protoUnmarshal); err != nil {
 		return nil, fmt.Errorf("typed_config: %w", err)
 	}
-	out, err := upstreamTLS(&u)
+	out, err := upstreamTLS(&u, o)
 	if err != nil {
 		return nil, fmt.Errorf("typed_config (UpstreamTlsContext).%w", err)
 	}
@@ -92,7 +90,7 @@ func transportSocketConfig(ts *corev3.TransportSocket, tlsType string) (*anypb.A
 	return nil, fmt.Errorf("%q: only TLS and raw_buffer transport sockets are %w", kind, ErrUnsupported)
 }
 
-func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
+func downstreamTLS(d *tlsv3.DownstreamTlsContext, o *options) (*tls.Config, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -103,13 +101,18 @@ func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 	if d.GetOcspStaplePolicy() != tlsv3.DownstreamTlsContext_LENIENT_STAPLING {
 		return nil, fmt.Errorf("ocsp_staple_policy %s: %w", d.GetOcspStaplePolicy(), ErrUnsupported)
 	}
-	cfg, v, err := commonTLS(d.GetCommonTlsContext())
+	cfg, v, sds, err := commonTLS(d.GetCommonTlsContext(), o)
 	if err != nil {
 		return nil, fmt.Errorf("common_tls_context.%w", err)
 	}
-	if len(cfg.Certificates) == 0 {
+	switch {
+	case sds != nil:
+		// Looked up per handshake: a rotated certificate serves the next connection.
+		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sds() }
+	case len(cfg.Certificates) == 0:
 		return nil, errors.New("common_tls_context.tls_certificates: a server needs a certificate")
 	}
+	serverALPN(cfg)
 	// Envoy asks for a client certificate whenever it can validate one, and insists only when told.
 	switch {
 	case d.GetRequireClientCertificate().GetValue():
@@ -131,7 +134,7 @@ func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 	return cfg, nil
 }
 
-func upstreamTLS(u *tlsv3.UpstreamTlsContext) (*upstream.TLS, error) {
+func upstreamTLS(u *tlsv3.UpstreamTlsContext, o *options) (*upstream.TLS, error) {
 	if err := u.Validate(); err != nil {
 		return nil, err
 	}
@@ -141,9 +144,12 @@ func upstreamTLS(u *tlsv3.UpstreamTlsContext) (*upstream.TLS, error) {
 	if u.GetAllowRenegotiation() {
 		return nil, fmt.Errorf("allow_renegotiation: %w", ErrUnsupported)
 	}
-	cfg, v, err := commonTLS(u.GetCommonTlsContext())
+	cfg, v, sds, err := commonTLS(u.GetCommonTlsContext(), o)
 	if err != nil {
 		return nil, fmt.Errorf("common_tls_context.%w", err)
+	}
+	if sds != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return sds() }
 	}
 	out := &upstream.TLS{Config: cfg, SNI: u.GetSni(), ALPN: cfg.NextProtos}
 	cfg.NextProtos = nil
@@ -170,39 +176,91 @@ func upstreamTLS(u *tlsv3.UpstreamTlsContext) (*upstream.TLS, error) {
 }
 
 // commonTLS converts what both sides share: certificates, validation, ALPN and TLS parameters.
-// The validator is nil when there is no validation_context.
-func commonTLS(c *tlsv3.CommonTlsContext) (*tls.Config, *validator, error) {
-	if len(c.GetTlsCertificateSdsSecretConfigs()) > 0 {
-		return nil, nil, fmt.Errorf("tls_certificate_sds_secret_configs: %w", errSDS)
+// The validator is nil when there is no validation context. sds is set when the certificate comes
+// from SDS (tls_certificate_sds_secret_configs): the caller installs it as a per-handshake lookup.
+func commonTLS(c *tlsv3.CommonTlsContext, o *options) (cfg *tls.Config, v *validator, sds func() (*tls.Certificate, error), err error) {
+	if err := onlyFields(c, "tls_params", "tls_certificates", "validation_context", "alpn_protocols",
+		"tls_certificate_sds_secret_configs", "validation_context_sds_secret_config", "combined_validation_context"); err != nil {
+		return nil, nil, nil, err
 	}
-	if c.GetValidationContextSdsSecretConfig() != nil {
-		return nil, nil, fmt.Errorf("validation_context_sds_secret_config: %w", errSDS)
-	}
-	if c.GetCombinedValidationContext().GetValidationContextSdsSecretConfig() != nil {
-		return nil, nil, fmt.Errorf("combined_validation_context.validation_context_sds_secret_config: %w", errSDS)
-	}
-	if err := onlyFields(c, "tls_params", "tls_certificates", "validation_context", "alpn_protocols"); err != nil {
-		return nil, nil, err
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: c.GetAlpnProtocols()}
+	cfg = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: c.GetAlpnProtocols()}
 	if err := tlsParams(cfg, c.GetTlsParams()); err != nil {
-		return nil, nil, fmt.Errorf("tls_params.%w", err)
+		return nil, nil, nil, fmt.Errorf("tls_params.%w", err)
 	}
 	for i, tc := range c.GetTlsCertificates() {
 		cert, err := tlsCertificate(tc)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tls_certificates[%d].%w", i, err)
+			return nil, nil, nil, fmt.Errorf("tls_certificates[%d].%w", i, err)
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
 	}
-	var v *validator
-	if vc := c.GetValidationContext(); vc != nil {
-		var err error
-		if v, err = validationContext(vc); err != nil {
-			return nil, nil, fmt.Errorf("validation_context.%w", err)
+	if refs := c.GetTlsCertificateSdsSecretConfigs(); len(refs) > 0 {
+		if len(cfg.Certificates) > 0 {
+			return nil, nil, nil, errors.New("tls_certificate_sds_secret_configs: not together with tls_certificates")
 		}
+		names := make([]string, len(refs))
+		for i, r := range refs {
+			if names[i], err = sdsSecret(r, SDSWorkloadSecret); err != nil {
+				return nil, nil, nil, fmt.Errorf("tls_certificate_sds_secret_configs[%d].%w", i, err)
+			}
+		}
+		sds = sdsCertificates(o.secrets, names)
 	}
-	return cfg, v, nil
+	switch vc := c.GetValidationContextType().(type) {
+	case *tlsv3.CommonTlsContext_ValidationContext:
+		if v, err = validationContext(vc.ValidationContext); err != nil {
+			return nil, nil, nil, fmt.Errorf("validation_context.%w", err)
+		}
+	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
+		v = &validator{}
+		if v.bundle, err = sdsSecret(vc.ValidationContextSdsSecretConfig, SDSRootSecret); err != nil {
+			return nil, nil, nil, fmt.Errorf("validation_context_sds_secret_config.%w", err)
+		}
+		v.secrets = o.secrets
+	case *tlsv3.CommonTlsContext_CombinedValidationContext:
+		cv := vc.CombinedValidationContext
+		if err := onlyFields(cv, "default_validation_context", "validation_context_sds_secret_config"); err != nil {
+			return nil, nil, nil, fmt.Errorf("combined_validation_context.%w", err)
+		}
+		v = &validator{}
+		if d := cv.GetDefaultValidationContext(); d != nil {
+			if v, err = validationContext(d); err != nil {
+				return nil, nil, nil, fmt.Errorf("combined_validation_context.default_validation_context.%w", err)
+			}
+		}
+		if v.bundle, err = sdsSecret(cv.GetValidationContextSdsSecretConfig(), SDSRootSecret); err != nil {
+			return nil, nil, nil, fmt.Errorf("combined_validation_context.validation_context_sds_secret_config.%w", err)
+		}
+		if v.roots != nil {
+			return nil, nil, nil, errors.New("combined_validation_context.default_validation_context.trusted_ca: not together with the SDS trust bundle")
+		}
+		v.secrets = o.secrets
+	}
+	return cfg, v, sds, nil
+}
+
+// serverALPN makes a server that offers ALPN protocols carry on without ALPN when a client offers
+// none of them, as Envoy does (crypto/tls would refuse the handshake): Istio's clients offer
+// "istio-peer-exchange" and "istio" to servers listing "h2" and "http/1.1".
+func serverALPN(cfg *tls.Config) {
+	protos := cfg.NextProtos
+	if len(protos) == 0 {
+		return
+	}
+	cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(h.SupportedProtos) == 0 {
+			return nil, nil
+		}
+		for _, c := range h.SupportedProtos {
+			if slices.Contains(protos, c) || (c == "http/1.1" && slices.Contains(protos, "h2")) {
+				return nil, nil
+			}
+		}
+		noALPN := cfg.Clone()
+		noALPN.NextProtos = nil
+		noALPN.GetConfigForClient = nil
+		return noALPN, nil
+	}
 }
 
 func tlsCertificate(tc *tlsv3.TlsCertificate) (tls.Certificate, error) {
@@ -331,10 +389,14 @@ type sanMatcher struct {
 	m    route.StringMatcher
 }
 
-// validator checks a peer's certificate chain: against trusted_ca when set, then the SAN matchers.
+// validator checks a peer's certificate chain: against trusted_ca (or the SDS trust bundle) when
+// set, then the SAN matchers.
 type validator struct {
 	roots *x509.CertPool // nil: the chain is not checked (no trusted_ca, or ACCEPT_UNTRUSTED)
-	sans  []sanMatcher
+	// bundle, when set, names the SDS trust bundle looked up in secrets on every handshake.
+	bundle  string
+	secrets SecretSource
+	sans    []sanMatcher
 }
 
 func validationContext(vc *tlsv3.CertificateValidationContext) (*validator, error) {
@@ -388,12 +450,19 @@ func validationContext(vc *tlsv3.CertificateValidationContext) (*validator, erro
 
 func (v *validator) verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) error {
 	leaf := chain[0]
-	if v.roots != nil {
+	roots := v.roots
+	if v.bundle != "" {
+		var err error
+		if roots, err = v.secrets.TrustBundle(v.bundle); err != nil {
+			return fmt.Errorf("tls: cannot verify the peer: %w", err)
+		}
+	}
+	if roots != nil {
 		inter := x509.NewCertPool()
 		for _, c := range chain[1:] {
 			inter.AddCert(c)
 		}
-		opts := x509.VerifyOptions{Roots: v.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage, x509.ExtKeyUsageAny}}
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage, x509.ExtKeyUsageAny}}
 		if _, err := leaf.Verify(opts); err != nil {
 			return fmt.Errorf("tls: peer certificate: %w", err)
 		}

@@ -100,7 +100,7 @@ func (f *Filter) OnComplete(info *streaminfo.Info) {
 			}
 		}
 		k.Reporter, k.Source, k.Destination = im.ReporterDestination, peer, t.Self
-		k.Security = downstreamSecurity(info)
+		k.Security, k.SourcePrincipal = downstreamSecurity(info)
 	} else {
 		if peer == nil && info.UpstreamWorkload != "" {
 			peer = t.Workloads.Get(info.UpstreamWorkload, im.IdentityFromWorkloadMetadata)
@@ -120,10 +120,16 @@ func (f *Filter) OnComplete(info *streaminfo.Info) {
 	s.Observe(im.ResponseBytes, float64(info.BytesSent))
 }
 
-// downstreamSecurity is connection_security_policy as the server side sees it. Plaintext is
-// "none"; mutual TLS ("mutual_tls", with principals) comes with the proxy's mTLS support, which
-// is where the downstream's verified client certificate will be looked at.
-func downstreamSecurity(*streaminfo.Info) im.Security { return im.SecurityNone }
+// downstreamSecurity is connection_security_policy as the server side sees it, with the source
+// principal the client's certificate proved: "mutual_tls" when the downstream connection is TLS
+// with a client certificate (mesh listeners verify it against ROOTCA before the request gets
+// here), else "none". The principal is the certificate's URI SAN, "spiffe://<td>/ns/<ns>/sa/<sa>".
+func downstreamSecurity(info *streaminfo.Info) (im.Security, string) {
+	if info.DownstreamTLS && info.DownstreamPeerURISAN != "" {
+		return im.SecurityMutualTLS, info.DownstreamPeerURISAN
+	}
+	return im.SecurityNone, ""
+}
 
 func isGRPC(h http.Header) bool {
 	ct := h["Content-Type"]

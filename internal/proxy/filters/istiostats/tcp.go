@@ -49,7 +49,8 @@ func (f *TCPFilter) key(info *streaminfo.Info) im.TCPKey {
 	t := f.t
 	k := im.TCPKey{Flags: info.Flags}
 	if f.destination {
-		k.Reporter, k.Destination, k.Security = im.ReporterDestination, t.Self, im.SecurityNone
+		k.Reporter, k.Destination = im.ReporterDestination, t.Self
+		k.Security, k.SourcePrincipal = downstreamSecurity(info)
 	} else {
 		var dst *im.Identity
 		if info.UpstreamWorkload != "" {
