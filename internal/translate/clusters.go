@@ -100,7 +100,7 @@ func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset strin
 		return nil, nil, err
 	}
 	// mtls.go: auto-mTLS or the DestinationRule's tls.
-	if err := e.applyClientTLS(c, svc, port, subset, policyForPort(policy, port.Number).GetTls()); err != nil {
+	if err := e.applyClientTLS(c, svc, port, subset); err != nil {
 		return nil, nil, err
 	}
 	return c, cla, nil
@@ -171,7 +171,7 @@ func (e *env) dnsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.P
 			return fmt.Errorf("%s: resolution DNS needs endpoints for wildcard host %q", serviceRef(svc), svc.Hostname)
 		}
 		groups = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{
-			lbEndpoint(socketAddress(svc.Hostname, port.Number), 0),
+			lbEndpoint(socketAddress(svc.Hostname, (&model.Endpoint{}).PortFor(port)), 0), // targetPort, as Istio
 		}}}
 	} else {
 		var err error

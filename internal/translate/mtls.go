@@ -257,7 +257,8 @@ func rawBufferSocket() (*corev3.TransportSocket, error) {
 // auto-mTLS sends mTLS to endpoints whose workload has a sidecar and
 // plaintext to the others, unless the mesh turns it off, the service is
 // outside the mesh, or its namespace's policy is DISABLE.
-func (e *env) applyClientTLS(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subset string, tls *networking.ClientTLSSettings) error {
+func (e *env) applyClientTLS(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subset string) error {
+	tls := e.clientTLS(svc.Hostname, subset, port.Number)
 	sni := "outbound_." + strconv.FormatUint(uint64(port.Number), 10) + "_." + subset + "_." + svc.Hostname
 	var err error
 	switch {
@@ -277,6 +278,34 @@ func (e *env) applyClientTLS(c *clusterv3.Cluster, svc *model.Service, port *mod
 		return fmt.Errorf("cluster %s: tls: %w", c.GetName(), err)
 	}
 	return nil
+}
+
+// clientTLS is the DestinationRule tls for a cluster, by Istio's
+// MergeTrafficPolicy: the rule's top level with its port-level entry
+// applied, then the subset's tls, then the subset's port-level entry. nil
+// when none is set.
+func (e *env) clientTLS(host, subset string, port uint32) *networking.ClientTLSSettings {
+	dr := e.snap.DestinationRule(host, e.proxy.Namespace)
+	if dr == nil {
+		return nil
+	}
+	top := dr.Spec.GetTrafficPolicy()
+	tls := top.GetTls()
+	if pl := portPolicy(top, port); pl != nil {
+		tls = pl.GetTls() // port-level settings replace, never inherit (Istio)
+	}
+	for _, ss := range dr.Spec.GetSubsets() {
+		if ss.GetName() != subset || subset == "" {
+			continue
+		}
+		if t := ss.GetTrafficPolicy().GetTls(); t != nil {
+			tls = t
+		}
+		if pl := portPolicy(ss.GetTrafficPolicy(), port); pl != nil {
+			tls = pl.GetTls()
+		}
+	}
+	return tls
 }
 
 // autoMTLS is MeshConfig enableAutoMtls, true unless set false (Istio's default).
