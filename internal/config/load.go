@@ -76,6 +76,7 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 	errs = append(errs, crossCheck(docs)...)
 	errs = append(errs, telemetryProviderRefs(mesh, docs)...)
 	errs = append(errs, authorizationPolicyRefs(mesh, docs)...)
+	errs = append(errs, peerAuthenticationConflicts(mesh, docs)...)
 	if len(errs) > 0 {
 		return nil, warns, joinErrors(errs)
 	}

@@ -185,20 +185,6 @@ func validateOutlierDetection(c *checker, path string, od *networking.OutlierDet
 	}
 }
 
-func validateClientTLS(c *checker, path string, tls *networking.ClientTLSSettings) {
-	if tls == nil || tls.GetMode() != networking.ClientTLSSettings_MUTUAL || tls.GetCredentialName() != "" {
-		return
-	}
-	// As in Istio: MUTUAL needs the client's own certificate and key
-	// unless they come from a credential.
-	if tls.GetClientCertificate() == "" {
-		c.errorf(path+".clientCertificate", "required when mode is MUTUAL and credentialName is not set")
-	}
-	if tls.GetPrivateKey() == "" {
-		c.errorf(path+".privateKey", "required when mode is MUTUAL and credentialName is not set")
-	}
-}
-
 func nonNegative(c *checker, path string, v int32) {
 	if v < 0 {
 		c.errorf(path, "must not be negative, got %d", v)

@@ -95,6 +95,18 @@ func checkSubsets(dr *model.DestinationRule) error {
 // outboundCluster builds the cluster for one service port (and subset). It
 // returns a load assignment too when the cluster's endpoints come over EDS.
 func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset string, subsetLabels map[string]string, policy *networking.TrafficPolicy) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	c, cla, err := e.outboundClusterPlain(svc, port, subset, subsetLabels, policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	// mtls.go: auto-mTLS or the DestinationRule's tls.
+	if err := e.applyClientTLS(c, svc, port, subset); err != nil {
+		return nil, nil, err
+	}
+	return c, cla, nil
+}
+
+func (e *env) outboundClusterPlain(svc *model.Service, port *model.Port, subset string, subsetLabels map[string]string, policy *networking.TrafficPolicy) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
 	name := OutboundClusterName(port.Number, subset, svc.Hostname)
 	policy = policyForPort(policy, port.Number)
 	c := &clusterv3.Cluster{
@@ -125,7 +137,7 @@ func (e *env) outboundCluster(svc *model.Service, port *model.Port, subset strin
 		setOriginalDst(c)
 		return c, nil, nil
 	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN:
-		if err := dnsCluster(c, svc, port, subsetLabels); err != nil {
+		if err := e.dnsCluster(c, svc, port, subsetLabels); err != nil {
 			return nil, nil, fmt.Errorf("cluster %s: %w", name, err)
 		}
 		e.applyLocality(c, c.LoadAssignment.Endpoints, locality)
@@ -140,7 +152,7 @@ func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.P
 		EdsConfig:   adsConfigSource(),
 		ServiceName: c.Name,
 	}
-	cla, err := loadAssignment(c.Name, svc, port, subsetLabels)
+	cla, err := e.loadAssignment(c.Name, svc, port, subsetLabels)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,7 +162,7 @@ func (e *env) edsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.P
 
 // dnsCluster makes Envoy resolve the endpoints' host names itself: STRICT_DNS
 // for DNS resolution, LOGICAL_DNS (one host) for DNS_ROUND_ROBIN, as Istio.
-func dnsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string) error {
+func (e *env) dnsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subsetLabels map[string]string) error {
 	c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
 	var groups []*endpointv3.LocalityLbEndpoints
 	if len(svc.Endpoints) == 0 {
@@ -159,11 +171,11 @@ func dnsCluster(c *clusterv3.Cluster, svc *model.Service, port *model.Port, subs
 			return fmt.Errorf("%s: resolution DNS needs endpoints for wildcard host %q", serviceRef(svc), svc.Hostname)
 		}
 		groups = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{
-			lbEndpoint(socketAddress(svc.Hostname, port.Number), 0),
+			lbEndpoint(socketAddress(svc.Hostname, (&model.Endpoint{}).PortFor(port)), 0), // targetPort, as Istio
 		}}}
 	} else {
 		var err error
-		if groups, err = localityEndpoints(svc, port, subsetLabels); err != nil {
+		if groups, err = e.localityEndpoints(svc, port, subsetLabels); err != nil {
 			return err
 		}
 	}

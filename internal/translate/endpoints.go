@@ -15,8 +15,8 @@ import (
 // loadAssignment is the EDS resource of one cluster: the service's
 // endpoints that carry the subset's labels. A cluster with no endpoints
 // still gets an empty one, so the proxy does not wait for it forever.
-func loadAssignment(cluster string, svc *model.Service, port *model.Port, subsetLabels map[string]string) (*endpointv3.ClusterLoadAssignment, error) {
-	groups, err := localityEndpoints(svc, port, subsetLabels)
+func (e *env) loadAssignment(cluster string, svc *model.Service, port *model.Port, subsetLabels map[string]string) (*endpointv3.ClusterLoadAssignment, error) {
+	groups, err := e.localityEndpoints(svc, port, subsetLabels)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cluster, err)
 	}
@@ -25,7 +25,7 @@ func loadAssignment(cluster string, svc *model.Service, port *model.Port, subset
 
 // localityEndpoints groups the matching endpoints by locality, localities
 // sorted by their "region/zone/subzone" string, endpoints in registry order.
-func localityEndpoints(svc *model.Service, port *model.Port, subsetLabels map[string]string) ([]*endpointv3.LocalityLbEndpoints, error) {
+func (e *env) localityEndpoints(svc *model.Service, port *model.Port, subsetLabels map[string]string) ([]*endpointv3.LocalityLbEndpoints, error) {
 	byLocality := map[string]*endpointv3.LocalityLbEndpoints{}
 	var keys []string
 	for i, ep := range svc.Endpoints {
@@ -44,6 +44,7 @@ func localityEndpoints(svc *model.Service, port *model.Port, subsetLabels map[st
 		}
 		lb := lbEndpoint(addr, ep.Weight)
 		lb.Metadata = istioEndpointMetadata(ep)
+		addTLSModeMetadata(lb, e.snap, ep, ep.PortFor(port)) // mtls.go
 		g.LbEndpoints = append(g.LbEndpoints, lb)
 	}
 	sort.Strings(keys)

@@ -44,6 +44,7 @@ func (e *env) inbound() ([]*listenerv3.Listener, []*clusterv3.Cluster, error) {
 	var listeners []*listenerv3.Listener
 	var clusters []*clusterv3.Cluster
 	var chains []*listenerv3.FilterChain
+	needInspector := false
 	for _, p := range ports {
 		c, err := e.inboundCluster(p.port, p.protocol, p.app)
 		if err != nil {
@@ -57,6 +58,9 @@ func (e *env) inbound() ([]*listenerv3.Listener, []*clusterv3.Cluster, error) {
 				inline:     inboundRouteConfig(p.port),
 			})
 			if err != nil {
+				return nil, nil, err
+			}
+			if err := e.secureInboundListener(l, p.port); err != nil { // mtls.go
 				return nil, nil, err
 			}
 			listeners = append(listeners, l)
@@ -76,18 +80,29 @@ func (e *env) inbound() ([]*listenerv3.Listener, []*clusterv3.Cluster, error) {
 		}
 		fc.Name = listenerName("0.0.0.0", p.port)
 		fc.FilterChainMatch = &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p.port)}
-		chains = append(chains, fc)
+		secured, inspect, err := e.secureInboundChains(fc, p.port) // mtls.go
+		if err != nil {
+			return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)
+		}
+		chains = append(chains, secured...)
+		needInspector = needInspector || inspect
 	}
 	if len(chains) > 0 {
 		// Capturing traffic into 15006 (iptables, original_dst listener
 		// filter, passthrough chain) is a later issue; the listener is
 		// already valid and selects a chain by the original port.
-		listeners = append(listeners, &listenerv3.Listener{
+		l := &listenerv3.Listener{
 			Name:             InboundListenerName,
 			Address:          socketAddress("0.0.0.0", inboundPort),
 			FilterChains:     chains,
 			TrafficDirection: corev3.TrafficDirection_INBOUND,
-		})
+		}
+		if needInspector {
+			if err := addTLSInspector(l); err != nil {
+				return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)
+			}
+		}
+		listeners = append(listeners, l)
 	}
 	return listeners, clusters, nil
 }

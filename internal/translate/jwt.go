@@ -14,7 +14,6 @@ import (
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	security "istio.io/api/security/v1beta1"
@@ -38,7 +37,6 @@ const (
 	// systemRootsFile is where Debian-based images (Istio's proxyv2 and distroless among them)
 	// keep the public roots; https key sets are verified against it.
 	systemRootsFile = "/etc/ssl/certs/ca-certificates.crt"
-	tlsSocketName   = "envoy.transport_sockets.tls"
 )
 
 // jwtResult is what authentication contributes: the filter (nil when no RequestAuthentication
@@ -195,7 +193,7 @@ func (e *env) jwksCluster(uri string, existing map[string]bool) (string, *cluste
 		if ip != nil {
 			san.SanType, sni = tlsv3.SubjectAltNameMatcher_IP_ADDRESS, ""
 		}
-		tc, err := anypb.New(&tlsv3.UpstreamTlsContext{
+		ts, err := tlsSocket(&tlsv3.UpstreamTlsContext{
 			Sni: sni,
 			CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
 				ValidationContext: &tlsv3.CertificateValidationContext{
@@ -207,7 +205,7 @@ func (e *env) jwksCluster(uri string, existing map[string]bool) (string, *cluste
 		if err != nil {
 			return "", nil, fmt.Errorf("cluster %s: tls context: %w", name, err)
 		}
-		c.TransportSocket = &corev3.TransportSocket{Name: tlsSocketName, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tc}}
+		c.TransportSocket = ts
 	}
 	return name, c, nil
 }

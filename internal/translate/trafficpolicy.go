@@ -17,7 +17,7 @@ import (
 
 // DestinationRule traffic policies, applied to clusters the way Istio's
 // pilot does (pilot/pkg/networking/core/cluster_traffic_policy.go and
-// loadbalancer/). Not applied: tls (mutual TLS is the security issue's),
+// loadbalancer/); tls is mtls.go's. Not applied:
 // loadBalancer.warmupDurationSecs (trellis-proxy has no slow start),
 // localityLbSetting.failoverPriority, connectionPool.http.
 // maxRequestsPerConnection, maxConcurrentStreams, h2UpgradePolicy,
