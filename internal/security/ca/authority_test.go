@@ -141,3 +141,17 @@ func TestIssueServingCertifiesHostNamesAndIPs(t *testing.T) {
 		t.Error("serving certificate valid for a host it was not issued for")
 	}
 }
+
+func BenchmarkSign(b *testing.B) {
+	a, err := LoadOrCreateDir(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	csr := newCSR(b, "spiffe://cluster.local/ns/default/sa/sleep")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.Sign(csr, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

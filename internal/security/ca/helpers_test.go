@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-func mustKey(t *testing.T) *ecdsa.PrivateKey {
+func mustKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -26,12 +26,12 @@ func mustKey(t *testing.T) *ecdsa.PrivateKey {
 }
 
 // newCSR returns a DER CSR for a fresh P-256 key with the given URI SANs.
-func newCSR(t *testing.T, uris ...string) []byte {
+func newCSR(t testing.TB, uris ...string) []byte {
 	t.Helper()
 	return csrFor(t, mustKey(t), &x509.CertificateRequest{URIs: parseURLs(t, uris...)})
 }
 
-func csrFor(t *testing.T, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
+func csrFor(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
 	t.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
@@ -40,7 +40,7 @@ func csrFor(t *testing.T, key crypto.Signer, tmpl *x509.CertificateRequest) []by
 	return der
 }
 
-func parseURLs(t *testing.T, raw ...string) []*url.URL {
+func parseURLs(t testing.TB, raw ...string) []*url.URL {
 	t.Helper()
 	var out []*url.URL
 	for _, r := range raw {
