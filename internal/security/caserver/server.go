@@ -128,7 +128,9 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Shutdown lets requests in flight finish, up to ctx, then closes the rest.
+// It also releases the port of a server that never served.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.lis.Close() // gRPC closes it only if Serve ran; a second close is harmless
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -374,4 +375,21 @@ type downAuthenticator struct{}
 
 func (downAuthenticator) Authenticate(context.Context, string) (Caller, error) {
 	return Caller{}, errors.Join(ErrUnavailable, errors.New("connection refused"))
+}
+
+func TestShutdownReleasesThePortOfAServerThatNeverServed(t *testing.T) {
+	auth, _ := newAuthority(t)
+	srv, err := Listen(Options{Address: "127.0.0.1:0", Authority: auth, Authenticators: []Authenticator{BootstrapTokens{auth}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr().String()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("port still held after Shutdown: %v", err)
+	}
+	lis.Close()
 }
