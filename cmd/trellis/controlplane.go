@@ -43,6 +43,11 @@ func newControlPlaneCmd() *cobra.Command {
 				}
 				opts.XDSAddress = net.JoinHostPort(host, strconv.Itoa(int(xdsPort)))
 			}
+			if opts.CAAddress != "" && opts.CADir == "" && opts.CACertsDir == "" {
+				if opts.CADir, err = controlplane.DefaultCADir(); err != nil {
+					return err
+				}
+			}
 			opts.Logger = log
 			return controlplane.Run(cmd.Context(), opts)
 		},
@@ -52,6 +57,10 @@ func newControlPlaneCmd() *cobra.Command {
 	cmd.Flags().StringVar(&opts.UIAddress, "ui-address", "", "address to serve the console on, e.g. "+ui.DefaultAddress+` ("" for none)`)
 	cmd.Flags().Uint16Var(&xdsPort, "xds-port", 15010, "port to serve xDS on (replaces the port of --xds-address)")
 	cmd.Flags().StringVar(&opts.DebugAddress, "debug-address", controlplane.DefaultDebugAddress, "address to serve metrics (/metrics) and debug endpoints (/debug/syncz, /debug/configz, ...) on; \"\" disables them")
+	cmd.Flags().StringVar(&opts.CAAddress, "ca-address", controlplane.DefaultCAAddress, `address to serve the CA on (Istio's CreateCertificate over TLS, istiod's 15012); "" disables it`)
+	cmd.Flags().StringVar(&opts.CADir, "ca-dir", "", "directory keeping the CA's self-signed root, created on first start (default $XDG_STATE_HOME/trellis/ca or ~/.trellis/ca)")
+	cmd.Flags().StringVar(&opts.CACertsDir, "cacerts", "", "directory with your own CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); replaces --ca-dir")
+	cmd.MarkFlagsMutuallyExclusive("ca-dir", "cacerts")
 	logs.register(cmd)
 	_ = cmd.MarkFlagRequired("config-dir")
 	return cmd

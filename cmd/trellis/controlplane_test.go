@@ -45,7 +45,7 @@ func TestControlPlaneStopsCleanlyWhenCancelled(t *testing.T) {
 	var out string
 	go func() {
 		var err error
-		out, err = runCLI(ctx, "controlplane", "--config-dir", t.TempDir(), "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0", "--log-level", "debug")
+		out, err = runCLI(ctx, "controlplane", "--config-dir", t.TempDir(), "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0", "--ca-address", "127.0.0.1:0", "--ca-dir", t.TempDir(), "--log-level", "debug")
 		done <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
@@ -68,7 +68,7 @@ func TestControlPlaneServesOnXDSPort(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := runCLI(ctx, "controlplane", "--config-dir", t.TempDir(), "--xds-port", strconv.Itoa(port), "--debug-address", "")
+		_, err := runCLI(ctx, "controlplane", "--config-dir", t.TempDir(), "--xds-port", strconv.Itoa(port), "--debug-address", "", "--ca-address", "")
 		done <- err
 	}()
 	defer func() {

@@ -26,6 +26,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(),
 		newProxyStatusCmd(),
 		newDashboardCmd(),
+		newTokenCmd(),
 	)
 	return root
 }

@@ -44,6 +44,13 @@ type Options struct {
 	// the usual one); "" means no console.
 	UIAddress string
 
+	// CAAddress, if set, serves the CA there (Istio's CreateCertificate on
+	// TLS; DefaultCAAddress is the usual one), its root kept in CADir, or
+	// the user's CA in Istio's cacerts layout in CACertsDir. "" means no CA.
+	CAAddress  string
+	CADir      string
+	CACertsDir string
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -54,6 +61,7 @@ type Ready struct {
 	DebugAddr net.Addr    // nil when Options.DebugAddress is ""
 	XDS       *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
 	UIAddr    net.Addr    // the console's address; nil without one
+	CA        *ReadyCA    // the CA; nil without one
 }
 
 // Run serves until ctx is done, then shuts down gracefully and returns nil.
@@ -85,10 +93,17 @@ func Run(ctx context.Context, opts Options) error {
 		lis.Close()
 		return err
 	}
+	caSvc, err := startCA(opts)
+	if err != nil {
+		lis.Close()
+		_ = dbg.shutdown(context.Background())
+		return err
+	}
 	console, err := startConsole(opts, srv)
 	if err != nil {
 		lis.Close()
 		_ = dbg.shutdown(context.Background())
+		_ = caSvc.shutdown(context.Background())
 		return err
 	}
 
@@ -97,8 +112,9 @@ func Run(ctx context.Context, opts Options) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()
 	consoleDone := console.serve(ctx, log)
+	caDone := caSvc.serve(ctx, log)
 	if opts.Ready != nil {
-		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr()})
+		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr(), CA: caSvc.info()})
 	}
 
 	onConfig := func(cfg *model.Config) {
@@ -106,6 +122,7 @@ func Run(ctx context.Context, opts Options) error {
 		srv.Update(snap)
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
+		caSvc.accept(cfg)
 		log.Info("config applied", "dir", opts.ConfigDir, "services", len(snap.Services),
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
@@ -151,6 +168,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := dbg.shutdown(sctx); err != nil {
 		log.Warn("debug server did not stop cleanly", "error", err)
 	}
+	if err := caSvc.shutdown(sctx); err != nil {
+		log.Warn("CA requests did not end in time; closed them", "error", err)
+	}
 	if served != nil {
 		if err := <-served; err != nil && runErr == nil {
 			runErr = err
@@ -160,6 +180,7 @@ func Run(ctx context.Context, opts Options) error {
 		<-watched // the watcher's goroutines end with ctx; do not outlive them
 	}
 	<-consoleDone
+	<-caDone
 	log.Info("control plane stopped")
 	return runErr
 }

@@ -1,0 +1,131 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+	"github.com/trellis-mesh/trellis/internal/security/ca"
+	"github.com/trellis-mesh/trellis/internal/security/caserver"
+	"github.com/trellis-mesh/trellis/internal/security/spiffe"
+)
+
+// DefaultCAAddress is istiod's CA port (15012), on loopback.
+const DefaultCAAddress = "127.0.0.1:15012"
+
+// DefaultCADir is where file mode keeps the CA's root unless told
+// otherwise: $XDG_STATE_HOME/trellis/ca, else ~/.trellis/ca.
+func DefaultCADir() (string, error) {
+	if state := os.Getenv("XDG_STATE_HOME"); state != "" {
+		return filepath.Join(state, "trellis", "ca"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("CA directory: %w", err)
+	}
+	return filepath.Join(home, ".trellis", "ca"), nil
+}
+
+// ReadyCA is the running CA, for whoever starts proxies (local mode): it
+// mints their bootstrap tokens (MintBootstrapToken) and gives the root they
+// must trust (RootPEM). Addr is where it serves certificates.
+type ReadyCA struct {
+	*ca.Authority
+	Addr net.Addr
+}
+
+// caService is the optional CA: its methods do nothing when it is nil.
+type caService struct {
+	srv         *caserver.Server
+	ready       *ReadyCA
+	trustDomain atomic.Pointer[string]
+}
+
+// startCA loads or creates the CA and binds its gRPC port; nil when
+// opts.CAAddress is "".
+func startCA(opts Options) (*caService, error) {
+	if opts.CAAddress == "" {
+		return nil, nil
+	}
+	var (
+		auth *ca.Authority
+		err  error
+	)
+	switch {
+	case opts.CACertsDir != "":
+		auth, err = ca.LoadCACerts(opts.CACertsDir, ca.Options{})
+	case opts.CADir != "":
+		auth, err = ca.LoadOrCreateDir(opts.CADir, ca.Options{})
+	default:
+		err = errors.New("a CA address needs CADir or CACertsDir")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("control plane: CA: %w", err)
+	}
+	c := &caService{}
+	td := spiffe.DefaultTrustDomain
+	c.trustDomain.Store(&td)
+	c.srv, err = caserver.Listen(caserver.Options{
+		Address:        opts.CAAddress,
+		Authority:      auth,
+		Authenticators: []caserver.Authenticator{caserver.BootstrapTokens{Authority: auth}},
+		TrustDomain:    func() string { return *c.trustDomain.Load() },
+		Logger:         opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	c.ready = &ReadyCA{Authority: auth, Addr: c.srv.Addr()}
+	opts.Logger.Info("serving CA (istio.v1.auth.IstioCertificateService, TLS)", "address", c.srv.Addr().String(),
+		"root", auth.Source())
+	return c, nil
+}
+
+// serve runs the CA until ctx is done; the channel closes once it has
+// stopped. A CA that fails is logged: xDS keeps serving.
+func (c *caService) serve(ctx context.Context, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	if c == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		if err := c.srv.Serve(ctx); err != nil {
+			log.Error("CA stopped", "error", err)
+		}
+	}()
+	return done
+}
+
+func (c *caService) info() *ReadyCA {
+	if c == nil {
+		return nil
+	}
+	return c.ready
+}
+
+// accept follows MeshConfig trustDomain: identities are issued in it.
+func (c *caService) accept(cfg *model.Config) {
+	if c == nil {
+		return
+	}
+	td := cfg.Mesh.GetTrustDomain()
+	if td == "" {
+		td = spiffe.DefaultTrustDomain
+	}
+	c.trustDomain.Store(&td)
+}
+
+func (c *caService) shutdown(ctx context.Context) error {
+	if c == nil {
+		return nil
+	}
+	return c.srv.Shutdown(ctx)
+}
