@@ -24,6 +24,7 @@ func newUpCmd() *cobra.Command {
 		xds       string
 		debug     string
 		uiAddr    string
+		caDir     string
 		reset     bool
 		apps      bool
 		logs      logFlags
@@ -73,6 +74,7 @@ func newUpCmd() *cobra.Command {
 				Logger:       log,
 				Ready:        func(m localmesh.Mesh) { printMesh(out, m, configDir) },
 				UIAddress:    uiAddr,
+				CADir:        caDir,
 				OnConfigError: func(err error) {
 					fmt.Fprintf(out, "\nConfig rejected; the last good config keeps serving:\n  %s\n",
 						strings.ReplaceAll(err.Error(), "\n", "\n  "))
@@ -89,6 +91,7 @@ func newUpCmd() *cobra.Command {
 	cmd.Flags().StringVar(&xds, "xds-address", controlplane.DefaultXDSAddress, "address the control plane serves xDS on")
 	cmd.Flags().StringVar(&debug, "debug-address", controlplane.DefaultDebugAddress, "address the control plane serves metrics and debug endpoints on (\"\" disables them)")
 	cmd.Flags().StringVar(&uiAddr, "ui-address", ui.DefaultAddress, `address to serve the console on ("" for none)`)
+	cmd.Flags().StringVar(&caDir, "ca-dir", defaultCADir(), "directory keeping the mesh CA's root, which issues every proxy's certificate (\"\": a new CA each run)")
 	cmd.Flags().BoolVar(&reset, "reset", false, "rewrite the demo config in ~/.trellis/demo, discarding your edits")
 	cmd.Flags().BoolVar(&apps, "demo-apps", false, "run the demo apps (default: only when running the demo)")
 	cmd.Flags().StringVar(&logs.level, "log-level", "warn", "log level: debug, info, warn or error")
@@ -139,4 +142,15 @@ func printMesh(w io.Writer, m localmesh.Mesh, configDir string) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "\nPress Ctrl-C to stop.\n")
+}
+
+// defaultCADir is the CA directory `trellis up` keeps across runs, so
+// proxies' certificates chain to the same root each time; "" when there is
+// no home to keep it in (the mesh then makes a CA for this run only).
+func defaultCADir() string {
+	dir, err := controlplane.DefaultCADir()
+	if err != nil {
+		return ""
+	}
+	return dir
 }

@@ -48,7 +48,7 @@ func TestUpPrintsURLsAndServesTheFrontPage(t *testing.T) {
 		cmd := newRootCmd()
 		cmd.SetOut(&out)
 		cmd.SetErr(io.Discard)
-		cmd.SetArgs([]string{"up", "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0", "--ui-address", "127.0.0.1:0"})
+		cmd.SetArgs([]string{"up", "--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0", "--ui-address", "127.0.0.1:0", "--ca-dir", ""})
 		done <- cmd.ExecuteContext(ctx)
 	}()
 	stopped := false

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
@@ -21,7 +22,8 @@ type manager struct {
 
 	mu      sync.Mutex
 	xds     string
-	running map[string]*running // by node ID
+	ca      *controlplane.ReadyCA // nil: proxies run without workload certificates
+	running map[string]*running   // by node ID
 	wg      sync.WaitGroup
 }
 
@@ -31,9 +33,10 @@ type running struct {
 	done   chan struct{}
 }
 
-func (m *manager) setXDSAddress(addr string) {
+func (m *manager) setControlPlane(r controlplane.Ready) {
 	m.mu.Lock()
-	m.xds = addr
+	m.xds = r.XDSAddr.String()
+	m.ca = r.CA
 	m.mu.Unlock()
 }
 
@@ -68,7 +71,7 @@ func (m *manager) reconcile(ctx context.Context, snap *model.Snapshot) {
 		go func() {
 			defer m.wg.Done()
 			defer close(r.done)
-			if err := runProxy(pctx, s, m.xds, m.log.With("component", "proxy", "workload", s.Name)); err != nil && pctx.Err() == nil {
+			if err := runProxy(pctx, s, m.xds, m.ca, m.log.With("component", "proxy", "workload", s.Name)); err != nil && pctx.Err() == nil {
 				m.log.Error("proxy stopped", "workload", s.Name, "error", err)
 			}
 		}()

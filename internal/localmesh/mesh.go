@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"sync"
 
@@ -22,7 +23,12 @@ type Options struct {
 	// (controlplane.DefaultDebugAddress in `trellis up`); "" disables it.
 	DebugAddress string
 	UIAddress    string // the console's address; "" means no console
-	Logger       *slog.Logger
+	// CADir keeps the mesh CA's root (controlplane.DefaultCADir() in
+	// `trellis up`); "" gives a CA that lives only as long as the mesh.
+	// Every proxy gets its workload certificate from that CA, so mesh
+	// traffic is mutual TLS as in Istio (PERMISSIVE, auto mTLS).
+	CADir  string
+	Logger *slog.Logger
 
 	// Ready, if set, is called once the control plane serves and every
 	// proxy of the initial config reports ready on its admin /ready.
@@ -58,6 +64,15 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	caDir := opts.CADir
+	if caDir == "" {
+		tmp, err := os.MkdirTemp("", "trellis-ca-")
+		if err != nil {
+			return fmt.Errorf("local mesh: CA directory: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		caDir = tmp
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -79,10 +94,12 @@ func Run(ctx context.Context, opts Options) error {
 			DebugAddress: opts.DebugAddress,
 			Logger:       opts.Logger.With("component", "controlplane"),
 			UIAddress:    opts.UIAddress,
+			CAAddress:    "127.0.0.1:0",
+			CADir:        caDir,
 			// Ready runs before any config is applied, so every OnConfig
 			// below already knows where proxies must connect.
 			Ready: func(r controlplane.Ready) {
-				m.setXDSAddress(r.XDSAddr.String())
+				m.setControlPlane(r)
 				if r.DebugAddr != nil {
 					debugAddr = r.DebugAddr.String()
 				}
@@ -167,7 +184,7 @@ func specsFor(snap *model.Snapshot) []proxySpec {
 			AdminAddress:  net.JoinHostPort(addr.String(), "15000"),
 			StatusAddress: net.JoinHostPort(addr.String(), "15020"),
 			HealthAddress: net.JoinHostPort(addr.String(), "15021"),
-			Identity:      identityOf(we),
+			Identity:      identityOf(we, snap.Config.Mesh.GetTrustDomain()),
 		}
 		for _, gw := range snap.Config.Gateways {
 			sel := gw.Spec.GetSelector()

@@ -195,9 +195,16 @@ func TestStandardMetricsCountEveryRequestOnBothSidesWithIstioLabels(t *testing.T
 		{merge(request("source", "503", "FI", "unknown"), client1, unknownDest, serverService), 2},
 		{merge(request("source", "404", "NR", "unknown"), client1, unknownDest, noService), 1},
 	}
+	// The local mesh runs Istio's defaults, PERMISSIVE with auto mTLS: the
+	// server side sees both proxies' certificates, the client side (as in
+	// Istio) does not report a security policy.
+	mtlsPeers := map[string]string{
+		"source_principal":      "spiffe://cluster.local/ns/default/sa/client-sa",
+		"destination_principal": "spiffe://cluster.local/ns/default/sa/server-sa",
+	}
 	wantServer := []wantSeries{
-		{merge(request("destination", "200", "-", "none"), client1, server1), 5},
-		{merge(request("destination", "500", "-", "none"), client1, server1), 3},
+		{merge(request("destination", "200", "-", "mutual_tls"), client1, server1, mtlsPeers), 5},
+		{merge(request("destination", "500", "-", "mutual_tls"), client1, server1, mtlsPeers), 3},
 	}
 	for _, side := range []struct {
 		name, addr string
