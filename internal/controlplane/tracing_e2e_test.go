@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/proxy"
+	"github.com/trellis-mesh/trellis/internal/proxy/identity"
 	"github.com/trellis-mesh/trellis/internal/testenv/tracetest"
 )
 
@@ -105,7 +106,10 @@ spec:
     defaultEndpoint: 0.0.0.0:%d
 ---
 %s`, services, clientIP, serverIP, app.Addr().(*net.TCPAddr).Port, collector))
-	xds := startControlPlane(t, m.dir, nil)
+	// The mesh runs Istio's defaults (auto mTLS), so the proxies get their
+	// certificates from the control plane's CA, as sidecars do.
+	cp := startWithCA(t, m.dir, t.TempDir())
+	xds := cp.XDSAddr
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -117,7 +121,12 @@ spec:
 				Metadata:      map[string]string{"INTERCEPTION_MODE": "NONE"},
 				AdminAddress:  n.ip + ":0",
 				DrainDuration: 100 * time.Millisecond,
-				Logger:        slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+				Identity: &identity.Config{
+					CAAddress: cp.CA.Addr.String(), RootCert: cp.CA.RootPEM(),
+					Token:     func() (string, error) { return cp.CA.MintBootstrapToken("default", "default", time.Hour) },
+					Namespace: "default", ServiceAccount: "default",
+				},
+				Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 			})
 			if err != nil && !errors.Is(err, context.Canceled) {
 				t.Errorf("proxy %s: %v", n.name, err)
