@@ -3,7 +3,6 @@ package hashpolicy
 import (
 	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/trellis-mesh/trellis/internal/proxy/reqparse"
 )
 
 // Kind is what a policy hashes.
@@ -91,7 +91,7 @@ func (m *Method) eval(r *http.Request, res *Result) (uint64, bool) {
 	case Header:
 		return m.header(r)
 	case Cookie:
-		if v, ok := cookieValue(r.Header["Cookie"], m.Name); ok && v != "" {
+		if v, ok := reqparse.CookieValue(r.Header["Cookie"], m.Name); ok && v != "" {
 			return xxhash.Sum64String(v), true
 		}
 		if !m.HasTTL {
@@ -110,7 +110,7 @@ func (m *Method) eval(r *http.Request, res *Result) (uint64, bool) {
 		}
 		return xxhash.Sum64String(ip), true
 	case QueryParameter:
-		if v, ok := queryValue(r.URL.RawQuery, m.Name); ok {
+		if v, ok := reqparse.QueryValue(r.URL.RawQuery, m.Name); ok {
 			return xxhash.Sum64String(v), true
 		}
 	}
@@ -153,51 +153,6 @@ func (m *Method) header(r *http.Request) (uint64, bool) {
 		_, _ = d.WriteString(v)
 	}
 	return d.Sum64(), true
-}
-
-// cookieValue finds a cookie in the Cookie headers without parsing them all; surrounding quotes
-// are dropped, as Envoy's parseCookieValue does.
-func cookieValue(headers []string, name string) (string, bool) {
-	for _, line := range headers {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			k, v, ok := strings.Cut(part, "=")
-			if !ok || k != name {
-				continue
-			}
-			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			return v, true
-		}
-	}
-	return "", false
-}
-
-// queryValue returns the first value of a query parameter, unescaped.
-func queryValue(raw, name string) (string, bool) {
-	for raw != "" {
-		var part string
-		part, raw, _ = strings.Cut(raw, "&")
-		k, v, _ := strings.Cut(part, "=")
-		if strings.ContainsAny(k, "%+") {
-			if uk, err := url.QueryUnescape(k); err == nil {
-				k = uk
-			}
-		}
-		if k != name {
-			continue
-		}
-		if strings.ContainsAny(v, "%+") {
-			if uv, err := url.QueryUnescape(v); err == nil {
-				v = uv
-			}
-		}
-		return v, true
-	}
-	return "", false
 }
 
 // generatedCookie is Envoy's value for a cookie it creates: the hex XXH64 of the downstream

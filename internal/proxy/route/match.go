@@ -1,10 +1,11 @@
 package route
 
 import (
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/reqparse"
 )
 
 // PathKind says how Match.Path is compared with the request path.
@@ -196,27 +197,9 @@ type QueryMatcher struct {
 }
 
 func (q *QueryMatcher) matches(rawQuery string) bool {
-	for rawQuery != "" {
-		var pair string
-		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(k, "%+") {
-			if uk, err := url.QueryUnescape(k); err == nil {
-				k = uk
-			}
-		}
-		if k != q.Name {
-			continue
-		}
-		if q.String == nil {
-			return true
-		}
-		if strings.ContainsAny(v, "%+") {
-			if uv, err := url.QueryUnescape(v); err == nil {
-				v = uv
-			}
-		}
-		return q.String.Match(v)
+	v, ok := reqparse.QueryValue(rawQuery, q.Name)
+	if !ok || q.String == nil {
+		return ok
 	}
-	return false
+	return q.String.Match(v)
 }

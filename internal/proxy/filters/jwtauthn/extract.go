@@ -2,10 +2,11 @@ package jwtauthn
 
 import (
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/reqparse"
 )
 
 // issuers is Envoy's JwtIssuerChecker: the issuers of the providers that named a location; a
@@ -118,7 +119,7 @@ func (e *extractor) extract(r *run) []location {
 	if len(e.params) > 0 {
 		if _, query, ok := strings.Cut(r.x.Path, "?"); ok {
 			for i := range e.params {
-				if v, found := queryValue(query, e.params[i].name); found {
+				if v, found := reqparse.QueryValue(query, e.params[i].name); found {
 					out = append(out, location{value: v, issuers: &e.params[i].issuers})
 				}
 			}
@@ -126,7 +127,7 @@ func (e *extractor) extract(r *run) []location {
 	}
 	if len(e.cookies) > 0 {
 		for i := range e.cookies {
-			if v, found := cookieValue(h["Cookie"], e.cookies[i].name); found {
+			if v, found := reqparse.CookieValue(h["Cookie"], e.cookies[i].name); found {
 				out = append(out, location{value: v, issuers: &e.cookies[i].issuers})
 			}
 		}
@@ -148,49 +149,4 @@ func tokenAfter(v string, from int) string {
 
 func isTokenChar(c byte) bool {
 	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
-}
-
-// queryValue finds the first value of name in a raw query, percent-decoded as Envoy's
-// parseAndDecodeQueryString does. It allocates only to decode an escaped value.
-func queryValue(query, name string) (string, bool) {
-	for query != "" {
-		var pair string
-		pair, query, _ = strings.Cut(query, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(k, "%+") {
-			if dk, err := url.QueryUnescape(k); err == nil {
-				k = dk
-			}
-		}
-		if k != name {
-			continue
-		}
-		if strings.ContainsAny(v, "%+") {
-			if dv, err := url.QueryUnescape(v); err == nil {
-				v = dv
-			}
-		}
-		return v, true
-	}
-	return "", false
-}
-
-// cookieValue finds a cookie by name in the Cookie headers, with surrounding quotes removed as
-// Envoy's parseCookies does.
-func cookieValue(headers []string, name string) (string, bool) {
-	for _, line := range headers {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if !ok || k != name {
-				continue
-			}
-			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			return v, true
-		}
-	}
-	return "", false
 }
