@@ -56,7 +56,7 @@ type Config struct {
 	Body *BufferSettings // with_request_body; nil sends no body
 
 	FilterEnabled   filters.Fraction
-	EnabledMetadata *MetadataMatcher // nil: every request
+	EnabledMetadata *filters.MetadataMatcher // nil: every request
 	DenyAtDisable   bool
 
 	IncludePeerCertificate bool
@@ -145,7 +145,7 @@ func parse(tc *anypb.Any, conv filters.Converters) (*Config, error) {
 		c.Body = bs
 	}
 	if m := p.GetFilterEnabledMetadata(); m != nil {
-		mm, err := newMetadataMatcher(m, conv)
+		mm, err := filters.NewMetadataMatcher(m, conv)
 		if err != nil {
 			return nil, fmt.Errorf("filter_enabled_metadata.%w", err)
 		}

@@ -271,77 +271,11 @@ func (c *compiler) sourcedMetadata(s *rbacv3.SourcedMetadata) (matcher, error) {
 }
 
 func (c *compiler) metadata(m *matcherv3.MetadataMatcher) (matcher, error) {
-	if err := filters.OnlyFields(m, "filter", "path", "value", "invert"); err != nil {
+	mm, err := filters.NewMetadataMatcher(m, c.conv)
+	if err != nil {
 		return nil, err
 	}
-	if m.GetFilter() == "" || len(m.GetPath()) == 0 {
-		return nil, errors.New("filter and path are required")
-	}
-	out := &metadataMatcher{filter: m.GetFilter(), invert: m.GetInvert()}
-	for i, seg := range m.GetPath() {
-		if seg.GetKey() == "" {
-			return nil, fmt.Errorf("path[%d].key: required", i)
-		}
-		out.path = append(out.path, seg.GetKey())
-	}
-	v, err := c.value(m.GetValue())
-	if err != nil {
-		return nil, fmt.Errorf("value.%w", err)
-	}
-	out.value = v
-	return out, nil
-}
-
-func (c *compiler) value(v *matcherv3.ValueMatcher) (valueMatcher, error) {
-	switch p := v.GetMatchPattern().(type) {
-	case *matcherv3.ValueMatcher_NullMatch_:
-		return nullValueMatcher{}, nil
-	case *matcherv3.ValueMatcher_DoubleMatch:
-		switch d := p.DoubleMatch.GetMatchPattern().(type) {
-		case *matcherv3.DoubleMatcher_Exact:
-			return &doubleValueMatcher{exact: true, value: d.Exact}, nil
-		case *matcherv3.DoubleMatcher_Range:
-			return &doubleValueMatcher{start: d.Range.GetStart(), end: d.Range.GetEnd()}, nil
-		}
-		return nil, errors.New("double_match: a match pattern is required")
-	case *matcherv3.ValueMatcher_StringMatch:
-		s, err := c.conv.StringMatcher(p.StringMatch)
-		if err != nil {
-			return nil, fmt.Errorf("string_match.%w", err)
-		}
-		return &stringValueMatcher{s}, nil
-	case *matcherv3.ValueMatcher_BoolMatch:
-		return boolValueMatcher{p.BoolMatch}, nil
-	case *matcherv3.ValueMatcher_PresentMatch:
-		return presentValueMatcher{p.PresentMatch}, nil
-	case *matcherv3.ValueMatcher_ListMatch:
-		one, ok := p.ListMatch.GetMatchPattern().(*matcherv3.ListMatcher_OneOf)
-		if !ok {
-			return nil, errors.New("list_match.one_of: required")
-		}
-		m, err := c.value(one.OneOf)
-		if err != nil {
-			return nil, fmt.Errorf("list_match.one_of.%w", err)
-		}
-		return &listValueMatcher{m}, nil
-	case *matcherv3.ValueMatcher_OrMatch:
-		var out orValueMatcher
-		for i, s := range p.OrMatch.GetValueMatchers() {
-			m, err := c.value(s)
-			if err != nil {
-				return nil, fmt.Errorf("or_match.value_matchers[%d].%w", i, err)
-			}
-			out = append(out, m)
-		}
-		if len(out) < 2 {
-			return nil, errors.New("or_match: at least two value matchers are required")
-		}
-		return out, nil
-	case nil:
-		return nil, errors.New("match_pattern: required")
-	default:
-		return nil, fmt.Errorf("match_pattern %T: %w", p, filters.ErrUnsupported)
-	}
+	return metadataMatcher{mm}, nil
 }
 
 // cidr converts a CidrRange (prefix_len defaults to 0, as Envoy's).

@@ -1,4 +1,4 @@
-package extauthz
+package filters
 
 import (
 	"errors"
@@ -7,14 +7,13 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/trellis-mesh/trellis/internal/proxy/filters"
 	"github.com/trellis-mesh/trellis/internal/proxy/route"
 )
 
 // MetadataMatcher is Envoy's envoy.type.matcher.v3.MetadataMatcher over a request's dynamic
 // metadata: the value at Path in the Filter namespace must match (or, with Invert, not match).
-// Istio gates its CUSTOM action with one: ext_authz runs only when the RBAC shadow engine set
-// shadow_effective_policy_id to an "istio-ext-authz" policy.
+// RBAC rules match JWT claims with it, and Istio gates its CUSTOM action with one: ext_authz runs
+// only when the RBAC shadow engine set shadow_effective_policy_id to an "istio-ext-authz" policy.
 type MetadataMatcher struct {
 	Filter string
 	Path   []string
@@ -47,12 +46,19 @@ const (
 	valueOr
 )
 
-func newMetadataMatcher(m *matcherv3.MetadataMatcher, conv filters.Converters) (*MetadataMatcher, error) {
-	if err := filters.OnlyFields(m, "filter", "path", "value", "invert"); err != nil {
+// NewMetadataMatcher converts m, with conv's string matchers; errors read field.path: reason.
+func NewMetadataMatcher(m *matcherv3.MetadataMatcher, conv Converters) (*MetadataMatcher, error) {
+	if err := OnlyFields(m, "filter", "path", "value", "invert"); err != nil {
 		return nil, err
 	}
+	if m.GetFilter() == "" {
+		return nil, errors.New("filter: required")
+	}
 	out := &MetadataMatcher{Filter: m.GetFilter(), Invert: m.GetInvert()}
-	for _, seg := range m.GetPath() {
+	for i, seg := range m.GetPath() {
+		if seg.GetKey() == "" {
+			return nil, fmt.Errorf("path[%d].key: required", i)
+		}
 		out.Path = append(out.Path, seg.GetKey())
 	}
 	if len(out.Path) == 0 {
@@ -66,7 +72,7 @@ func newMetadataMatcher(m *matcherv3.MetadataMatcher, conv filters.Converters) (
 	return out, nil
 }
 
-func newValueMatcher(v *matcherv3.ValueMatcher, conv filters.Converters) (*ValueMatcher, error) {
+func newValueMatcher(v *matcherv3.ValueMatcher, conv Converters) (*ValueMatcher, error) {
 	out := &ValueMatcher{}
 	switch p := v.GetMatchPattern().(type) {
 	case *matcherv3.ValueMatcher_NullMatch_:
