@@ -269,8 +269,15 @@ func authzRows(f proxyadmin.Filter) [][3]string {
 			}
 			rows = append(rows, [3]string{action, "-", d})
 		}
+		detail := ""
+		if strings.HasPrefix(f.Action, "SHADOW ") {
+			detail = "evaluated, never enforced (dry run)"
+			if f.StatPrefix == "istio_ext_authz_" {
+				detail = "selects the requests ext_authz checks (CUSTOM)"
+			}
+		}
 		for _, p := range f.Policies {
-			rows = append(rows, [3]string{action, p, ""})
+			rows = append(rows, [3]string{action, p, detail})
 		}
 	}
 	return rows

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,7 +26,8 @@ import (
 
 // A STRICT mesh of three workloads on 127.0.1.81-83: server (sa server-sa), client (sa
 // client-sa) and other (sa other-sa). The server denies /admin* to everyone and allows only
-// client-sa; it also accepts JWTs of one issuer. Access logs go to ACCESSLOG.
+// client-sa; it also accepts JWTs of one issuer, and asks an external authorization service
+// (which denies everything) about /custom*. Access logs go to ACCESSLOG.
 const secMeshConfig = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: server, namespace: default}
@@ -102,9 +104,35 @@ spec:
   - issuer: https://issuer.example
     jwks: '{"keys":[{"use":"sig","kty":"OKP","kid":"docs","crv":"Ed25519","alg":"EdDSA","x":"zHE6xus02YxYV36gVimlAKjVKQ4uNPU-zqw9DoQlyGc"}]}'
 ---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-authz, namespace: default}
+spec:
+  hosts: [ext-authz.default.svc.cluster.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: AUTHZPORT}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: custom-check, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: CUSTOM
+  provider: {name: my-authz}
+  rules:
+  - to: [{operation: {paths: ["/custom*"]}}]
+---
 apiVersion: v1
 kind: MeshConfig
 accessLogFile: ACCESSLOG
+extensionProviders:
+- name: my-authz
+  envoyExtAuthzHttp:
+    service: ext-authz.default.svc.cluster.local
+    port: 8000
+    pathPrefix: /check
 `
 
 type secMesh struct {
@@ -122,10 +150,20 @@ func startSecMesh(t *testing.T) secMesh {
 	}
 	go backend.Serve(ln)
 	t.Cleanup(func() { backend.Close() })
+	authz := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "denied by the test's authorization service", http.StatusForbidden)
+	})}
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go authz.Serve(aln)
+	t.Cleanup(func() { authz.Close() })
 
 	dir, caDir := t.TempDir(), t.TempDir()
 	accessLog := filepath.Join(t.TempDir(), "access.log")
-	cfg := strings.NewReplacer("BACKEND", ln.Addr().String(), "ACCESSLOG", accessLog).Replace(secMeshConfig)
+	cfg := strings.NewReplacer("BACKEND", ln.Addr().String(), "ACCESSLOG", accessLog,
+		"AUTHZPORT", fmt.Sprint(aln.Addr().(*net.TCPAddr).Port)).Replace(secMeshConfig)
 	if err := writeMeshFiles(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -282,16 +320,18 @@ func TestProxyConfigInspectsIdentityAndAuthorizationOfARunningMesh(t *testing.T)
 		out := pollCLI(t, append([]string{"proxy-config", "authz", "server-v1.default"}, cp...),
 			`Listener 127.0.1.81_8000 \(inbound\), filter chains \S+ \(mTLS\):`,
 			`(?m)^  jwt_authn\s+AUTHENTICATE\s+\S+\s+issuer https://issuer.example, jwks inline$`,
+			`(?m)^  rbac\s+SHADOW DENY\s+istio-ext-authz-ns\[default\]-policy\[custom-check\]-rule\[0\]\s+selects the requests ext_authz checks \(CUSTOM\)$`,
+			`(?m)^  ext_authz\s+CUSTOM\s+outbound\|8000\|\|ext-authz.default.svc.cluster.local\s+http http://ext-authz.default.svc.cluster.local/check, fail closed, only for requests with metadata envoy.filters.http.rbac istio_ext_authz_shadow_effective_policy_id prefix istio-ext-authz$`,
 			`(?m)^  rbac\s+DENY\s+ns\[default\]-policy\[deny-admin\]-rule\[0\]\s*$`,
 			`(?m)^  rbac\s+ALLOW\s+ns\[default\]-policy\[allow-client\]-rule\[0\]\s*$`)
 		t.Logf("trellis proxy-config authz server-v1.default:\n%s", out)
 		if strings.Contains(out, "(plaintext)") {
 			t.Errorf("STRICT: the server has a plaintext chain:\n%s", out)
 		}
-		// In the order requests meet them: JWT, DENY, ALLOW.
-		j, d, a := strings.Index(out, "jwt_authn"), strings.Index(out, "deny-admin"), strings.Index(out, "allow-client")
-		if j >= d || d >= a {
-			t.Errorf("filters out of order (jwt %d, deny %d, allow %d):\n%s", j, d, a, out)
+		// In the order requests meet them: JWT, CUSTOM, DENY, ALLOW.
+		j, c, d, a := strings.Index(out, "jwt_authn"), strings.Index(out, "ext_authz"), strings.Index(out, "deny-admin"), strings.Index(out, "allow-client")
+		if j >= c || c >= d || d >= a {
+			t.Errorf("filters out of order (jwt %d, ext_authz %d, deny %d, allow %d):\n%s", j, c, d, a, out)
 		}
 		// A sidecar that serves nothing: no inbound listener, no authorization.
 		other := pollCLI(t, append([]string{"proxy-config", "authz", "client-v1"}, cp...), `No inbound or gateway listener`)
@@ -313,7 +353,7 @@ func TestProxyConfigInspectsIdentityAndAuthorizationOfARunningMesh(t *testing.T)
 				actions = append(actions, f.Kind+" "+f.Action+" "+strings.Join(f.Policies, ","))
 			}
 		}
-		want := []string{"jwt_authn AUTHENTICATE ", "rbac DENY ns[default]-policy[deny-admin]-rule[0]", "rbac ALLOW ns[default]-policy[allow-client]-rule[0]"}
+		want := []string{"jwt_authn AUTHENTICATE ", "rbac SHADOW DENY istio-ext-authz-ns[default]-policy[custom-check]-rule[0]", "ext_authz CUSTOM ", "rbac DENY ns[default]-policy[deny-admin]-rule[0]", "rbac ALLOW ns[default]-policy[allow-client]-rule[0]"}
 		if strings.Join(actions, "|") != strings.Join(want, "|") {
 			t.Errorf("-o json filters of 127.0.1.81_8000:\n got %q\nwant %q", actions, want)
 		}
@@ -342,6 +382,9 @@ func TestProxyConfigInspectsIdentityAndAuthorizationOfARunningMesh(t *testing.T)
 		if code, body := get("127.0.1.83", "/ok"); code != 403 || body != "RBAC: access denied" {
 			t.Errorf("other-sa GET /ok: %d %q, want 403 RBAC: access denied", code, body)
 		}
+		if code, body := get("127.0.1.82", "/custom"); code != 403 || body != "denied by the test's authorization service" {
+			t.Errorf("client-sa GET /custom: %d %q, want the authorization service's 403", code, body)
+		}
 		// STRICT: plaintext straight to the server's port never reaches the app.
 		if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.1.81:8000/ok"); err == nil {
 			resp.Body.Close()
@@ -351,6 +394,7 @@ func TestProxyConfigInspectsIdentityAndAuthorizationOfARunningMesh(t *testing.T)
 		want := []string{
 			`"GET /admin/users HTTP/1.1" 403 - rbac_access_denied_matched_policy[ns[default]-policy[deny-admin]-rule[0]] `,
 			`"GET /ok HTTP/1.1" 403 - rbac_access_denied_matched_policy[none] `,
+			`"GET /custom HTTP/1.1" 403 UAEX ext_authz_denied `,
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for {
