@@ -25,6 +25,7 @@ func newRootCmd() *cobra.Command {
 		newControlPlaneCmd(),
 		newUpCmd(),
 		newProxyStatusCmd(),
+		newProxyConfigCmd(),
 		newDashboardCmd(),
 		newTokenCmd(),
 	)
