@@ -95,7 +95,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, s *stream, rt 
 		if policy != nil && policy.AvoidPreviousHosts {
 			tried = append(tried, host)
 		}
-		s.info.UpstreamHost = host.Target()
+		s.info.UpstreamHost = host.Address
 		s.info.UpstreamWorkload = host.IstioWorkload()
 		s.info.Attempts = attempt
 		if attempt > 1 {

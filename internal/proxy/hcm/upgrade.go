@@ -72,7 +72,7 @@ func (h *Handler) forwardUpgrade(w http.ResponseWriter, r *http.Request, s *stre
 		h.localReply(w, r, s, http.StatusServiceUnavailable, bodyNoHealthy, detailsNoHealthy, streaminfo.NoHealthyUpstream)
 		return
 	}
-	s.info.UpstreamHost = host.Target()
+	s.info.UpstreamHost = host.Address
 	s.info.UpstreamWorkload = host.IstioWorkload()
 	s.info.Attempts = 1
 	hdr.Set("Connection", "Upgrade")

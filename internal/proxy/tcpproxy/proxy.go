@@ -137,7 +137,7 @@ func (p *Proxy) connect(ctx context.Context, down net.Conn, si *streaminfo.Info)
 			si.SetFlag(streaminfo.NoHealthyUpstream)
 			return nil
 		}
-		si.UpstreamHost = host.Target()
+		si.UpstreamHost = host.Address
 		si.UpstreamWorkload = host.IstioWorkload()
 		si.Attempts++
 		up, err := cl.Dial(ctx, host)
