@@ -410,6 +410,11 @@ func TestProxyConfigInspectsIdentityAndAuthorizationOfARunningMesh(t *testing.T)
 			}
 			if missing == "" {
 				t.Logf("access log:\n%s", b)
+				// The client side names the server sidecar it reached by its address, as
+				// Envoy's %UPSTREAM_HOST% does (not by a connection-pool key).
+				if !strings.Contains(string(b), `"127.0.1.81:8000"`) || strings.Contains(string(b), `"tsm`) {
+					t.Errorf("the access log's upstream hosts are not the server's address 127.0.1.81:8000")
+				}
 				break
 			}
 			if time.Now().After(deadline) {
