@@ -204,6 +204,13 @@ func (c *conn) serveRequest() bool {
 	if s.ReadHeaderTimeout > 0 {
 		_ = c.rwc.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
 	}
+	// A request starts with a method token or an empty line. A first byte that starts neither,
+	// such as the 0x16 of a TLS ClientHello sent to a plaintext port, is refused at once, as
+	// Envoy's parser does, rather than waiting for a line that never comes.
+	if b, err := c.br.Peek(1); err == nil && !tchar[b[0]] && b[0] != '\r' && b[0] != '\n' {
+		c.replyError(errMethod)
+		return false
+	}
 	head, err := readHead(c.br, c.head, maxRequestLine, s.maxHeaderBytes(), false)
 	c.head = head[:0]
 	if err == nil {

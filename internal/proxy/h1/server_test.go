@@ -85,6 +85,8 @@ func TestMalformedRequestsAreRejectedAndTheConnectionClosed(t *testing.T) {
 	}{
 		{"garbage request line", "HELLO\r\n\r\n", 400},
 		{"bad method token", "G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		// No line ever ends: refused on its first byte, not after a timeout.
+		{"TLS ClientHello on a plaintext port", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400},
 		{"bad version", "GET / HTTP/x.1\r\nHost: x\r\n\r\n", 400},
 		{"version 2 in a request line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
 		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400},

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +205,58 @@ func TestHTTP1CodecOverTLSNeverNegotiatesH2(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	if body, _ := get(t, &http.Client{Transport: tr}, "https://"+addrOf(t, m, "l")+"/"); body != "HTTP/1.1" {
 		t.Fatalf("got %q", body)
+	}
+}
+
+// Connections arriving while the listener is updated in place (as every xDS push that changes its
+// chains does) are handled safely: run with -race.
+func TestConnectionsDuringInPlaceUpdatesAreHandledSafely(t *testing.T) {
+	m, store := newManager(t)
+	spec := func(v int) Spec {
+		return Spec{Name: "l", Address: "127.0.0.1:0", Bind: true, Version: strconv.Itoa(v),
+			Chains: []Chain{{Match: xdsconfig.FilterChainMatch{DestinationPort: 1}, Conn: say("never")}}}
+	}
+	if err := m.Apply([]Spec{spec(0)}); err != nil {
+		t.Fatal(err)
+	}
+	addr := addrOf(t, m, "l")
+	const dialers, conns = 4, 100
+	var wg sync.WaitGroup
+	for range dialers {
+		wg.Go(func() {
+			for range conns {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				got, err := io.ReadAll(c)
+				c.Close()
+				if err != nil || len(got) != 0 {
+					t.Errorf("got %q, %v; want the connection closed", got, err)
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for v := 1; ; v++ {
+		select {
+		case <-done:
+		default:
+			if err := m.Apply([]Spec{spec(v)}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		break
+	}
+	if addrOf(t, m, "l") != addr {
+		t.Fatal("the listener was rebound; the updates were not in place")
+	}
+	if got := store.Counter("listener." + strings.ReplaceAll(addr, ":", "_") + ".no_filter_chain_match").Value(); got != dialers*conns {
+		t.Fatalf("no_filter_chain_match = %d, want %d", got, dialers*conns)
 	}
 }

@@ -85,7 +85,7 @@ func (m *Manager) stopLocked(l *running) {
 		var wg sync.WaitGroup
 		wg.Go(func() { shutdownAll(ctx, servers) })
 		if !l.conns.wait(ctx) {
-			m.log.Warn("listener drain timed out; closing its connections", "listener", l.spec.Name)
+			m.log.Warn("listener drain timed out; closing its connections", "listener", l.name)
 			l.cancel()
 			l.conns.closeAll()
 			l.conns.wait(context.Background())

@@ -119,7 +119,10 @@ func (cs *chainSet) servers() []*httpServer {
 }
 
 type running struct {
-	spec   Spec
+	spec Spec // replaced under Manager.mu by an in-place update
+	// name is spec.Name, which an in-place update keeps: the listener's own goroutines read it
+	// without Manager.mu.
+	name   string
 	ln     net.Listener
 	set    atomic.Pointer[chainSet]
 	conns  tracker
@@ -393,7 +396,7 @@ func alpnForCodec(cfg *tls.Config, codec xdsconfig.Codec) *tls.Config {
 }
 
 func (m *Manager) bind(s Spec) (*running, error) {
-	l := &running{spec: s, served: make(chan struct{})}
+	l := &running{spec: s, name: s.Name, served: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if !s.Bind {
 		close(l.served)
@@ -421,7 +424,7 @@ func (m *Manager) serve(l *running) {
 	}
 	set, _ := m.buildSet(l.spec, nil)
 	l.set.Store(set)
-	m.log.Info("listener started", "listener", l.spec.Name, "address", l.ln.Addr().String())
+	m.log.Info("listener started", "listener", l.name, "address", l.ln.Addr().String())
 	go func() {
 		defer close(l.served)
 		for {
@@ -432,7 +435,7 @@ func (m *Manager) serve(l *running) {
 					continue
 				}
 				if !errors.Is(err, net.ErrClosed) {
-					m.log.Error("listener stopped", "listener", l.spec.Name, "error", err)
+					m.log.Error("listener stopped", "listener", l.name, "error", err)
 				}
 				return
 			}
@@ -476,7 +479,7 @@ func (m *Manager) handle(l *running, raw net.Conn) {
 	}
 	if rc == nil {
 		l.noChain.Inc()
-		m.log.Debug("no filter chain matches the connection", "listener", l.spec.Name, "remote", info.Remote,
+		m.log.Debug("no filter chain matches the connection", "listener", l.name, "remote", info.Remote,
 			"server_name", info.ServerName, "transport", info.TransportProtocol)
 		_ = c.Close()
 		return
@@ -492,7 +495,7 @@ func (m *Manager) handle(l *running, raw net.Conn) {
 		cancel()
 		if err != nil {
 			l.tlsFail.Inc()
-			m.log.Debug("TLS handshake failed", "listener", l.spec.Name, "remote", info.Remote, "error", err)
+			m.log.Debug("TLS handshake failed", "listener", l.name, "remote", info.Remote, "error", err)
 			_ = tc.Close()
 			return
 		}
