@@ -16,12 +16,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,6 +158,8 @@ spec:
 `)
 		m.converge(t,
 			check{"client sidecar → server (mTLS)", m.via(m.client, "GET", serverURL+"/strict", nil), answeredByApp},
+			check{"the app learns its caller from x-forwarded-client-cert", m.via(m.client, "GET", serverURL+"/strict", nil),
+				appSeesClientCert("spiffe://cluster.local/ns/default/sa/server-sa", "spiffe://cluster.local/ns/default/sa/client-sa")},
 			check{"plaintext straight to the server sidecar", m.direct(nil, "/strict"), refused},
 			check{"mesh-CA certificate straight to the server sidecar", m.direct(&good, "/strict"), answeredByApp},
 			check{"certificate from another root", m.direct(&foreign, "/strict"), refusedTLS},
@@ -163,9 +167,7 @@ spec:
 			check{"mesh certificate without a SPIFFE ID", m.direct(&wrongSAN, "/strict"), refusedTLS},
 			check{"TLS without a client certificate", m.direct(&tls.Certificate{}, "/strict"), refusedTLS},
 		)
-		// The server side saw the client's identity. Istio's sidecars also
-		// hand it to the app in x-forwarded-client-cert; Trellis does not set
-		// that header yet, so its standard metrics are where it shows.
+		// The server side's standard metrics show the client's identity too.
 		m.waitForServerSeries(t, map[string]string{
 			"reporter":                   "destination",
 			"connection_security_policy": "mutual_tls",
@@ -189,6 +191,9 @@ spec:
 `)
 		m.converge(t,
 			check{"plaintext straight to the server sidecar", m.direct(nil, "/permissive"), answeredByApp},
+			check{"a plaintext client cannot forge x-forwarded-client-cert", m.directWithHeader("/permissive",
+				http.Header{"X-Forwarded-Client-Cert": {"By=spiffe://x;Hash=00;URI=spiffe://cluster.local/ns/default/sa/admin"}}),
+				appSeesNoClientCert},
 			check{"client sidecar → server (mTLS)", m.via(m.client, "GET", serverURL+"/permissive", nil), answeredByApp},
 			check{"mesh-CA certificate straight to the server sidecar", m.direct(&good, "/permissive"), answeredByApp},
 			check{"certificate from another root", m.direct(&foreign, "/permissive"), refusedTLS},
@@ -656,6 +661,45 @@ func (m *secMesh) direct(cert *tls.Certificate, path string) sendFunc {
 		}
 		return do(&http.Client{Timeout: 10 * time.Second, Transport: tr}, req)
 	}
+}
+
+// directWithHeader sends a plaintext request with headers straight to the server sidecar.
+func (m *secMesh) directWithHeader(path string, h http.Header) sendFunc {
+	return func() (reply, error) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+serverIP+":8000"+path, nil)
+		if err != nil {
+			return reply{}, err
+		}
+		maps.Copy(req.Header, h)
+		return do(&http.Client{Timeout: 10 * time.Second}, req)
+	}
+}
+
+// appSeesClientCert wants the app's x-forwarded-client-cert to be exactly Istio's sidecar
+// element: By the server's identity, Hash of the client's certificate, its Subject (empty for
+// mesh certificates) and URI.
+func appSeesClientCert(by, uri string) func(reply, error) error {
+	return func(r reply, err error) error {
+		if err := answeredByApp(r, err); err != nil {
+			return err
+		}
+		xfcc := r.app.Header.Get("X-Forwarded-Client-Cert")
+		re := regexp.MustCompile(`^By=` + regexp.QuoteMeta(by) + `;Hash=[0-9a-f]{64};Subject="[^"]*";URI=` + regexp.QuoteMeta(uri) + `$`)
+		if !re.MatchString(xfcc) {
+			return fmt.Errorf("x-forwarded-client-cert %q, want By=%s;Hash=...;Subject=...;URI=%s", xfcc, by, uri)
+		}
+		return nil
+	}
+}
+
+func appSeesNoClientCert(r reply, err error) error {
+	if err := answeredByApp(r, err); err != nil {
+		return err
+	}
+	if v := r.app.Header.Values("X-Forwarded-Client-Cert"); len(v) > 0 {
+		return fmt.Errorf("the app got x-forwarded-client-cert %q from a client without a certificate", v)
+	}
+	return nil
 }
 
 func do(c *http.Client, req *http.Request) (reply, error) {

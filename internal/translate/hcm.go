@@ -89,6 +89,14 @@ func httpConnectionManager(o hcmOptions) (*hcmv3.HttpConnectionManager, error) {
 	if o.useRemoteAddress {
 		h.UseRemoteAddress = wrapperspb.Bool(true)
 	}
+	if o.direction == corev3.TrafficDirection_INBOUND {
+		// As Istio's sidecars: the app learns its mTLS caller from x-forwarded-client-cert,
+		// which only a client with a certificate can add to.
+		h.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
+		h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
+			Subject: wrapperspb.Bool(true), Dns: true, Uri: true,
+		}
+	}
 	return h, nil
 }
 

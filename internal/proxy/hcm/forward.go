@@ -96,6 +96,7 @@ func removeHopByHop(h http.Header) {
 func (h *Handler) prepare(r *http.Request, s *stream, rt *route.Route, wc *route.WeightedCluster, mut [4]*route.HeaderMutation) (path, hostHeader string) {
 	hdr := r.Header
 	removeHopByHop(hdr)
+	h.forwardClientCert(r)
 	scheme := valueHTTP // shared, never modified: no allocation per request
 	if r.TLS != nil {
 		scheme = valueHTTPS

@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -77,6 +78,10 @@ type Handler struct {
 	tracer *tracing.Tracer
 	// envOpts add proxy-wide things to the filters' Env (WithFilterEnv).
 	envOpts []filters.EnvOption
+	// localCert is the certificate the listener presents (WithLocalCertificate); lastLocal caches
+	// its URI SAN for XFCC's By.
+	localCert func() *tls.Certificate
+	lastLocal atomic.Pointer[localURI]
 }
 
 type timeoutValue struct {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -82,8 +83,10 @@ type Proxy struct {
 	// secretsReady holds readiness until the identity agent has a certificate; nil: no agent.
 	secretsReady func() bool
 	secretsDump  func() *adminv3.SecretsConfigDump
-	snap         atomic.Pointer[hcm.Snapshot]
-	draining     atomic.Bool
+	// localCert is the workload certificate listeners present (XFCC's By); nil without an agent.
+	localCert func() *tls.Certificate
+	snap      atomic.Pointer[hcm.Snapshot]
+	draining  atomic.Bool
 	// tracers export the connection managers' spans; they outlive config pushes.
 	tracers *tracing.Registry
 
@@ -184,6 +187,7 @@ func New(opts Options) *Proxy {
 		envOpts:      []filters.EnvOption{filters.WithTelemetry(opts.Telemetry)},
 		parseOpts:    []xdsconfig.Option{xdsconfig.WithSecrets(opts.Secrets)},
 		secretsReady: opts.SecretsReady,
+		localCert:    localCertificate(opts.Secrets),
 		secretsDump:  opts.SecretsDump,
 		static:       newResources(),
 		dynamic:      newResources(),
@@ -421,4 +425,18 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	return err
+}
+
+// localCertificate reads the workload certificate from the identity agent's secrets.
+func localCertificate(s xdsconfig.SecretSource) func() *tls.Certificate {
+	if s == nil {
+		return nil
+	}
+	return func() *tls.Certificate {
+		c, err := s.Certificate(xdsconfig.SDSWorkloadSecret)
+		if err != nil {
+			return nil
+		}
+		return c
+	}
 }

@@ -109,7 +109,8 @@ func (p *Proxy) newChains(cfg *xdsconfig.Listener) ([]listener.Chain, *listener.
 		case fc.HTTP != nil:
 			c.HTTP = &listener.HTTPChain{
 				Handler: hcm.New(fc.HTTP, &p.snap, p.stats, p.httpLog.With("listener", cfg.Name, "filter_chain", fc.Name),
-					hcm.WithTracer(p.tracers.Tracer(fc.HTTP.Tracing)), hcm.WithFilterEnv(p.envOpts...)),
+					hcm.WithTracer(p.tracers.Tracer(fc.HTTP.Tracing)), hcm.WithFilterEnv(p.envOpts...),
+					hcm.WithLocalCertificate(p.localCert)),
 				Codec:          fc.HTTP.Codec,
 				IdleTimeout:    fc.HTTP.IdleTimeout,
 				MaxHeaderBytes: fc.HTTP.MaxRequestHeadersBytes,

@@ -71,6 +71,10 @@ type HTTPConnectionManager struct {
 	// XFFNumTrustedHops is xff_num_trusted_hops: how many proxies in front of this one appended to
 	// X-Forwarded-For and are trusted (the client's address for RBAC remote_ip).
 	XFFNumTrustedHops uint32
+	// ForwardClientCert and SetCurrentClientCert are forward_client_cert_details and
+	// set_current_client_cert_details: what becomes of x-forwarded-client-cert (XFCC).
+	ForwardClientCert    ForwardClientCert
+	SetCurrentClientCert ClientCertDetails
 	// AccessLogs are the HCM's access_log entries, each called when a request ends.
 	AccessLogs []accesslog.Logger
 	// Tracing is the HCM's tracing (provider, sampling, custom tags); nil traces nothing.
@@ -127,6 +131,25 @@ const (
 	defaultIdleTimeout         = time.Hour
 )
 
+// ForwardClientCert is forward_client_cert_details.
+type ForwardClientCert int
+
+// Envoy's modes; all but AlwaysForwardOnly drop the header on connections without a client
+// certificate.
+const (
+	XFCCSanitize          ForwardClientCert = iota // remove it (Envoy's default)
+	XFCCForwardOnly                                // forward it as it came
+	XFCCAppendForward                              // add this hop's element
+	XFCCSanitizeSet                                // replace it with this hop's element
+	XFCCAlwaysForwardOnly                          // forward it as it came, even in plaintext
+)
+
+// ClientCertDetails are the client certificate fields a hop's XFCC element carries besides By and
+// Hash (set_current_client_cert_details).
+type ClientCertDetails struct {
+	Subject, Cert, Chain, DNS, URI bool
+}
+
 // convertHCM converts and validates an HTTP connection manager of a filter chain on port.
 func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionManager, error) {
 	if err := h.Validate(); err != nil {
@@ -171,6 +194,24 @@ func convertHCM(h *hcmv3.HttpConnectionManager, port uint32) (*HTTPConnectionMan
 		out.EscapedSlashes = EscapedSlashesUnescape
 	default:
 		return nil, fmt.Errorf("path_with_escaped_slashes_action %s: %w", h.GetPathWithEscapedSlashesAction(), ErrUnsupported)
+	}
+	switch h.GetForwardClientCertDetails() {
+	case hcmv3.HttpConnectionManager_SANITIZE:
+		out.ForwardClientCert = XFCCSanitize
+	case hcmv3.HttpConnectionManager_FORWARD_ONLY:
+		out.ForwardClientCert = XFCCForwardOnly
+	case hcmv3.HttpConnectionManager_APPEND_FORWARD:
+		out.ForwardClientCert = XFCCAppendForward
+	case hcmv3.HttpConnectionManager_SANITIZE_SET:
+		out.ForwardClientCert = XFCCSanitizeSet
+	case hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
+		out.ForwardClientCert = XFCCAlwaysForwardOnly
+	default:
+		return nil, fmt.Errorf("forward_client_cert_details %s: %w", h.GetForwardClientCertDetails(), ErrUnsupported)
+	}
+	if d := h.GetSetCurrentClientCertDetails(); d != nil {
+		out.SetCurrentClientCert = ClientCertDetails{Subject: d.GetSubject().GetValue(), Cert: d.GetCert(),
+			Chain: d.GetChain(), DNS: d.GetDns(), URI: d.GetUri()}
 	}
 	if out.ServerName == "" {
 		out.ServerName = defaultServerName
