@@ -259,6 +259,16 @@ spec: {}
 		)
 	})
 
+	t.Run("AllowByIPBlock", func(t *testing.T) {
+		// Local proxies connect from their own 127.0.1.N, as pods from theirs.
+		m.writePolicy(t, allowPolicy("by-ip", `
+  - from: [{source: {ipBlocks: ["`+clientIP+`/32"]}}]`))
+		m.converge(t,
+			check{"from the client's address allowed", m.via(m.client, "GET", serverURL+"/", nil), answeredByApp},
+			check{"from the other workload's address denied", m.via(m.other, "GET", serverURL+"/", nil), rbacDenied},
+		)
+	})
+
 	t.Run("AllowByMethodPathNotPath", func(t *testing.T) {
 		m.writePolicy(t, allowPolicy("by-operation", `
   - to: [{operation: {methods: ["GET"], paths: ["/public/*"], notPaths: ["/public/secret"]}}]`))

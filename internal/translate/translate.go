@@ -53,6 +53,7 @@ func Build(snap *model.Snapshot, proxy *model.Proxy) (*Resources, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 	}
+	e.bindLocalSources(res) // localbind.go
 	if err := e.applySecurityFilters(res); err != nil { // authz.go
 		return nil, fmt.Errorf("proxy %s: authorization: %w", proxy.ID, err)
 	}

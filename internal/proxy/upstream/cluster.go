@@ -299,6 +299,12 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 // max_connections, counted per cluster and per host, failures wrapped in ConnectError.
 func (c *Cluster) dialer() dialFunc {
 	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	var bound *net.Dialer // for TCP when upstream_bind_config sets a source address
+	if c.cfg.SourceIP.IsValid() {
+		d := *dialer
+		d.LocalAddr = &net.TCPAddr{IP: c.cfg.SourceIP.AsSlice()}
+		bound = &d
+	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var host *Host
 		if _, real, key, ok := c.transportTarget(addr); ok {
@@ -320,7 +326,11 @@ func (c *Cluster) dialer() dialFunc {
 		if host == nil {
 			host = c.hostByDialAddr(network, addr)
 		}
-		conn, err := dialer.DialContext(ctx, network, addr)
+		d := dialer
+		if bound != nil && network != "unix" {
+			d = bound
+		}
+		conn, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			c.cb.releaseConnection()
 			c.Stats.CxConnectFail.Inc()

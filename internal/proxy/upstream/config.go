@@ -1,6 +1,9 @@
 package upstream
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // DiscoveryType is how a cluster learns its endpoints (Envoy's Cluster.type).
 type DiscoveryType int
@@ -131,6 +134,9 @@ type Config struct {
 	LB             LBPolicy
 	LBConfig       LBConfig
 	ConnectTimeout time.Duration
+	// SourceIP is upstream_bind_config.source_address: the local address TCP connections to the
+	// cluster's hosts are made from; invalid (the zero value) lets the kernel choose.
+	SourceIP netip.Addr
 	// IdleTimeout closes pooled connections unused for this long.
 	IdleTimeout time.Duration
 	Protocol    Protocol

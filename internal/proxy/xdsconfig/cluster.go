@@ -5,6 +5,7 @@ package xdsconfig
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -50,8 +51,15 @@ func parseCluster(c *clusterv3.Cluster, o *options) (upstream.Config, error) {
 		"round_robin_lb_config", "common_lb_config", "metadata", "protocol_selection",
 		"upstream_connection_options", "close_connections_on_host_health_failure",
 		"ignore_health_on_host_removal", "track_timeout_budgets", "track_cluster_stats", "preconnect_policy",
-		"dns_jitter", "transport_socket", "transport_socket_matches"); err != nil {
+		"dns_jitter", "transport_socket", "transport_socket_matches", "upstream_bind_config"); err != nil {
 		return cfg, err
+	}
+	if b := c.GetUpstreamBindConfig(); b != nil {
+		ip, err := bindSourceIP(b)
+		if err != nil {
+			return cfg, fmt.Errorf("upstream_bind_config.%w", err)
+		}
+		cfg.SourceIP = ip
 	}
 	cfg.StatName = c.GetAltStatName()
 	tlsCfg, err := upstreamTransportSocket(c.GetTransportSocket(), o)
@@ -313,4 +321,27 @@ func metadataValues(s *structpb.Struct) map[string]string {
 		out[k] = "\x00" + string(b)
 	}
 	return out
+}
+
+// bindSourceIP reads the source address of an upstream_bind_config; only the address is honoured,
+// so the rest (a fixed port, socket options, extra addresses) is refused.
+func bindSourceIP(b *corev3.BindConfig) (netip.Addr, error) {
+	if err := onlyFields(b, "source_address"); err != nil {
+		return netip.Addr{}, err
+	}
+	sa := b.GetSourceAddress()
+	if err := onlyFields(sa, "address", "port_value", "protocol"); err != nil {
+		return netip.Addr{}, fmt.Errorf("source_address.%w", err)
+	}
+	if sa.GetPortValue() != 0 {
+		return netip.Addr{}, fmt.Errorf("source_address.port_value %d: only 0 (any port): %w", sa.GetPortValue(), ErrUnsupported)
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return netip.Addr{}, fmt.Errorf("source_address.protocol %s: %w", sa.GetProtocol(), ErrUnsupported)
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("source_address.address: %w", err)
+	}
+	return ip, nil
 }

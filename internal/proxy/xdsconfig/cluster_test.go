@@ -57,6 +57,12 @@ maglev_lb_config: {table_size: 1000}`, nil, `maglev_lb_config.table_size: 1000 i
 					h.Set && h.MaxConnections == 7
 			}, ""},
 		{"retry budget", `circuit_breakers: {thresholds: [{retry_budget: {}}]}`, nil, `circuit_breakers.thresholds[0].retry_budget: not supported`},
+		{"upstream source address", `upstream_bind_config: {source_address: {address: 127.0.1.7, port_value: 0}}`,
+			func(c upstream.Config) bool { return c.SourceIP.String() == "127.0.1.7" }, ""},
+		{"upstream source port", `upstream_bind_config: {source_address: {address: 127.0.1.7, port_value: 4000}}`, nil,
+			`upstream_bind_config.source_address.port_value 4000: only 0 (any port)`},
+		{"upstream socket options", `upstream_bind_config: {source_address: {address: 127.0.1.7, port_value: 0}, freebind: true}`, nil,
+			`upstream_bind_config.freebind: not supported`},
 		{"per host thresholds", `circuit_breakers: {per_host_thresholds: [{max_connections: 1}]}`, nil, `circuit_breakers.per_host_thresholds: not supported`},
 		{"outlier defaults", `outlier_detection: {}`,
 			func(c upstream.Config) bool { return c.Outlier != nil && *c.Outlier == upstream.DefaultOutlierConfig }, ""},
