@@ -53,7 +53,9 @@ func Build(snap *model.Snapshot, proxy *model.Proxy) (*Resources, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 	}
-	e.bindLocalSources(res) // localbind.go
+	// localbind.go
+	e.bindLocalSources(res)
+
 	if err := e.applySecurityFilters(res); err != nil { // authz.go
 		return nil, fmt.Errorf("proxy %s: authorization: %w", proxy.ID, err)
 	}
