@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test timeout per package: generous for 2-core CI machines.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir ui ui-check chromium bench-ui
+.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir ui ui-check chromium netns-tools bench-ui
 
 # Real Kubernetes for tests (internal/testenv/kubeenv): etcd and kube-apiserver built from their Go
 # modules (internal/testenv/tools/*) at the versions pinned there, cached per version. Cold: several
@@ -43,6 +43,13 @@ chromium:
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else echo "chromium is missing and this is not root: install Debian's chromium (sudo apt-get install chromium) for the browser tests"; exit 1; fi
 
+# iptables (Debian's nft-backed one) and iproute2 for the interception test in real network
+# namespaces (internal/intercept), installed when root.
+netns-tools:
+	@command -v iptables-restore >/dev/null && command -v ip >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iptables iproute2; \
+	else echo "iptables or iproute2 is missing and this is not root: the network namespace tests need root (they will be skipped)"; fi
+
 $(STATICCHECK):
 	@mkdir -p $(TOOLS_BIN)
 	GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -60,9 +67,10 @@ print-kube-dir:
 
 # Unit and integration tests, race detector on: most packages here are concurrent.
 # TRELLIS_REQUIRE_KUBE=1 (TRELLIS_REQUIRE_BROWSER=1) turns a missing kube-apiserver or etcd
-# (chromium) into a failure, never a skip.
-unit: kube-tools chromium
-	TRELLIS_REQUIRE_KUBE=1 TRELLIS_REQUIRE_BROWSER=1 TRELLIS_KUBE_BIN_DIR=$(KUBE_DIR) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+# (chromium) into a failure, never a skip; as root, TRELLIS_REQUIRE_NETNS=1 does the same for the
+# network namespace tests (which cannot run without root).
+unit: kube-tools chromium netns-tools
+	TRELLIS_REQUIRE_KUBE=1 TRELLIS_REQUIRE_BROWSER=1 TRELLIS_REQUIRE_NETNS=$$([ "$$(id -u)" = 0 ] && echo 1) TRELLIS_KUBE_BIN_DIR=$(KUBE_DIR) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test: ui-check lint build kube-tools unit
 

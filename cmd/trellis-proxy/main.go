@@ -81,6 +81,7 @@ func newRootCommand() *cobra.Command {
 		strings.Join(proxy.LogComponents, ", ")+")")
 	f.DurationVar(&opts.DrainDuration, "drain-duration", proxy.DefaultDrainDuration,
 		"drain period on SIGTERM (Envoy's --drain-time-s): listeners keep accepting but close connections after each response; requests still in flight then get as long again")
+	cmd.AddCommand(newIptablesCommand())
 	return cmd
 }
 
