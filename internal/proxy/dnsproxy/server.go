@@ -154,7 +154,7 @@ const ttl = 30
 
 // ServeDNS answers one query: from the table for mesh names, else from the upstreams.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	resp := s.answer(r, w.RemoteAddr())
+	resp := s.answer(r)
 	if resp == nil {
 		return
 	}
@@ -172,7 +172,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 }
 
-func (s *Server) answer(r *dns.Msg, _ net.Addr) *dns.Msg {
+func (s *Server) answer(r *dns.Msg) *dns.Msg {
 	if r.Response || len(r.Question) != 1 || r.Opcode != dns.OpcodeQuery {
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeFormatError)

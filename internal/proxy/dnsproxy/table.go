@@ -33,14 +33,14 @@ type Table struct {
 	// search are the proxy's search suffixes (".default.svc.cluster.local.", ".svc.cluster.local.",
 	// ".cluster.local."), as a pod's resolv.conf lists them.
 	search []string
-	// meshSuffix is ".svc.cluster.local.": unknown names under it that are search expansions of
-	// a qualified name get NXDOMAIN at once.
-	meshSuffix string
+	// domain is ".cluster.local": an unknown name that is a search expansion of a name already
+	// under it ("x.ns.svc.cluster.local.ns.svc.cluster.local.") gets NXDOMAIN at once.
+	domain string
 }
 
 // Lookup returns the Host a query name answers to, with cname set when the name was the search
 // expansion of a known name ("reviews.default.svc.cluster.local.default.svc.cluster.local."), and
-// nxdomain when the name cannot exist (a search expansion of a name that is itself qualified).
+// nxdomain when the name cannot exist (a search expansion of a name already under the cluster domain).
 // name must be fully qualified (trailing dot). It allocates only when name has upper case letters.
 func (t *Table) Lookup(name string) (h *Host, cname bool, nxdomain bool) {
 	if t == nil {
@@ -58,9 +58,10 @@ func (t *Table) Lookup(name string) (h *Host, cname bool, nxdomain bool) {
 		if h := t.hosts[base]; h != nil {
 			return h, true, false
 		}
-		// "x.y" expanded with a search suffix under the mesh domain: Kubernetes DNS has no such
-		// name either (Istio answers these NXDOMAIN too, sparing the upstream the search storm).
-		if strings.HasSuffix(name, t.meshSuffix) && strings.Contains(base, ".") {
+		// A qualified cluster name expanded again by the search path: no DNS server has it, so
+		// the upstream is spared the search storm. Other unknown names, cluster ones included
+		// (a Service this proxy's config leaves out), go upstream.
+		if strings.HasSuffix(base, t.domain) {
 			return nil, false, true
 		}
 	}
@@ -133,8 +134,8 @@ func Build(res Resources, namespace, domainSuffix string) *Table {
 	}
 
 	t := &Table{
-		hosts:      map[string]*Host{},
-		meshSuffix: ".svc." + domainSuffix + ".",
+		hosts:  map[string]*Host{},
+		domain: "." + domainSuffix,
 	}
 	if namespace != "" {
 		t.search = append(t.search, "."+strings.ToLower(namespace)+".svc."+domainSuffix+".")
