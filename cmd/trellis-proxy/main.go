@@ -74,6 +74,8 @@ func newRootCommand() *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "workload label KEY=VALUE (repeatable) for node.metadata.LABELS, e.g. app=reviews, version=v1")
 	f.StringVar(&opts.StatusAddress, "status-address", "", "Istio status port address serving /stats/prometheus and /healthz/ready, e.g. 0.0.0.0:15020 (default: off)")
 	f.StringVar(&opts.HealthAddress, "health-address", "", "Istio health port address serving /healthz/ready, e.g. 0.0.0.0:15021 (default: off)")
+	f.StringVar(&opts.DNSAddress, "dns-address", "", "DNS proxy address (UDP and TCP), e.g. 127.0.0.1:15053: answers mesh names from the xDS config and forwards the rest (default: off)")
+	f.StringSliceVar(&opts.DNSUpstreams, "dns-upstream", nil, "upstream resolvers host:port for the DNS proxy, comma-separated or repeated (default: the nameservers of /etc/resolv.conf)")
 	f.StringVar(&opts.BootstrapPath, "config", "", "Envoy bootstrap file (YAML or JSON): static_resources, node, admin, dynamic_resources")
 	f.StringVar(&opts.AdminAddress, "admin-address", proxy.DefaultAdminAddress, "admin API address (the bootstrap's admin.address wins when set)")
 	f.StringVar(&logLevel, "log-level", "info", "log level of every component: trace, debug, info, warning, error, critical, off")

@@ -13,7 +13,7 @@ import (
 // config updates), conn_handler (listeners and connections), http (connection manager), main
 // (startup and shutdown), router (routing), secret (the identity agent and SDS) and upstream
 // (clusters and hosts).
-var LogComponents = []string{"admin", "config", "conn_handler", "http", "main", "router", "secret", "upstream"}
+var LogComponents = []string{"admin", "config", "conn_handler", "dns", "http", "main", "router", "secret", "upstream"}
 
 // Envoy's level names, lowest first, with the slog levels they map to.
 var envoyLevels = []struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/admin"
+	"github.com/trellis-mesh/trellis/internal/proxy/dnsproxy"
 	"github.com/trellis-mesh/trellis/internal/proxy/identity"
 	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
 	"github.com/trellis-mesh/trellis/internal/proxy/server"
@@ -79,6 +80,13 @@ type Options struct {
 	// OnStatusStarted, if set, is called once the status and health servers are up, with their
 	// bound addresses ("" for one that is off).
 	OnStatusStarted func(statusAddress, healthAddress string)
+	// DNSAddress serves the DNS proxy (Istio's 15053) over UDP and TCP: mesh names from the xDS
+	// config, everything else forwarded to DNSUpstreams (default: /etc/resolv.conf's
+	// nameservers). Empty leaves it off. See docs/dns-proxy.md.
+	DNSAddress   string
+	DNSUpstreams []string
+	// OnDNSStarted, if set, is called with the DNS proxy's bound address once it serves.
+	OnDNSStarted func(address string)
 }
 
 // Run runs a proxy until ctx is cancelled, then drains gracefully (see DrainDuration) and returns
@@ -216,6 +224,26 @@ func Run(ctx context.Context, opts Options) error {
 		opts.OnStatusStarted(st.StatusAddr(), st.HealthAddr())
 	}
 
+	var dnsSrv *dnsproxy.Server
+	if opts.DNSAddress != "" {
+		if dnsSrv, err = dnsproxy.New(dnsproxy.Config{
+			Address: opts.DNSAddress, Upstreams: opts.DNSUpstreams, Namespace: self.Namespace, Logger: logFor("dns"),
+		}); err == nil {
+			err = dnsSrv.Start()
+		}
+		if err != nil {
+			stopCtx()
+			actx, acancel := context.WithTimeout(context.Background(), time.Second)
+			defer acancel()
+			_ = adm.Shutdown(actx)
+			_ = st.Shutdown(actx)
+			return err
+		}
+		if opts.OnDNSStarted != nil {
+			opts.OnDNSStarted(dnsSrv.Addr())
+		}
+	}
+
 	// The xDS client keeps running through the drain period, as Envoy's does.
 	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopClient()
@@ -229,7 +257,11 @@ func Run(ctx context.Context, opts Options) error {
 		})
 	}
 	if xdsAddr != "" {
-		c := xdsclient.New(xdsclient.Config{Address: xdsAddr, Node: node, Watcher: p, Logger: logFor("config")})
+		var w xdsclient.Watcher = p
+		if dnsSrv != nil {
+			w = dnsSrv.Watch(p)
+		}
+		c := xdsclient.New(xdsclient.Config{Address: xdsAddr, Node: node, Watcher: w, Logger: logFor("config")})
 		client.Store(c)
 		p.SetSubscriber(c)
 		wg.Go(func() {
@@ -283,6 +315,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if err := st.Shutdown(actx); err != nil {
 		log.Warn("status server shutdown", "error", err)
+	}
+	if dnsSrv != nil {
+		if err := dnsSrv.Shutdown(actx); err != nil {
+			log.Warn("dns proxy shutdown", "error", err)
+		}
 	}
 	if err := accesslog.Default.Flush(); err != nil {
 		log.Warn("access log flush", "error", err)
