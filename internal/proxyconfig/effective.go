@@ -33,7 +33,7 @@ const (
 // Origin names the level and the exact thing that set a value, e.g.
 // {LevelWorkload, "ProxyConfig shop/reviews-tuning annotation sidecar.istio.io/proxyCPU"}.
 type Origin struct {
-	Level Level
+	Level  Level
 	Setter string
 }
 
@@ -49,19 +49,19 @@ type Effective struct {
 	ProxyCPU, ProxyCPULimit, ProxyMemory, ProxyMemoryLimit Value[string]
 	InitCPU, InitCPULimit, InitMemory, InitMemoryLimit     Value[string]
 	// Concurrency is the proxy's worker count; by default the CPU limit rounded up, at least 1.
-	Concurrency       Value[int]
-	LogLevel          Value[string] // trace|debug|info|warning|error|critical|off
-	ComponentLogLevel Value[string] // "misc:error,upstream:debug"
+	Concurrency                                   Value[int]
+	LogLevel                                      Value[string] // trace|debug|info|warning|error|critical|off
+	ComponentLogLevel                             Value[string] // "misc:error,upstream:debug"
 	StatsInclusionPrefixes, StatsInclusionRegexps Value[[]string]
 	// Interception, in Istio's annotation syntax: "*" or comma lists of ports / CIDRs.
-	IncludeInboundPorts, ExcludeInboundPorts                 Value[string]
-	IncludeOutboundIPRanges, ExcludeOutboundIPRanges         Value[string]
-	IncludeOutboundPorts, ExcludeOutboundPorts               Value[string]
-	DNSCapture                                               Value[bool]
-	HoldApplicationUntilProxyStarts                          Value[bool]
-	TerminationDrainDuration                                 Value[time.Duration]
-	Image                                                    Value[string]
-	EnvironmentVariables                                     Value[map[string]string]
+	IncludeInboundPorts, ExcludeInboundPorts         Value[string]
+	IncludeOutboundIPRanges, ExcludeOutboundIPRanges Value[string]
+	IncludeOutboundPorts, ExcludeOutboundPorts       Value[string]
+	DNSCapture                                       Value[bool]
+	HoldApplicationUntilProxyStarts                  Value[bool]
+	TerminationDrainDuration                         Value[time.Duration]
+	Image                                            Value[string]
+	EnvironmentVariables                             Value[map[string]string]
 }
 
 // Resource is one ProxyConfig as read from a source: Istio's spec plus the metadata that

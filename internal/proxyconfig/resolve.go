@@ -48,7 +48,9 @@ func (e *FieldError) Error() string {
 // start-up is the failure this exists to remove. Concurrency is left 0 here and derived from
 // the CPU limit by Resolve.
 func Defaults() *Effective {
-	def := func(s string) Value[string] { return Value[string]{V: s, From: Origin{LevelDefault, "Trellis default"}} }
+	def := func(s string) Value[string] {
+		return Value[string]{V: s, From: Origin{LevelDefault, "Trellis default"}}
+	}
 	return &Effective{
 		ProxyCPU: def("100m"), ProxyCPULimit: def("2000m"), ProxyMemory: def("128Mi"), ProxyMemoryLimit: def("1024Mi"),
 		InitCPU: def("10m"), InitCPULimit: def("2000m"), InitMemory: def("10Mi"), InitMemoryLimit: def("1024Mi"),
