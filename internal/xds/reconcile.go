@@ -175,29 +175,41 @@ func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt 
 	s.mu.Unlock()
 
 	snap, versions, err := s.generate(mesh, proxy)
+	// The change is pending before the cache may send it: SetSnapshot answers
+	// open watches at once, and a response sent before pendingSince was set
+	// would never count towards convergence.
+	s.mu.Lock()
+	changed := err == nil && !maps.Equal(st.versions, versions)
+	prevSince, prevSent, prevVersions := st.pendingSince, st.sentSincePending, st.versions
+	if changed {
+		s.startPending(st, changedAt)
+		st.versions = versions // what ACKs are compared with from now on
+	}
+	s.mu.Unlock()
 	if err == nil {
 		err = s.cache.SetSnapshot(ctx, proxy.ID, snap)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
+		if changed {
+			st.pendingSince, st.sentSincePending, st.versions = prevSince, prevSent, prevVersions
+		}
 		st.lastErr = err.Error()
 		s.metrics.internalErrors.Inc()
 		s.log.Error("xDS push rejected; proxy keeps its previous config", "proxy", proxy.ID, "error", err)
 		return
 	}
 	st.lastErr = ""
-	if !maps.Equal(st.versions, versions) {
+	if changed {
 		s.log.Debug("xDS snapshot set", "proxy", proxy.ID, "versions", versions)
 		took := time.Since(start).Seconds()
 		for url, v := range versions {
-			if t := typeIndex(url); t >= 0 && st.versions[url] != v {
+			if t := typeIndex(url); t >= 0 && prevVersions[url] != v {
 				s.metrics.pushTime[t].Observe(took)
 			}
 		}
-		s.startPending(st, changedAt)
 	}
-	st.versions = versions
 	s.checkConverged(st, false)
 }
 
