@@ -3,8 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -113,5 +119,132 @@ func TestInstallMistakesAreReported(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestInstalledControlPlaneBecomesReady runs `trellis controlplane` with the
+// installed command line, its volumes laid out as the kubelet does (the
+// istio ConfigMap's `mesh` as mesh.yaml behind ..data symlinks, the cacerts
+// Secret made by docs/install.md's recipe) and loopback ports in place of
+// the pod's: it reaches /ready, the readiness probe's endpoint, and serves
+// xDS.
+func TestInstalledControlPlaneBecomesReady(t *testing.T) {
+	caDir := t.TempDir()
+	if _, err := ca.LoadOrCreateDir(caDir, ca.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(context.Background(), "install", "--skip-crds", "--image", "example.com/trellis:test", "--ca-dir", caDir)
+	if err != nil {
+		t.Fatalf("trellis install: %v\n%s", err, out)
+	}
+	var (
+		dep  appsv1.Deployment
+		mesh string
+	)
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	for {
+		var obj map[string]any
+		if err := dec.Decode(&obj); err != nil {
+			break
+		}
+		switch obj["kind"] {
+		case "Deployment":
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &dep); err != nil {
+				t.Fatal(err)
+			}
+		case "ConfigMap":
+			mesh, _ = obj["data"].(map[string]any)["mesh"].(string)
+		}
+	}
+	if mesh == "" || len(dep.Spec.Template.Spec.Containers) == 0 {
+		t.Fatal("install printed no istio ConfigMap or no Deployment")
+	}
+
+	// The ConfigMap volume, as the kubelet writes it.
+	configDir := t.TempDir()
+	data := filepath.Join(configDir, "..2026_11_23_00_00_00.000000001")
+	must(t, os.Mkdir(data, 0o755))
+	must(t, os.WriteFile(filepath.Join(data, "mesh.yaml"), []byte(mesh), 0o644))
+	must(t, os.Symlink(filepath.Base(data), filepath.Join(configDir, "..data")))
+	must(t, os.Symlink(filepath.Join("..data", "mesh.yaml"), filepath.Join(configDir, "mesh.yaml")))
+	// The cacerts Secret, made from the self-signed root.
+	cacerts := t.TempDir()
+	for name, from := range map[string]string{"ca-cert.pem": "ca-cert.pem", "ca-key.pem": "ca-key.pem", "root-cert.pem": "ca-cert.pem"} {
+		b, err := os.ReadFile(filepath.Join(caDir, from))
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(cacerts, name), b, 0o600))
+	}
+
+	ports := map[string]int{}
+	var args []string
+	for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
+		name, value, _ := strings.Cut(a, "=")
+		switch {
+		case value == "/etc/istio/config":
+			value = configDir
+		case value == "/etc/cacerts":
+			value = cacerts
+		case strings.HasSuffix(name, "-address"):
+			ports[name] = freePort(t)
+			value = "127.0.0.1:" + strconv.Itoa(ports[name])
+		}
+		if value == "" {
+			args = append(args, a)
+		} else {
+			args = append(args, name+"="+value)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var log string
+	go func() {
+		var err error
+		log, err = runCLI(ctx, args...)
+		done <- err
+	}()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controlplane: %v\n%s", err, log)
+		}
+	}
+	defer stop()
+
+	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", ports["--debug-address"])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("%s never answered 200 (last: %v):\n%s", ready, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports["--xds-address"]))
+	if err != nil {
+		t.Fatalf("xDS: %v", err)
+	}
+	c.Close()
+	stop()
+	if !strings.Contains(log, "cacerts "+cacerts) {
+		t.Errorf("the CA does not sign with the cacerts root:\n%s", log)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
