@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test timeout per package: generous for 2-core CI machines.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir ui ui-check chromium netns-tools bench-ui
+.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir crds ui ui-check chromium netns-tools bench-ui
 
 # Real Kubernetes for tests (internal/testenv/kubeenv): etcd and kube-apiserver built from their Go
 # modules (internal/testenv/tools/*) at the versions pinned there, cached per version. Cold: several
@@ -64,6 +64,11 @@ kube-tools:
 
 print-kube-dir:
 	@echo $(KUBE_DIR)
+
+# Istio's CRDs for `trellis install` (manifests/crds): refreshed from the istio.io/api version in
+# go.mod after bumping it; manifests/crds's test fails until this is run.
+crds:
+	$(GO) generate ./manifests/crds
 
 # Unit and integration tests, race detector on: most packages here are concurrent.
 # TRELLIS_REQUIRE_KUBE=1 (TRELLIS_REQUIRE_BROWSER=1) turns a missing kube-apiserver or etcd
