@@ -38,3 +38,28 @@ func ProxyConfigResources(cfg *model.Config) []*proxyconfig.Resource {
 	}
 	return out
 }
+
+// ParseProxyConfigs reads the ProxyConfigs of one YAML file (named file in errors), validated
+// as LoadDir validates them; documents of other kinds are an error, so a file meant to be a
+// proposed ProxyConfig change holds nothing else.
+func ParseProxyConfigs(file string, data []byte) ([]*proxyconfig.Resource, error) {
+	p := parseFile(file, data)
+	errs := p.errs
+	var out []*proxyconfig.Resource
+	for _, d := range p.docs {
+		spec, ok := d.spec.(*networkingv1beta1.ProxyConfig)
+		if !ok {
+			errs = append(errs, d.errorAt("kind", d.lineOf("kind"), "want only ProxyConfig resources here"))
+			continue
+		}
+		out = append(out, resourceOf(d.meta, spec))
+	}
+	for _, w := range p.warns {
+		errs = append(errs, &ValidationError{Source: w.Source, Reason: w.Message + "; want only ProxyConfig resources here"})
+	}
+	errs = append(errs, crossCheck(p.docs)...)
+	if err := joinErrors(errs); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
