@@ -30,18 +30,20 @@ func newProxyConfigCmd() *cobra.Command {
 	var f proxyConfigFlags
 	cmd := &cobra.Command{
 		Use:   "proxy-config",
-		Short: "Show what a proxy holds: its certificates, the authorization on its listeners",
+		Short: "Show what a proxy holds (certificates, authorization) and explain or diff its ProxyConfig settings",
 		Long: "Reads a proxy's admin API (Envoy's /config_dump and /certs, port 15000), as\n" +
 			"istioctl proxy-config does. Name the proxy as `trellis proxy-status` lists it\n" +
 			"(name.namespace, a bare name, or a node ID): its address comes from the control\n" +
 			"plane (--control-plane) and the node ID's IP. Or give its admin address with\n" +
-			"--admin (e.g. a `kubectl port-forward` to a pod's 15000).",
+			"--admin (e.g. a `kubectl port-forward` to a pod's 15000).\n\n" +
+			"explain and diff work on the ProxyConfig hierarchy instead (docs/proxy-config.md):\n" +
+			"from a config directory or a cluster, not from a running proxy.",
 	}
 	cmd.PersistentFlags().StringVar(&f.admin, "admin", "", "the proxy's admin address host:port (instead of a proxy name)")
 	cmd.PersistentFlags().StringVar(&f.controlPlane, "control-plane", controlplane.DefaultDebugAddress, "the control plane's debug address, to find a proxy by name")
 	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", "short", "output format: short (a table) or json")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the control plane and the proxy")
-	cmd.AddCommand(newProxyConfigSecretCmd(&f), newProxyConfigAuthzCmd(&f))
+	cmd.AddCommand(newProxyConfigSecretCmd(&f), newProxyConfigAuthzCmd(&f), newProxyConfigExplainCmd(&f), newProxyConfigDiffCmd(&f))
 	return cmd
 }
 

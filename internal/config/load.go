@@ -11,6 +11,7 @@ import (
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
@@ -218,6 +219,8 @@ func build(mesh *meshv1alpha1.MeshConfig, docs []*document) *model.Config {
 			cfg.PeerAuthentications = append(cfg.PeerAuthentications, &model.PeerAuthentication{Meta: d.meta, Spec: spec})
 		case *security.AuthorizationPolicy:
 			cfg.AuthorizationPolicies = append(cfg.AuthorizationPolicies, &model.AuthorizationPolicy{Meta: d.meta, Spec: spec})
+		case *networkingv1beta1.ProxyConfig:
+			cfg.ProxyConfigs = append(cfg.ProxyConfigs, &model.ProxyConfig{Meta: d.meta, Spec: spec})
 		case *security.RequestAuthentication:
 			cfg.RequestAuthentications = append(cfg.RequestAuthentications, &model.RequestAuthentication{Meta: d.meta, Spec: spec})
 		}

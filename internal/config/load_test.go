@@ -171,12 +171,7 @@ func TestUnknownKindIsAnError(t *testing.T) {
 
 func TestKnownUnsupportedKindIsAWarningAndIgnored(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "x.yaml"), `apiVersion: networking.istio.io/v1beta1
-kind: ProxyConfig
-metadata: {name: default, namespace: istio-system}
-spec: {concurrency: 2}
----
-apiVersion: networking.istio.io/v1alpha3
+	writeFile(t, filepath.Join(dir, "x.yaml"), `apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata: {name: lua}
 spec: {}
@@ -194,9 +189,8 @@ spec: {}
 		t.Fatal("got no config")
 	}
 	want := []string{
-		":1: ProxyConfig istio-system/default: networking.istio.io/v1beta1 ProxyConfig is not supported yet; ignored",
-		":6: EnvoyFilter default/lua: networking.istio.io/v1alpha3 EnvoyFilter is not supported yet; ignored",
-		":11: WasmPlugin istio-system/mesh-default: extensions.istio.io/v1alpha1 WasmPlugin is not supported yet; ignored",
+		":1: EnvoyFilter default/lua: networking.istio.io/v1alpha3 EnvoyFilter is not supported yet; ignored",
+		":6: WasmPlugin istio-system/mesh-default: extensions.istio.io/v1alpha1 WasmPlugin is not supported yet; ignored",
 	}
 	if len(warns) != len(want) {
 		t.Fatalf("got warnings %v, want %d", warns, len(want))

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
@@ -52,7 +53,7 @@ var securityKinds = map[string]func() proto.Message{
 // pendingKinds are Istio kinds Trellis knows but does not handle yet: they
 // are ignored with a warning, not rejected, so an Istio config dir loads.
 var pendingKinds = map[string]bool{
-	"ProxyConfig": true, "WorkloadGroup": true, "EnvoyFilter": true,
+	"WorkloadGroup": true, "EnvoyFilter": true,
 	"WasmPlugin": true,
 }
 
@@ -228,6 +229,15 @@ func (p *fileParser) classify(c *converter, d *document, apiVersion string) (fun
 	group, version, _ := strings.Cut(apiVersion, "/")
 	newSpec, supported := supportedKinds[kind]
 	switch {
+	case kind == proxyConfigKind && group == networkingGroup:
+		if version != proxyConfigVersion {
+			c.fail("apiVersion", d.lineOf("apiVersion"), "%q is not served for %s; want %s/%s", apiVersion, kind, networkingGroup, proxyConfigVersion)
+			return nil, false
+		}
+		return func() proto.Message { return &networkingv1beta1.ProxyConfig{} }, true
+	case kind == proxyConfigKind:
+		c.fail("apiVersion", d.lineOf("apiVersion"), "%q: %s is read from %s/%s", apiVersion, kind, networkingGroup, proxyConfigVersion)
+		return nil, false
 	case kind == telemetryKind && group == telemetryGroup:
 		if !slices.Contains(telemetryVersions, version) {
 			c.fail("apiVersion", d.lineOf("apiVersion"), "%q is not served for %s; want %s/%s", apiVersion, kind, telemetryGroup, strings.Join(telemetryVersions, ", "))
@@ -263,7 +273,7 @@ func (p *fileParser) classify(c *converter, d *document, apiVersion string) (fun
 		return nil, false
 	}
 	known := slices.Collect(func(yield func(string) bool) {
-		if !yield(telemetryKind) {
+		if !yield(telemetryKind) || !yield(proxyConfigKind) {
 			return
 		}
 		for k := range supportedKinds {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 )
@@ -39,6 +40,8 @@ func validateSpec(d *document) []fieldErr {
 	switch spec := d.spec.(type) {
 	case *networking.VirtualService:
 		validateVirtualService(&c, spec)
+	case *networkingv1beta1.ProxyConfig:
+		validateProxyConfig(&c, d.meta, spec)
 	case *networking.DestinationRule:
 		validateDestinationRule(&c, spec)
 	case *networking.ServiceEntry:

@@ -5,6 +5,7 @@ import (
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 )
@@ -58,6 +59,9 @@ type (
 	PeerAuthentication    = Resource[*security.PeerAuthentication]
 	AuthorizationPolicy   = Resource[*security.AuthorizationPolicy]
 	RequestAuthentication = Resource[*security.RequestAuthentication]
+	// ProxyConfig is networking.istio.io/v1beta1 ProxyConfig: it shapes injection, not xDS
+	// (internal/proxyconfig resolves it; config.ProxyConfigResources converts it).
+	ProxyConfig = Resource[*networkingv1beta1.ProxyConfig]
 )
 
 // Config is the full set of Istio resources a source loaded. Slices are
@@ -76,6 +80,8 @@ type Config struct {
 	PeerAuthentications    []*PeerAuthentication
 	AuthorizationPolicies  []*AuthorizationPolicy
 	RequestAuthentications []*RequestAuthentication
+
+	ProxyConfigs []*ProxyConfig
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with

@@ -62,6 +62,8 @@ type Effective struct {
 	TerminationDrainDuration                         Value[time.Duration]
 	Image                                            Value[string]
 	EnvironmentVariables                             Value[map[string]string]
+
+	envFrom map[string]Origin // per key of EnvironmentVariables: see EnvOrigin
 }
 
 // Resource is one ProxyConfig as read from a source: Istio's spec plus the metadata that

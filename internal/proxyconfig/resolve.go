@@ -1,6 +1,7 @@
 package proxyconfig
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -112,10 +113,7 @@ func Resolve(in Input) (*Effective, []Conflict, error) {
 // selector in the root namespace is mesh-wide; without selector elsewhere it covers its
 // namespace; a selector matches pods of its own namespace only.
 func candidates(in Input, level Level) []*Resource {
-	root := in.RootNamespace
-	if root == "" {
-		root = defaultRootNamespace
-	}
+	root := cmp.Or(in.RootNamespace, in.Mesh.GetRootNamespace(), defaultRootNamespace)
 	podNS := ""
 	var podLabels map[string]string
 	if in.Pod != nil {
@@ -211,8 +209,12 @@ func (r *resolver) mergeEnv(env map[string]string, from Origin) {
 	for k, v := range r.e.EnvironmentVariables.V {
 		merged[k] = v
 	}
+	if r.e.envFrom == nil {
+		r.e.envFrom = map[string]Origin{}
+	}
 	for k, v := range env {
 		merged[k] = v
+		r.e.envFrom[k] = Origin{from.Level, from.Setter + "[" + k + "]"}
 	}
 	r.e.EnvironmentVariables = Value[map[string]string]{V: merged, From: from}
 	if v, ok := env[dnsCaptureKey]; ok {
