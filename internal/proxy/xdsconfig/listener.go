@@ -26,8 +26,13 @@ import (
 type Listener struct {
 	Name    string
 	Address string // host:port
-	// BindToPort false means the listener owns no socket (Envoy's virtual listeners).
+	// BindToPort false means the listener owns no socket (Envoy's virtual listeners): it serves
+	// connections a UseOriginalDst listener hands it.
 	BindToPort bool
+	// UseOriginalDst hands each connection to the BindToPort-false listener on its original
+	// destination (after an iptables REDIRECT), exactly or on 0.0.0.0 and its port, else serves it
+	// here; chains match the original destination either way.
+	UseOriginalDst bool
 	// Inbound is traffic_direction INBOUND (what /drain_listeners?inboundonly drains).
 	Inbound         bool
 	ListenerFilters ListenerFilters
@@ -124,7 +129,7 @@ const (
 // ParseListener converts and validates an Envoy Listener: its filter chains (each holding one HTTP
 // connection manager or TCP proxy, plaintext or TLS), their matches, and the tls_inspector and
 // http_inspector listener filters. Access logs, socket options and connection balancing are
-// accepted and ignored; use_original_dst is accepted for the redirect issue to honour.
+// accepted and ignored.
 //
 // TLS contexts may take their certificate and trust bundle from SDS (Istio's "default" and "ROOTCA"
 // from the sds-grpc source), served by the SecretSource given WithSecrets.
@@ -149,7 +154,8 @@ func parseListener(l *listenerv3.Listener, o *options) (*Listener, error) {
 		return nil, err
 	}
 	out := &Listener{Name: l.GetName(), BindToPort: l.GetBindToPort() == nil || l.GetBindToPort().GetValue(),
-		Inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
+		UseOriginalDst: l.GetUseOriginalDst().GetValue(),
+		Inbound:        l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
 	addr, err := socketAddress(l.GetAddress())
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
