@@ -499,7 +499,8 @@ func (m *Manager) serve(l *running) {
 // handle runs the listener filters on a new connection, picks its filter chain, terminates TLS
 // when the chain says so, and hands the connection to the chain.
 //
-// A use_original_dst listener first finds the connection's original destination and hands the
+// A listener with the original_dst listener filter first makes the connection's original
+// destination its local address. A use_original_dst listener does that too, and hands the
 // connection to the listener without a socket on that address, if any: its listener filters,
 // chains and counters serve it from then on, while the accepting listener still tracks it for
 // draining (and its context ends a TCP proxy's connections).
@@ -514,14 +515,16 @@ func (m *Manager) handle(accepting *running, raw net.Conn) {
 	}()
 	set := l.set.Load()
 	info := ConnInfo{Local: addrPort(raw.LocalAddr()), Remote: addrPort(raw.RemoteAddr()), TransportProtocol: "raw_buffer"}
-	if set.useOriginalDst {
+	if set.useOriginalDst || set.filters.OriginalDst {
 		if dst, err := m.origDst(raw); err == nil && dst.IsValid() {
 			dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 			if dst != info.Local {
 				info.Local = dst
 				c.setLocal(dst)
 			}
-			if t := m.handoffTarget(dst); t != nil {
+			// The original_dst listener filter alone restores the address; use_original_dst also
+			// hands the connection over.
+			if t := m.handoffTarget(dst); t != nil && set.useOriginalDst {
 				if ts := t.set.Load(); ts != nil {
 					l, set = t, ts
 				}

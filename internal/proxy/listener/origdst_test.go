@@ -137,3 +137,31 @@ func TestVirtualListenerServesHTTPHandedToIt(t *testing.T) {
 		t.Fatalf("got %q, want the 0.0.0.0_9080 HTTP chain's response", got)
 	}
 }
+
+func TestOriginalDstListenerFilterRestoresTheAddressWithoutHandoff(t *testing.T) {
+	m, _ := newManager(t)
+	m.origDst = fakeOriginalDst(map[netip.Addr]netip.AddrPort{
+		netip.MustParseAddr("127.0.0.31"): netip.MustParseAddrPort("10.0.0.9:9080"),
+		netip.MustParseAddr("127.0.0.32"): netip.MustParseAddrPort("10.0.0.9:5555"),
+	})
+	err := m.Apply([]Spec{
+		{Name: "virtualInbound", Address: "127.0.0.1:0", Bind: true, Version: "1",
+			Filters: xdsconfig.ListenerFilters{OriginalDst: true},
+			Chains:  []Chain{{Name: "9080", Match: xdsconfig.FilterChainMatch{DestinationPort: 9080}, Conn: where("inbound-9080")}},
+			Default: &Chain{Conn: where("inbound-passthrough")}},
+		// An outbound listener on the same port must not take inbound traffic.
+		{Name: "0.0.0.0_9080", Address: "0.0.0.0:9080", Version: "1", Default: &Chain{Conn: where("outbound-9080")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := addrOf(t, m, "virtualInbound")
+	for _, tc := range []struct{ src, want string }{
+		{"127.0.0.31", "inbound-9080 matched=10.0.0.9:9080 local=10.0.0.9:9080"},
+		{"127.0.0.32", "inbound-passthrough matched=10.0.0.9:5555 local=10.0.0.9:5555"},
+	} {
+		if got := readAll(t, dialFrom(t, tc.src, in)); got != tc.want {
+			t.Errorf("from %s: got %q, want %q", tc.src, got, tc.want)
+		}
+	}
+}
