@@ -36,8 +36,18 @@ func TestMain(m *testing.M) {
 		os.Exit(serveHelper(strings.Split(os.Getenv(envHelperTo), ",")))
 	case "dial":
 		os.Exit(dialHelper(os.Getenv(envHelperTo)))
+	case "controlplane": // sidecars_netns_test.go
+		os.Exit(controlPlaneHelper(os.Getenv(envHelperTo), os.Getenv(envCPDir)))
+	case "http":
+		os.Exit(httpHelper(strings.Split(os.Getenv(envHelperTo), ",")))
+	case "get":
+		os.Exit(getHelper(os.Getenv(envHelperTo)))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if helperPath != "" {
+		_ = os.RemoveAll(filepath.Dir(helperPath))
+	}
+	os.Exit(code)
 }
 
 // serveHelper answers every connection with "real <local address>" and closes it.

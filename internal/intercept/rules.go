@@ -1,9 +1,12 @@
 package intercept
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 )
+
+var loopback = netip.MustParseAddr("127.0.0.1")
 
 // Istio's chain names in the nat table.
 const (

@@ -17,7 +17,8 @@ import (
 )
 
 // Inbound is HTTP only for now: Sidecar ingress entries and service ports
-// with other protocols get no listener (TCP proxying is a later issue).
+// with other protocols get no listener of their own (TCP proxying is a later
+// issue); in REDIRECT mode they reach the app through the passthrough chain.
 
 const (
 	// InboundListenerName is the REDIRECT-mode listener iptables sends
@@ -87,23 +88,30 @@ func (e *env) inbound() ([]*listenerv3.Listener, []*clusterv3.Cluster, error) {
 		chains = append(chains, secured...)
 		needInspector = needInspector || inspect
 	}
-	if len(chains) > 0 {
-		// Capturing traffic into 15006 (iptables, original_dst listener
-		// filter, passthrough chain) is a later issue; the listener is
-		// already valid and selects a chain by the original port.
-		l := &listenerv3.Listener{
-			Name:             InboundListenerName,
-			Address:          socketAddress("0.0.0.0", inboundPort),
-			FilterChains:     chains,
-			TrafficDirection: corev3.TrafficDirection_INBOUND,
-		}
-		if needInspector {
-			if err := addTLSInspector(l); err != nil {
-				return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)
-			}
-		}
-		listeners = append(listeners, l)
+	if e.interceptNone() {
+		return listeners, clusters, nil
 	}
+	// iptables sends inbound traffic to 15006; the original_dst listener
+	// filter makes the original port what chains match (capture.go).
+	capture, inspect, err := e.inboundCaptureChains()
+	if err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)
+	}
+	l := &listenerv3.Listener{
+		Name:             InboundListenerName,
+		Address:          socketAddress("0.0.0.0", inboundPort),
+		FilterChains:     append(chains, capture...),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+	}
+	if err := addOriginalDstFilter(l); err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)
+	}
+	if needInspector || inspect {
+		if err := addTLSInspector(l); err != nil {
+			return nil, nil, fmt.Errorf("listener %s: %w", InboundListenerName, err)
+		}
+	}
+	listeners = append(listeners, l)
 	return listeners, clusters, nil
 }
 

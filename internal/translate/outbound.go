@@ -25,11 +25,11 @@ const (
 	OutboundRouteName = "15001"
 )
 
-// outboundListener is virtualOutbound and its route configuration. In local
-// mode (INTERCEPTION_MODE NONE) it binds the proxy's own IP and is used by
-// the app as an explicit HTTP proxy.
+// outboundListener is virtualOutbound and its route configuration in local
+// mode (INTERCEPTION_MODE NONE): it binds the proxy's own IP and is used by
+// the app as an explicit HTTP proxy. REDIRECT mode is capture.go's.
 func (e *env) outboundListener() (*listenerv3.Listener, *routev3.RouteConfiguration, error) {
-	rc, err := e.outboundRouteConfig()
+	rc, err := e.outboundRouteConfig(OutboundRouteName, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -46,12 +46,15 @@ func (e *env) outboundListener() (*listenerv3.Listener, *routev3.RouteConfigurat
 }
 
 // outboundRouteConfig has one virtual host per (HTTP service, port), routed
-// by the first VirtualService bound to the mesh that names the host.
-func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
+// by the first VirtualService bound to the mesh that names the host. With
+// onlyPort set it covers that port only (a REDIRECT-mode per-port route),
+// and also answers to the services' addresses and, for destinations it does
+// not know, with Istio's allow_any or block_all virtual host.
+func (e *env) outboundRouteConfig(name string, onlyPort uint32) (*routev3.RouteConfiguration, error) {
 	meshVS := meshVirtualServices(e.snap.Config.VirtualServices)
 	used := map[string]bool{} // Envoy rejects a domain in two virtual hosts
 	rc := &routev3.RouteConfiguration{
-		Name: OutboundRouteName,
+		Name: name,
 		// Routes may name clusters of services that do not exist (yet);
 		// those requests get 503 instead of the whole config being rejected.
 		ValidateClusters: wrapperspb.Bool(false),
@@ -60,11 +63,15 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 	}
 	for _, svc := range e.snap.Services {
 		for _, port := range sortedPorts(svc.Ports) {
-			if !port.Protocol.IsHTTP() {
+			if !port.Protocol.IsHTTP() || onlyPort != 0 && port.Number != onlyPort {
 				continue // TCP services get no virtual host; TCP routing is a later issue
 			}
 			var domains []string
-			for _, d := range e.outboundDomains(svc.Hostname, port.Number) {
+			candidates := e.outboundDomains(svc.Hostname, port.Number)
+			if onlyPort != 0 {
+				candidates = append(candidates, addressDomains(svc, port.Number)...)
+			}
+			for _, d := range candidates {
 				if !used[d] {
 					used[d] = true
 					domains = append(domains, d)
@@ -77,7 +84,7 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 			if vs := virtualServiceFor(meshVS, svc.Hostname); vs != nil {
 				var err error
 				if routes, err = e.virtualServiceRoutes(vs, e.scope(port.Number, meshGateway)); err != nil {
-					return nil, fmt.Errorf("route %s: virtual host %s: %w", OutboundRouteName, hostPort(svc.Hostname, port.Number), err)
+					return nil, fmt.Errorf("route %s: virtual host %s: %w", name, hostPort(svc.Hostname, port.Number), err)
 				}
 			} else {
 				routes = []*routev3.Route{e.defaultOutboundRoute(svc, port.Number)}
@@ -88,6 +95,9 @@ func (e *env) outboundRouteConfig() (*routev3.RouteConfiguration, error) {
 				Routes:  routes,
 			})
 		}
+	}
+	if onlyPort != 0 {
+		rc.VirtualHosts = append(rc.VirtualHosts, e.unknownHostVirtualHost())
 	}
 	return rc, nil
 }

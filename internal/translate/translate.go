@@ -67,12 +67,16 @@ func Build(snap *model.Snapshot, proxy *model.Proxy) (*Resources, error) {
 }
 
 func (e *env) buildSidecar(res *Resources) error {
-	l, rc, err := e.outboundListener()
-	if err != nil {
+	if e.interceptNone() {
+		l, rc, err := e.outboundListener()
+		if err != nil {
+			return err
+		}
+		res.Listeners = append(res.Listeners, l)
+		res.Routes = append(res.Routes, rc)
+	} else if err := e.captureOutbound(res); err != nil { // capture.go
 		return err
 	}
-	res.Listeners = append(res.Listeners, l)
-	res.Routes = append(res.Routes, rc)
 
 	ls, cs, err := e.inbound()
 	if err != nil {

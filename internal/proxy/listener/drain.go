@@ -64,6 +64,12 @@ func (m *Manager) stopLocked(l *running) {
 	}
 	l.stopped = true
 	if l.ln == nil {
+		// No socket: nothing more is handed to it, and its HTTP servers drain their connections.
+		// Connections it serves with a TCP proxy belong to the accepting listener's drain.
+		m.indexVirtualLocked()
+		if set := l.set.Load(); set != nil {
+			m.drainServers(set.servers())
+		}
 		l.cancel()
 		return
 	}

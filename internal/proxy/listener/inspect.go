@@ -14,9 +14,8 @@ import (
 // ConnInfo is what is known about a connection when its filter chain is chosen: its addresses
 // and what the listener filters found.
 type ConnInfo struct {
-	// Local is the address the connection was accepted on. It is what destination_port and
-	// prefix_ranges match, so connections redirected to this listener (use_original_dst) will
-	// match on their original destination once their Local says so.
+	// Local is the address the connection was accepted on, or for a use_original_dst listener the
+	// connection's original destination. It is what destination_port and prefix_ranges match.
 	Local, Remote netip.AddrPort
 	// ServerName is the SNI the TLS inspector found, in lower case.
 	ServerName string
@@ -42,6 +41,32 @@ type conn struct {
 	peeked  []byte
 	once    sync.Once
 	onClose func()
+	// local, when set, is the original destination a use_original_dst listener found: what
+	// LocalAddr reports, so that HTTP, RBAC and ORIGINAL_DST clusters see it. It lives in the conn,
+	// with its IP bytes, so setting it allocates nothing.
+	local   net.TCPAddr
+	localIP [16]byte
+}
+
+// setLocal makes LocalAddr report dst.
+func (c *conn) setLocal(dst netip.AddrPort) {
+	a := dst.Addr()
+	var n int
+	if a.Is4() {
+		a4 := a.As4()
+		n = copy(c.localIP[:], a4[:])
+	} else {
+		a16 := a.As16()
+		n = copy(c.localIP[:], a16[:])
+	}
+	c.local = net.TCPAddr{IP: c.localIP[:n], Port: int(dst.Port())}
+}
+
+func (c *conn) LocalAddr() net.Addr {
+	if c.local.IP != nil {
+		return &c.local
+	}
+	return c.Conn.LocalAddr()
 }
 
 func (c *conn) Read(p []byte) (int, error) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/internal/origdst"
 	"github.com/trellis-mesh/trellis/internal/proxy/stats"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
 )
@@ -42,6 +44,12 @@ type Spec struct {
 
 	// Inbound is Envoy's traffic_direction INBOUND, which /drain_listeners?inboundonly selects.
 	Inbound bool
+
+	// UseOriginalDst hands each accepted connection to the listener without a socket (Bind false)
+	// whose address is the connection's original destination (SO_ORIGINAL_DST, after an iptables
+	// REDIRECT), else the one on 0.0.0.0 and that port; with neither the listener serves it itself.
+	// Either way, chains match, and ORIGINAL_DST clusters dial, the original destination.
+	UseOriginalDst bool
 }
 
 // Chain is a filter chain ready to serve: a match, optional TLS termination, and either HTTP or a
@@ -103,9 +111,10 @@ type runChain struct {
 
 // chainSet is a listener's current chains, swapped whole on update.
 type chainSet struct {
-	filters xdsconfig.ListenerFilters
-	chains  []*runChain
-	def     *runChain
+	filters        xdsconfig.ListenerFilters
+	useOriginalDst bool
+	chains         []*runChain
+	def            *runChain
 }
 
 func (cs *chainSet) servers() []*httpServer {
@@ -146,6 +155,12 @@ type Manager struct {
 	store   *stats.Store
 	drain   time.Duration
 	inspect inspectStats
+	// origDst finds a connection's original destination for UseOriginalDst listeners; tests
+	// replace it, since SO_ORIGINAL_DST needs an iptables REDIRECT.
+	origDst func(net.Conn) (netip.AddrPort, error)
+	// virtual indexes the listeners without a socket by address, for the use_original_dst handoff
+	// on the accept path; replaced whole after every change.
+	virtual atomic.Pointer[map[netip.AddrPort]*running]
 
 	mu       sync.Mutex
 	active   map[string]*running
@@ -169,6 +184,7 @@ func NewManager(log *slog.Logger, store *stats.Store, drain time.Duration) *Mana
 		store:         store,
 		drain:         drain,
 		inspect:       newInspectStats(store),
+		origDst:       origdst.Lookup,
 		active:        make(map[string]*running),
 		drainSet:      make(map[*drainJob]bool),
 		added:         store.Counter("listener_manager.listener_added"),
@@ -251,7 +267,7 @@ func (m *Manager) Apply(specs []Spec) error {
 	for _, s := range swap {
 		l := m.active[s.Name]
 		l.spec = s
-		if l.ln != nil {
+		if !l.stopped {
 			set, retired := m.buildSet(s, l.set.Load())
 			l.set.Store(set)
 			m.keepDrainSignal(l)
@@ -300,7 +316,37 @@ func (m *Manager) Apply(specs []Spec) error {
 		}
 	}
 	m.totalActive.Set(int64(len(m.active)))
+	m.indexVirtualLocked()
 	return errors.Join(errs...)
+}
+
+// indexVirtualLocked publishes the running listeners without a socket, by address, for handoff.
+func (m *Manager) indexVirtualLocked() {
+	idx := make(map[netip.AddrPort]*running)
+	for _, l := range m.active {
+		if l.spec.Bind || l.stopped || l.set.Load() == nil {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(l.spec.Address); err == nil {
+			idx[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = l
+		}
+	}
+	m.virtual.Store(&idx)
+}
+
+var anyIPv4 = netip.IPv4Unspecified()
+
+// handoffTarget is the listener without a socket that serves connections originally sent to dst:
+// the one on exactly that address, else the wildcard one on its port (Envoy's order).
+func (m *Manager) handoffTarget(dst netip.AddrPort) *running {
+	idx := m.virtual.Load()
+	if idx == nil {
+		return nil
+	}
+	if l := (*idx)[dst]; l != nil {
+		return l
+	}
+	return (*idx)[netip.AddrPortFrom(anyIPv4, dst.Port())]
 }
 
 func checkSpecs(specs []Spec) error {
@@ -359,7 +405,7 @@ func (m *Manager) buildSet(s Spec, old *chainSet) (*chainSet, []*httpServer) {
 		rc.http = srv
 		return rc
 	}
-	set := &chainSet{filters: s.Filters}
+	set := &chainSet{filters: s.Filters, useOriginalDst: s.UseOriginalDst}
 	for _, c := range s.Chains {
 		set.chains = append(set.chains, mk(c))
 	}
@@ -398,17 +444,19 @@ func alpnForCodec(cfg *tls.Config, codec xdsconfig.Codec) *tls.Config {
 func (m *Manager) bind(s Spec) (*running, error) {
 	l := &running{spec: s, name: s.Name, served: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	addr := s.Address
 	if !s.Bind {
 		close(l.served)
-		return l, nil
+	} else {
+		ln, err := net.Listen("tcp", s.Address)
+		if err != nil {
+			l.cancel()
+			return nil, fmt.Errorf("listener %q: bind %s: %w", s.Name, s.Address, err)
+		}
+		l.ln = ln
+		addr = ln.Addr().String()
 	}
-	ln, err := net.Listen("tcp", s.Address)
-	if err != nil {
-		l.cancel()
-		return nil, fmt.Errorf("listener %q: bind %s: %w", s.Name, s.Address, err)
-	}
-	l.ln = ln
-	statPrefix := "listener." + strings.ReplaceAll(ln.Addr().String(), ":", "_") + "."
+	statPrefix := "listener." + strings.ReplaceAll(addr, ":", "_") + "."
 	l.cxTotal = m.store.Counter(statPrefix + "downstream_cx_total")
 	l.cxActive = m.store.Gauge(statPrefix + "downstream_cx_active")
 	l.noChain = m.store.Counter(statPrefix + "no_filter_chain_match")
@@ -419,11 +467,14 @@ func (m *Manager) bind(s Spec) (*running, error) {
 }
 
 func (m *Manager) serve(l *running) {
-	if l.ln == nil {
+	if l.stopped {
 		return
 	}
 	set, _ := m.buildSet(l.spec, nil)
 	l.set.Store(set)
+	if l.ln == nil {
+		return // served by handoff from a use_original_dst listener
+	}
 	m.log.Info("listener started", "listener", l.name, "address", l.ln.Addr().String())
 	go func() {
 		defer close(l.served)
@@ -439,8 +490,6 @@ func (m *Manager) serve(l *running) {
 				}
 				return
 			}
-			l.cxTotal.Inc()
-			l.cxActive.Inc()
 			l.conns.add(c)
 			go m.handle(l, c)
 		}
@@ -449,16 +498,44 @@ func (m *Manager) serve(l *running) {
 
 // handle runs the listener filters on a new connection, picks its filter chain, terminates TLS
 // when the chain says so, and hands the connection to the chain.
-func (m *Manager) handle(l *running, raw net.Conn) {
-	c := &conn{Conn: raw, onClose: l.cxActive.Dec}
+//
+// A listener with the original_dst listener filter first makes the connection's original
+// destination its local address. A use_original_dst listener does that too, and hands the
+// connection to the listener without a socket on that address, if any: its listener filters,
+// chains and counters serve it from then on, while the accepting listener still tracks it for
+// draining (and its context ends a TCP proxy's connections).
+func (m *Manager) handle(accepting *running, raw net.Conn) {
+	l := accepting
+	c := &conn{Conn: raw}
 	handedOff := false
 	defer func() {
 		if !handedOff {
-			l.conns.done(raw)
+			accepting.conns.done(raw)
 		}
 	}()
 	set := l.set.Load()
 	info := ConnInfo{Local: addrPort(raw.LocalAddr()), Remote: addrPort(raw.RemoteAddr()), TransportProtocol: "raw_buffer"}
+	if set.useOriginalDst || set.filters.OriginalDst {
+		if dst, err := m.origDst(raw); err == nil && dst.IsValid() {
+			dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+			if dst != info.Local {
+				info.Local = dst
+				c.setLocal(dst)
+			}
+			// The original_dst listener filter alone restores the address; use_original_dst also
+			// hands the connection over.
+			if t := m.handoffTarget(dst); t != nil && set.useOriginalDst {
+				if ts := t.set.Load(); ts != nil {
+					l, set = t, ts
+				}
+			}
+		} else if err != nil {
+			m.log.Debug("original destination unknown; serving on the accepting listener", "listener", l.name, "error", err)
+		}
+	}
+	l.cxTotal.Inc()
+	l.cxActive.Inc()
+	c.onClose = l.cxActive.Dec
 	if f := set.filters; f.TLSInspector || f.HTTPInspector {
 		err := inspect(c, &info, f.TLSInspector, f.HTTPInspector, f.Timeout, &m.inspect)
 		switch {
@@ -511,12 +588,12 @@ func (m *Manager) handle(l *running, raw net.Conn) {
 		handedOff = true
 		c.onClose = func() {
 			l.cxActive.Dec()
-			l.conns.done(raw)
+			accepting.conns.done(raw)
 		}
 		rc.http.srv.ServeConn(nc)
 		return
 	}
-	rc.cfg.Conn.ServeConn(l.ctx, nc, &info)
+	rc.cfg.Conn.ServeConn(accepting.ctx, nc, &info)
 	_ = nc.Close()
 }
 

@@ -150,10 +150,12 @@ func (p *Proxy) applyListenersLocked() error {
 				Inbound: e.cfg.Inbound,
 				Address: e.cfg.Address,
 				Bind:    e.cfg.BindToPort,
-				Version: e.gen,
-				Filters: e.cfg.ListenerFilters,
-				Chains:  e.chains,
-				Default: e.def,
+				// Envoy's use_original_dst handoff; see listener.Spec.
+				UseOriginalDst: e.cfg.UseOriginalDst,
+				Version:        e.gen,
+				Filters:        e.cfg.ListenerFilters,
+				Chains:         e.chains,
+				Default:        e.def,
 			})
 		}
 	}

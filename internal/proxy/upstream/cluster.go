@@ -317,7 +317,13 @@ func (c *Cluster) dialer() dialFunc {
 			network, addr = "unix", path
 		}
 		if c.cfg.Type == OriginalDst {
-			return c.dialOriginalDst(ctx, dialer, network, addr)
+			// upstream_bind_config holds here too: Istio's InboundPassthroughCluster connects
+			// from 127.0.0.6, which iptables lets through instead of capturing it again.
+			d := dialer
+			if bound != nil && network != "unix" {
+				d = bound
+			}
+			return c.dialOriginalDst(ctx, d, network, addr)
 		}
 		// max_connections is enforced here, below whatever transport pools the connections.
 		if err := c.cb.acquireConnection(ctx, c.cfg.ConnectTimeout); err != nil {

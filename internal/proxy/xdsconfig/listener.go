@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -26,8 +27,13 @@ import (
 type Listener struct {
 	Name    string
 	Address string // host:port
-	// BindToPort false means the listener owns no socket (Envoy's virtual listeners).
+	// BindToPort false means the listener owns no socket (Envoy's virtual listeners): it serves
+	// connections a UseOriginalDst listener hands it.
 	BindToPort bool
+	// UseOriginalDst hands each connection to the BindToPort-false listener on its original
+	// destination (after an iptables REDIRECT), exactly or on 0.0.0.0 and its port, else serves it
+	// here; chains match the original destination either way.
+	UseOriginalDst bool
 	// Inbound is traffic_direction INBOUND (what /drain_listeners?inboundonly drains).
 	Inbound         bool
 	ListenerFilters ListenerFilters
@@ -53,6 +59,10 @@ func (l *Listener) HTTPManagers() []*HTTPConnectionManager {
 
 // ListenerFilters are the listener filters, which inspect a connection's first bytes.
 type ListenerFilters struct {
+	// OriginalDst (envoy.filters.listener.original_dst) makes the connection's local address its
+	// original destination before an iptables REDIRECT, without handing it to another listener:
+	// chains match it and ORIGINAL_DST clusters dial it (Istio's virtualInbound).
+	OriginalDst bool
 	// TLSInspector reads SNI and ALPN from a TLS ClientHello (transport protocol "tls").
 	TLSInspector bool
 	// HTTPInspector tells HTTP/1.x from HTTP/2 prior knowledge (application protocols "http/1.0",
@@ -117,14 +127,16 @@ const (
 	tlsInspectorType  = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 	httpInspectorName = "envoy.filters.listener.http_inspector"
 	httpInspectorType = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+	originalDstName   = "envoy.filters.listener.original_dst"
+	originalDstType   = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 
 	defaultListenerFiltersTimeout = 15 * time.Second
 )
 
 // ParseListener converts and validates an Envoy Listener: its filter chains (each holding one HTTP
-// connection manager or TCP proxy, plaintext or TLS), their matches, and the tls_inspector and
-// http_inspector listener filters. Access logs, socket options and connection balancing are
-// accepted and ignored; use_original_dst is accepted for the redirect issue to honour.
+// connection manager or TCP proxy, plaintext or TLS), their matches, and the tls_inspector,
+// http_inspector and original_dst listener filters. Access logs, socket options and connection balancing are
+// accepted and ignored.
 //
 // TLS contexts may take their certificate and trust bundle from SDS (Istio's "default" and "ROOTCA"
 // from the sds-grpc source), served by the SecretSource given WithSecrets.
@@ -149,7 +161,8 @@ func parseListener(l *listenerv3.Listener, o *options) (*Listener, error) {
 		return nil, err
 	}
 	out := &Listener{Name: l.GetName(), BindToPort: l.GetBindToPort() == nil || l.GetBindToPort().GetValue(),
-		Inbound: l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
+		UseOriginalDst: l.GetUseOriginalDst().GetValue(),
+		Inbound:        l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND}
 	addr, err := socketAddress(l.GetAddress())
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
@@ -227,6 +240,18 @@ func listenerFilters(l *listenerv3.Listener) (ListenerFilters, error) {
 			out.TLSInspector = true
 		case tc.GetTypeUrl() == httpInspectorType || tc == nil && lf.GetName() == httpInspectorName:
 			out.HTTPInspector = true
+		case tc.GetTypeUrl() == originalDstType || tc == nil && lf.GetName() == originalDstName:
+			if tc != nil {
+				var od originaldstv3.OriginalDst
+				if err := anypb.UnmarshalTo(tc, &od, protoUnmarshal); err != nil {
+					return out, fmt.Errorf("%s.typed_config: %w", field, err)
+				}
+				// traffic_direction only matters on Windows.
+				if err := onlyFields(&od, "traffic_direction"); err != nil {
+					return out, fmt.Errorf("%s.typed_config.%w", field, err)
+				}
+			}
+			out.OriginalDst = true
 		default:
 			kind := tc.GetTypeUrl()
 			if kind == "" {

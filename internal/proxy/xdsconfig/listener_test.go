@@ -33,9 +33,11 @@ name: gateway
 address: {socket_address: {address: 0.0.0.0, port_value: 8443}}
 listener_filters_timeout: 5s
 continue_on_listener_filters_timeout: true
+use_original_dst: true
 listener_filters:
 - {name: envoy.filters.listener.tls_inspector, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}
 - {name: envoy.filters.listener.http_inspector, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector}}
+- {name: envoy.filters.listener.original_dst, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
 filter_chains:
 - name: passthrough
   filter_chain_match:
@@ -86,7 +88,7 @@ default_filter_chain:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := got.ListenerFilters; !f.TLSInspector || !f.HTTPInspector || f.Timeout != 5*time.Second || !f.ContinueOnTimeout {
+	if f := got.ListenerFilters; !f.TLSInspector || !f.HTTPInspector || !f.OriginalDst || f.Timeout != 5*time.Second || !f.ContinueOnTimeout || !got.UseOriginalDst {
 		t.Errorf("listener filters %+v", f)
 	}
 	if len(got.FilterChains) != 2 || got.DefaultChain == nil || got.DefaultChain.TCP.Cluster != "c" {
@@ -142,10 +144,10 @@ name: l
 address: {socket_address: {address: 127.0.0.1, port_value: 80}}
 `
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"original_dst listener filter", plain + `
-listener_filters: [{name: envoy.filters.listener.original_dst, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}]
+		{"proxy_protocol listener filter", plain + `
+listener_filters: [{name: envoy.filters.listener.proxy_protocol}]
 filter_chains:
-- filters:` + tcpFilter, `listener_filters[0] ("envoy.filters.listener.original_dst"): listener filter "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst": not supported`},
+- filters:` + tcpFilter, `listener_filters[0] ("envoy.filters.listener.proxy_protocol"): listener filter "envoy.filters.listener.proxy_protocol": not supported`},
 		{"duplicate match", plain + `
 filter_chains:
 - filter_chain_match: {server_names: [a]}
