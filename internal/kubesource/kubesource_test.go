@@ -16,6 +16,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	networking "istio.io/api/networking/v1alpha3"
 	istiov1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -442,4 +443,58 @@ func awaitEvent(t *testing.T, c *cluster, kind, name string) string {
 	}
 	t.Fatalf("no %s Event on %s %s/%s within %v", kubesource.ReasonValidationFailed, kind, c.ns, name, within)
 	return ""
+}
+
+// A sidecar at a Pod's IP is that Pod: it gets the inbound side of the
+// Service the Pod backs, and clients reach the Service with mTLS to the
+// Pod's service-account identity.
+func TestPodIsTheWorkloadBehindItsService(t *testing.T) {
+	c := startCluster(t)
+	c.createPod(t, "ratings-v1", "10.3.0.1", map[string]string{"app": "ratings", "version": "v1"})
+	c.createService(t, "ratings", 9080)
+	c.writeSlice(t, "ratings", 9080, endpoint{pod: "ratings-v1", ip: "10.3.0.1"})
+	ads := adstest.Dial(t, c.addr.String())
+
+	pod := adstest.NewSotW(t, ads, adstest.Node("sidecar~10.3.0.1~ratings-v1."+c.ns+"~"+c.ns+".svc.cluster.local", nil))
+	pod.Request(resourcev3.ClusterType)
+	await(t, pod, resourcev3.ClusterType, nil, "the Pod's sidecar gets inbound|9080||", func(r *discoveryv3.DiscoveryResponse) bool {
+		return slices.Contains(clusterNames(t, r), "inbound|9080||")
+	})
+
+	name := "outbound|9080||" + c.host("ratings")
+	identity := "spiffe://cluster.local/ns/" + c.ns + "/sa/ratings"
+	client := adstest.NewSotW(t, ads, adstest.Node(c.node(), nil))
+	client.Request(resourcev3.ClusterType)
+	await(t, client, resourcev3.ClusterType, nil, "a client verifies "+identity, func(r *discoveryv3.DiscoveryResponse) bool {
+		for _, a := range r.Resources {
+			var cl clusterv3.Cluster
+			if err := a.UnmarshalTo(&cl); err != nil {
+				t.Fatal(err)
+			}
+			if cl.Name == name {
+				js, err := protojson.Marshal(&cl)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.Contains(string(js), identity)
+			}
+		}
+		return false
+	})
+}
+
+// The istio ConfigMap's mesh key is the MeshConfig; an invalid one gets an
+// Event on the ConfigMap, and is reported as a config error.
+func TestInvalidMeshConfigMapGetsEvent(t *testing.T) {
+	c := startCluster(t)
+	if _, err := c.kube.CoreV1().ConfigMaps(c.ns).Create(context.Background(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio"},
+		Data:       map[string]string{"mesh": "defaultConfig:\n  proxyAdminPort: not-a-port\n"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	msg := awaitEvent(t, c, "ConfigMap", "istio")
+	if !strings.Contains(msg, "proxyAdminPort") {
+		t.Fatalf("event message %q does not name the field", msg)
+	}
 }
