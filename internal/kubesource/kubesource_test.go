@@ -144,6 +144,7 @@ func (c *cluster) createService(t *testing.T, name string, port int32) *corev1.S
 // endpoint is one EndpointSlice endpoint: a Pod's address and conditions.
 type endpoint struct {
 	pod, ip     string
+	node        string
 	notReady    bool
 	terminating bool
 }
@@ -163,6 +164,9 @@ func (c *cluster) writeSlice(t *testing.T, svc string, port int32, eps ...endpoi
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr(!e.notReady), Serving: ptr(!e.notReady), Terminating: ptr(e.terminating)},
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: c.ns, Name: e.pod},
 		})
+		if e.node != "" {
+			es.Endpoints[len(es.Endpoints)-1].NodeName = ptr(e.node)
+		}
 	}
 	ctx := context.Background()
 	api := c.kube.DiscoveryV1().EndpointSlices(c.ns)
@@ -497,4 +501,52 @@ func TestInvalidMeshConfigMapGetsEvent(t *testing.T) {
 	if !strings.Contains(msg, "proxyAdminPort") {
 		t.Fatalf("event message %q does not name the field", msg)
 	}
+}
+
+// An endpoint's locality is its Node's region/zone/subzone labels, as
+// Istio's; a Pod's istio-locality label overrides it.
+func TestEndpointLocalityComesFromItsNode(t *testing.T) {
+	c := startCluster(t)
+	node := "node-" + c.ns
+	if _, err := c.kube.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{
+		corev1.LabelTopologyRegion: "us-east1", corev1.LabelTopologyZone: "us-east1-b", "topology.istio.io/subzone": "rack7",
+	}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.kube.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	c.createPod(t, "details-v1", "10.4.0.1", map[string]string{"app": "details"})
+	c.createPod(t, "details-v2", "10.4.0.2", map[string]string{"app": "details", "istio-locality": "eu-west1.eu-west1-a"})
+	c.createService(t, "details", 9080)
+	c.writeSlice(t, "details", 9080, endpoint{pod: "details-v1", ip: "10.4.0.1", node: node}, endpoint{pod: "details-v2", ip: "10.4.0.2", node: node})
+
+	ads := adstest.Dial(t, c.addr.String())
+	name := "outbound|9080||" + c.host("details")
+	cds := adstest.NewSotW(t, ads, adstest.Node(c.node(), nil))
+	cds.Request(resourcev3.ClusterType)
+	names := edsNames(t, await(t, cds, resourcev3.ClusterType, nil, "cluster "+name, func(r *discoveryv3.DiscoveryResponse) bool {
+		return slices.Contains(clusterNames(t, r), name)
+	}))
+	eds := adstest.NewSotW(t, ads, adstest.Node(c.node(), nil))
+	eds.Request(resourcev3.EndpointType, names...)
+	want := []string{"10.4.0.1 us-east1/us-east1-b/rack7", "10.4.0.2 eu-west1/eu-west1-a/"}
+	await(t, eds, resourcev3.EndpointType, names, "endpoints with their localities", func(r *discoveryv3.DiscoveryResponse) bool {
+		var got []string
+		for _, a := range r.Resources {
+			var cla endpointv3.ClusterLoadAssignment
+			if err := a.UnmarshalTo(&cla); err != nil {
+				t.Fatal(err)
+			}
+			if cla.ClusterName != name {
+				continue
+			}
+			for _, g := range cla.Endpoints {
+				l := g.GetLocality()
+				for _, lb := range g.LbEndpoints {
+					got = append(got, lb.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()+" "+l.GetRegion()+"/"+l.GetZone()+"/"+l.GetSubZone())
+				}
+			}
+		}
+		slices.Sort(got)
+		return slices.Equal(got, want)
+	})
 }

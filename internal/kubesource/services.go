@@ -3,6 +3,7 @@ package kubesource
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
@@ -47,7 +48,7 @@ func serviceAccount(pod *corev1.Pod) string {
 // terminating addresses of its EndpointSlices, each with its Pod's labels
 // and service account. pods is "namespace/name" → Pod. nil for a Service
 // the mesh does not route to (ExternalName, or one without a TCP port).
-func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, pods func(ns, name string) *corev1.Pod, domain string) *model.ServiceEntry {
+func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, look lookup, domain string) *model.ServiceEntry {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil
 	}
@@ -73,7 +74,7 @@ func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, pod
 	if len(spec.Ports) == 0 {
 		return nil
 	}
-	spec.Endpoints = endpoints(spec.Ports, slices_, pods)
+	spec.Endpoints = endpoints(spec.Ports, slices_, look)
 	return &model.ServiceEntry{
 		Meta: model.Meta{
 			Kind: "ServiceEntry", Namespace: svc.Namespace, Name: svc.Name,
@@ -88,7 +89,7 @@ func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, pod
 // address, with the port each service port (by name) reaches there.
 // Istio semantics: an endpoint whose ready condition is false, or that is
 // terminating, is not served.
-func endpoints(ports []*networking.ServicePort, eps []*discoveryv1.EndpointSlice, pods func(ns, name string) *corev1.Pod) []*networking.WorkloadEntry {
+func endpoints(ports []*networking.ServicePort, eps []*discoveryv1.EndpointSlice, look lookup) []*networking.WorkloadEntry {
 	byAddr := map[string]*networking.WorkloadEntry{}
 	for _, es := range eps {
 		if es.AddressType == discoveryv1.AddressTypeFQDN {
@@ -114,18 +115,22 @@ func endpoints(ports []*networking.ServicePort, eps []*discoveryv1.EndpointSlice
 			we := byAddr[addr]
 			if we == nil {
 				we = &networking.WorkloadEntry{Address: addr, Ports: map[string]uint32{}}
+				var pod *corev1.Pod
 				if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
 					ns := ep.TargetRef.Namespace
 					if ns == "" {
 						ns = es.Namespace
 					}
-					if pod := pods(ns, ep.TargetRef.Name); pod != nil {
+					if pod = look.pod(ns, ep.TargetRef.Name); pod != nil {
 						we.Labels = pod.Labels
 						we.ServiceAccount = serviceAccount(pod)
 					}
 				}
-				// Locality is left out: Istio's is region/zone/subzone
-				// from the Node's labels; the slice knows the zone only.
+				nodeName := ""
+				if ep.NodeName != nil {
+					nodeName = *ep.NodeName
+				}
+				we.Locality = locality(pod, look.node(nodeName))
 				byAddr[addr] = we
 			}
 			for _, sp := range ports {
@@ -152,4 +157,35 @@ func servable(c discoveryv1.EndpointConditions) bool {
 		return false
 	}
 	return c.Ready == nil || *c.Ready
+}
+
+// lookup finds the Pods and Nodes endpoints refer to; nil when unknown.
+type lookup struct {
+	pod  func(ns, name string) *corev1.Pod
+	node func(name string) *corev1.Node
+}
+
+// Istio's locality labels.
+const (
+	localityLabel = "istio-locality" // on a Pod: region.zone.subzone, overriding its Node's
+	subzoneLabel  = "topology.istio.io/subzone"
+)
+
+// locality is Istio's "region/zone/subzone" of an endpoint: the Pod's
+// istio-locality label (dots for slashes), else its Node's topology labels;
+// "" when neither says.
+func locality(pod *corev1.Pod, node *corev1.Node) string {
+	if pod != nil {
+		if l := pod.Labels[localityLabel]; l != "" {
+			return strings.ReplaceAll(l, ".", "/")
+		}
+	}
+	if node == nil {
+		return ""
+	}
+	region, zone, subzone := node.Labels[corev1.LabelTopologyRegion], node.Labels[corev1.LabelTopologyZone], node.Labels[subzoneLabel]
+	if region == "" && zone == "" && subzone == "" {
+		return ""
+	}
+	return strings.TrimRight(region+"/"+zone+"/"+subzone, "/")
 }

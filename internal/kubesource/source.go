@@ -134,6 +134,7 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	st.services = kf.Core().V1().Services()
 	st.slices = kf.Discovery().V1().EndpointSlices()
 	st.pods = kf.Core().V1().Pods()
+	st.nodes = kf.Core().V1().Nodes()
 	st.configMaps = cmf.Core().V1().ConfigMaps()
 	st.istio = s.istioInformers(isf)
 	for _, inf := range []cache.SharedIndexInformer{st.services.Informer(), st.slices.Informer(), st.configMaps.Informer()} {
@@ -145,6 +146,20 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
+	}
+	// A Node's status changes often (heartbeats); only its labels matter.
+	if _, err := st.nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { kick() },
+		UpdateFunc: func(o, n any) {
+			a, ok1 := o.(*corev1.Node)
+			b, ok2 := n.(*corev1.Node)
+			if !ok1 || !ok2 || !maps.Equal(a.Labels, b.Labels) {
+				kick()
+			}
+		},
+		DeleteFunc: func(any) { kick() },
+	}); err != nil {
+		return fmt.Errorf("kubernetes source: %w", err)
 	}
 	// A Pod's status changes often; only what the model reads matters.
 	if _, err := st.pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -269,8 +284,13 @@ func (s *Source) istioInformers(f istioinformers.SharedInformerFactory) []cache.
 // meshConfigMap is Istio's ConfigMap whose `mesh` key is the MeshConfig.
 const meshConfigMap = "istio"
 
-// stripManagedFields drops what the cache would hold for nothing.
+// stripManagedFields drops what the cache would hold for nothing: every
+// object's managed fields, and all of a Node but its metadata (its status
+// lists every image it holds).
 func stripManagedFields(obj any) (any, error) {
+	if n, ok := obj.(*corev1.Node); ok {
+		obj = &corev1.Node{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}
+	}
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
 	}

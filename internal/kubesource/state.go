@@ -29,6 +29,7 @@ type state struct {
 	services   coreinformers.ServiceInformer
 	slices     discoveryinformers.EndpointSliceInformer
 	pods       coreinformers.PodInformer
+	nodes      coreinformers.NodeInformer
 	configMaps coreinformers.ConfigMapInformer
 	istio      []cache.SharedIndexInformer
 	events     *eventReporter
@@ -270,12 +271,24 @@ func (st *state) serviceEntries() []*model.ServiceEntry {
 			byService[es.Namespace+"/"+name] = append(byService[es.Namespace+"/"+name], es)
 		}
 	}
-	pods := func(ns, name string) *corev1.Pod {
-		pod, err := st.pods.Lister().Pods(ns).Get(name)
-		if err != nil {
-			return nil
-		}
-		return pod
+	look := lookup{
+		pod: func(ns, name string) *corev1.Pod {
+			pod, err := st.pods.Lister().Pods(ns).Get(name)
+			if err != nil {
+				return nil
+			}
+			return pod
+		},
+		node: func(name string) *corev1.Node {
+			if name == "" {
+				return nil
+			}
+			node, err := st.nodes.Lister().Get(name)
+			if err != nil {
+				return nil
+			}
+			return node
+		},
 	}
 	var out []*model.ServiceEntry
 	for _, item := range st.services.Informer().GetStore().List() {
@@ -283,7 +296,7 @@ func (st *state) serviceEntries() []*model.ServiceEntry {
 		if !ok {
 			continue
 		}
-		if se := serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], pods, st.s.opts.DomainSuffix); se != nil {
+		if se := serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], look, st.s.opts.DomainSuffix); se != nil {
 			out = append(out, se)
 		}
 	}
