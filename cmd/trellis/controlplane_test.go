@@ -26,7 +26,7 @@ func TestControlPlaneFlagMistakesAreReported(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"missing config dir", []string{"controlplane"}, `required flag(s) "config-dir" not set`},
+		{"missing config dir", []string{"controlplane"}, `at least one of the flags in the group [config-dir kubernetes kubeconfig] is required`},
 		{"bad log level", []string{"controlplane", "--config-dir", t.TempDir(), "--log-level", "loud"}, `--log-level "loud"`},
 		{"stray argument", []string{"controlplane", "--config-dir", t.TempDir(), "extra"}, "unknown command"},
 	} {

@@ -8,7 +8,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/trellis-mesh/trellis/internal/config"
+	"k8s.io/client-go/rest"
+
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/translate"
 	"github.com/trellis-mesh/trellis/internal/xds"
@@ -20,11 +21,18 @@ const DefaultXDSAddress = "127.0.0.1:15010"
 // shutdownGrace bounds how long Run waits for open xDS streams to end.
 const shutdownGrace = 5 * time.Second
 
-// Options configure Run. ConfigDir is required.
+// Options configure Run. One source is required: ConfigDir or Kubernetes.
 type Options struct {
-	ConfigDir  string
-	XDSAddress string       // "" means DefaultXDSAddress; port 0 picks a free one
-	Logger     *slog.Logger // nil means slog.Default()
+	ConfigDir string
+	// Kubernetes, if set, reads config from that cluster (Services,
+	// EndpointSlices, Pods and Istio's resources; see internal/kubesource)
+	// instead of a directory; KubernetesConfig makes one.
+	Kubernetes *rest.Config
+	// IstioNamespace holds the istio ConfigMap (MeshConfig) read with
+	// Kubernetes; "" means istio-system.
+	IstioNamespace string
+	XDSAddress     string       // "" means DefaultXDSAddress; port 0 picks a free one
+	Logger         *slog.Logger // nil means slog.Default()
 	// DebugAddress serves metrics and debug endpoints (istiod's 15014:
 	// /metrics, /debug/syncz, /debug/configz, ...); "" disables them.
 	// DefaultDebugAddress is what the CLI uses.
@@ -68,9 +76,6 @@ type Ready struct {
 // It returns an error if it cannot start (bad options, the address is in
 // use, the config directory cannot be watched) or if serving fails.
 func Run(ctx context.Context, opts Options) error {
-	if opts.ConfigDir == "" {
-		return errors.New("control plane: a config directory is required")
-	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress
 	}
@@ -81,6 +86,10 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Translate = build
 	}
 	log := opts.Logger
+	src, err := opts.source()
+	if err != nil {
+		return err
+	}
 
 	lis, err := net.Listen("tcp", opts.XDSAddress)
 	if err != nil {
@@ -123,14 +132,17 @@ func Run(ctx context.Context, opts Options) error {
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
 		caSvc.accept(cfg)
-		log.Info("config applied", "dir", opts.ConfigDir, "services", len(snap.Services),
+		log.Info("config applied", "source", src.String(), "services", len(snap.Services),
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
 			opts.OnConfig(snap)
 		}
 	}
+	_, selfLogging := src.(interface{ LogsProblems() bool })
 	onError := func(err error) {
-		logConfigError(log, opts.ConfigDir, err)
+		if !selfLogging { // the Kubernetes source logs each problem once, not on every change
+			logConfigError(log, src.String(), err)
+		}
 		tel.state.Rejected(err)
 		console.reject(err)
 		if opts.OnConfigError != nil {
@@ -138,7 +150,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	watched := make(chan error, 1)
-	go func() { watched <- config.Watch(ctx, opts.ConfigDir, onConfig, onError) }()
+	go func() { watched <- src.Watch(ctx, onConfig, onError) }()
 
 	// A nil channel drops out of the select once its goroutine has ended.
 	var runErr error
@@ -154,7 +166,7 @@ func Run(ctx context.Context, opts Options) error {
 			// nil: the watch carries on in the background until ctx ends.
 			watched = nil
 			if err != nil && ctx.Err() == nil {
-				runErr = fmt.Errorf("control plane: watch %s: %w", opts.ConfigDir, err)
+				runErr = fmt.Errorf("control plane: watch %s: %w", src, err)
 			}
 		}
 	}
@@ -187,15 +199,15 @@ func Run(ctx context.Context, opts Options) error {
 
 // logConfigError logs each problem in a rejected config on its own line,
 // with the text config produced (file:line: Kind ns/name: path: reason).
-func logConfigError(log *slog.Logger, dir string, err error) {
+func logConfigError(log *slog.Logger, source string, err error) {
 	var joined interface{ Unwrap() []error }
 	if errors.As(err, &joined) && len(joined.Unwrap()) > 0 {
 		for _, e := range joined.Unwrap() {
-			log.Error("config rejected; serving the last good config", "dir", dir, "error", e.Error())
+			log.Error("config rejected; serving the last good config", "source", source, "error", e.Error())
 		}
 		return
 	}
-	log.Error("config rejected; serving the last good config", "dir", dir, "error", err.Error())
+	log.Error("config rejected; serving the last good config", "source", source, "error", err.Error())
 }
 
 // build adapts translate.Build to the xds package's resource set, which

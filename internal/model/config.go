@@ -82,6 +82,13 @@ type Config struct {
 	RequestAuthentications []*RequestAuthentication
 
 	ProxyConfigs []*ProxyConfig
+
+	// Pods are a service registry's workloads (Kubernetes Pods), as
+	// WorkloadEntries no ServiceEntry workloadSelector selects: a
+	// registry's ServiceEntries list their ready endpoints inline, and an
+	// inline endpoint at a Pod's address in the entry's namespace is that
+	// Pod. Empty for the file source.
+	Pods []*WorkloadEntry
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with

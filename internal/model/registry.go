@@ -82,6 +82,7 @@ type Snapshot struct {
 
 	byHost      map[string]*Service
 	workloadsIP map[string]*WorkloadEntry
+	podsAt      map[string]*WorkloadEntry // "namespace/ip" → Pod
 }
 
 // NewSnapshot derives the service registry from cfg. cfg must already be
@@ -95,11 +96,18 @@ func NewSnapshot(cfg *Config) *Snapshot {
 		Config:      cfg,
 		byHost:      map[string]*Service{},
 		workloadsIP: map[string]*WorkloadEntry{},
+		podsAt:      map[string]*WorkloadEntry{},
 	}
 	for _, we := range cfg.WorkloadEntries {
 		if _, dup := s.workloadsIP[we.Spec.GetAddress()]; !dup {
 			s.workloadsIP[we.Spec.GetAddress()] = we
 		}
+	}
+	for _, pod := range cfg.Pods {
+		if _, dup := s.workloadsIP[pod.Spec.GetAddress()]; !dup {
+			s.workloadsIP[pod.Spec.GetAddress()] = pod
+		}
+		s.podsAt[pod.Namespace+"/"+pod.Spec.GetAddress()] = pod
 	}
 	for _, se := range cfg.ServiceEntries {
 		endpoints := s.endpointsOf(se)
@@ -134,7 +142,7 @@ func NewSnapshot(cfg *Config) *Snapshot {
 func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 	var out []*Endpoint
 	for _, we := range se.Spec.GetEndpoints() {
-		out = append(out, endpointFrom(we, nil))
+		out = append(out, endpointFrom(we, s.podsAt[se.Namespace+"/"+we.GetAddress()]))
 	}
 	sel := se.Spec.GetWorkloadSelector().GetLabels()
 	if len(sel) == 0 {

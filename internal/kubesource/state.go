@@ -1,0 +1,320 @@
+package kubesource
+
+import (
+	"cmp"
+	"errors"
+	"slices"
+	"strings"
+
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/trellis-mesh/trellis/internal/config"
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// objectSource is model.Source.File of every Istio resource read from the
+// cluster; errors then read "kubernetes: Kind ns/name: field: reason".
+const objectSource = "kubernetes"
+
+// state turns the informers' caches into a Config. It is owned by Watch's
+// goroutine: build is never called concurrently.
+type state struct {
+	s          *Source
+	services   coreinformers.ServiceInformer
+	slices     discoveryinformers.EndpointSliceInformer
+	pods       coreinformers.PodInformer
+	nodes      coreinformers.NodeInformer
+	configMaps coreinformers.ConfigMapInformer
+	istio      []cache.SharedIndexInformer
+	events     *eventReporter
+
+	parsed   map[string]*parsed // by "Kind ns/name"
+	mesh     *parsedMesh
+	reported map[string]string // "Kind ns/name" → the problems last reported for it
+	warned   map[string]bool   // warnings logged, so each is logged once
+}
+
+// parsed is one Istio resource's latest version and what validation made
+// of it: re-parsed only when its resourceVersion changes.
+type parsed struct {
+	uid             types.UID
+	resourceVersion string
+	ref             *corev1.ObjectReference
+	obj             *config.Object // nil when this version is invalid (or ignored)
+	err             error
+	lastGood        *config.Object // served while the current version is invalid
+}
+
+type parsedMesh struct {
+	resourceVersion string
+	mesh            *meshv1alpha1.MeshConfig
+	err             error
+}
+
+func newState(s *Source) *state {
+	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, warned: map[string]bool{}}
+}
+
+// build makes the Config the cluster holds now, and the problems of the
+// resources left out of it (nil if none).
+func (st *state) build() (*model.Config, error) {
+	var problems []error
+	mesh, err := st.meshConfig()
+	if err != nil {
+		problems = append(problems, err)
+	}
+
+	seen := map[string]bool{}
+	var objects []*config.Object
+	for _, inf := range st.istio {
+		for _, item := range inf.GetStore().List() {
+			o, ok := asIstio(item)
+			if !ok {
+				continue
+			}
+			key := o.key()
+			seen[key] = true
+			p := st.parse(key, o)
+			switch {
+			case p.obj != nil:
+				objects = append(objects, p.obj)
+			case p.lastGood != nil:
+				objects = append(objects, p.lastGood)
+			}
+			if p.err != nil {
+				problems = append(problems, p.err)
+			}
+		}
+	}
+	for key := range st.parsed {
+		if !seen[key] {
+			delete(st.parsed, key)
+		}
+	}
+
+	cfg, warns, crossErrs := config.Assemble(mesh, objects)
+	for _, w := range warns {
+		st.warnOnce(w.String())
+	}
+	// Problems between resources (a host two ServiceEntries declare) are
+	// reported on the resource left out, as its own problems are.
+	extra := map[string][]error{}
+	for _, e := range crossErrs {
+		problems = append(problems, e)
+		key := e.Kind + " " + e.Namespace + "/" + e.Name
+		extra[key] = append(extra[key], e)
+	}
+	for key, p := range st.parsed {
+		errs := extra[key]
+		if p.err != nil {
+			errs = append([]error{p.err}, errs...)
+		}
+		st.report(key, p.ref, errs)
+	}
+	for key := range st.reported {
+		if st.parsed[key] == nil {
+			delete(st.reported, key) // deleted: nothing to report on
+		}
+	}
+
+	cfg.ServiceEntries = append(st.serviceEntries(), cfg.ServiceEntries...)
+	slices.SortStableFunc(cfg.ServiceEntries, func(a, b *model.ServiceEntry) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	cfg.Pods = st.podWorkloads()
+	return cfg, errors.Join(problems...)
+}
+
+// parse validates o unless this version of it was validated before.
+func (st *state) parse(key string, o istioObject) *parsed {
+	p := st.parsed[key]
+	if p != nil && p.uid == o.meta.UID && p.resourceVersion == o.meta.ResourceVersion {
+		return p
+	}
+	if p == nil || p.uid != o.meta.UID {
+		// New, or deleted and created again: nothing of the old one serves.
+		p = &parsed{uid: o.meta.UID}
+		st.parsed[key] = p
+	}
+	p.resourceVersion = o.meta.ResourceVersion
+	p.ref = &corev1.ObjectReference{Kind: o.kind, APIVersion: o.apiVersion, Namespace: o.meta.Namespace,
+		Name: o.meta.Name, UID: o.meta.UID, ResourceVersion: o.meta.ResourceVersion}
+	p.obj, p.err = nil, nil
+	doc, err := o.document()
+	if err != nil {
+		p.err = err
+		return p
+	}
+	obj, warns, err := config.ParseObject(objectSource, doc)
+	for _, w := range warns {
+		st.warnOnce(w.String())
+	}
+	if err != nil {
+		p.err = err
+		return p
+	}
+	p.obj = obj
+	if obj != nil {
+		p.lastGood = obj
+	}
+	return p
+}
+
+// report logs and records as an Event the problems of one resource when
+// they differ from what was last reported for it.
+func (st *state) report(key string, ref *corev1.ObjectReference, errs []error) {
+	if len(errs) == 0 {
+		delete(st.reported, key)
+		return
+	}
+	msg := eventMessage(errs)
+	if st.reported[key] == msg {
+		return
+	}
+	st.reported[key] = msg
+	log := st.s.opts.Logger
+	for _, e := range errs {
+		log.Error("kubernetes source: resource rejected; its last good version, if any, keeps serving", "resource", key, "error", e.Error())
+	}
+	if ref != nil {
+		st.events.warn(ref, ReasonValidationFailed, msg)
+	}
+}
+
+// eventMessage is "field.path: reason" per problem, "; "-separated: the
+// Event already names the object.
+func eventMessage(errs []error) string {
+	var parts []string
+	for _, e := range errs {
+		for _, ve := range validationErrors(e) {
+			if ve.Field != "" {
+				parts = append(parts, ve.Field+": "+ve.Reason)
+			} else {
+				parts = append(parts, ve.Reason)
+			}
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// validationErrors flattens a (joined) error into its *ValidationErrors;
+// anything else becomes one without a field.
+func validationErrors(err error) []*config.ValidationError {
+	var ve *config.ValidationError
+	if errors.As(err, &ve) && ve == err {
+		return []*config.ValidationError{ve}
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*config.ValidationError
+		for _, e := range j.Unwrap() {
+			out = append(out, validationErrors(e)...)
+		}
+		return out
+	}
+	return []*config.ValidationError{{Reason: err.Error()}}
+}
+
+func (st *state) warnOnce(msg string) {
+	if st.warned[msg] {
+		return
+	}
+	st.warned[msg] = true
+	st.s.opts.Logger.Warn("config: " + msg)
+}
+
+// meshConfig is the `mesh` key of the istio ConfigMap, model.DefaultMesh()
+// without one; while it is invalid, its last good version.
+func (st *state) meshConfig() (*meshv1alpha1.MeshConfig, error) {
+	ns := st.s.opts.IstioNamespace
+	cm, err := st.configMaps.Lister().ConfigMaps(ns).Get(meshConfigMap)
+	if err != nil || cm.Data["mesh"] == "" {
+		st.mesh = nil
+		return nil, nil
+	}
+	if st.mesh != nil && st.mesh.resourceVersion == cm.ResourceVersion {
+		return st.mesh.mesh, st.mesh.err
+	}
+	last := (*meshv1alpha1.MeshConfig)(nil)
+	if st.mesh != nil {
+		last = st.mesh.mesh
+	}
+	key := "ConfigMap " + ns + "/" + meshConfigMap
+	m, err := config.ParseMesh("kubernetes: "+key+" (key mesh)", []byte(cm.Data["mesh"]))
+	if err != nil {
+		m = last
+	}
+	st.mesh = &parsedMesh{resourceVersion: cm.ResourceVersion, mesh: m, err: err}
+	ref := &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: ns, Name: meshConfigMap, UID: cm.UID, ResourceVersion: cm.ResourceVersion}
+	var errs []error
+	if err != nil {
+		errs = []error{err}
+	}
+	st.report(key, ref, errs)
+	return m, err
+}
+
+// serviceEntries are the cluster's Services as ServiceEntries.
+func (st *state) serviceEntries() []*model.ServiceEntry {
+	byService := map[string][]*discoveryv1.EndpointSlice{}
+	for _, item := range st.slices.Informer().GetStore().List() {
+		es, ok := item.(*discoveryv1.EndpointSlice)
+		if !ok {
+			continue
+		}
+		if name := es.Labels[discoveryv1.LabelServiceName]; name != "" {
+			byService[es.Namespace+"/"+name] = append(byService[es.Namespace+"/"+name], es)
+		}
+	}
+	look := lookup{
+		pod: func(ns, name string) *corev1.Pod {
+			pod, err := st.pods.Lister().Pods(ns).Get(name)
+			if err != nil {
+				return nil
+			}
+			return pod
+		},
+		node: func(name string) *corev1.Node {
+			if name == "" {
+				return nil
+			}
+			node, err := st.nodes.Lister().Get(name)
+			if err != nil {
+				return nil
+			}
+			return node
+		},
+	}
+	var out []*model.ServiceEntry
+	for _, item := range st.services.Informer().GetStore().List() {
+		svc, ok := item.(*corev1.Service)
+		if !ok {
+			continue
+		}
+		if se := serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], look, st.s.opts.DomainSuffix); se != nil {
+			out = append(out, se)
+		}
+	}
+	return out
+}
+
+// podWorkloads are the cluster's Pods as WorkloadEntries, sorted.
+func (st *state) podWorkloads() []*model.WorkloadEntry {
+	var out []*model.WorkloadEntry
+	for _, item := range st.pods.Informer().GetStore().List() {
+		if pod, ok := item.(*corev1.Pod); ok {
+			if we := podWorkload(pod); we != nil {
+				out = append(out, we)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *model.WorkloadEntry) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
