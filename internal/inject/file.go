@@ -87,19 +87,29 @@ func injectDoc(doc []byte, opts FileOptions) ([]byte, []string, error) {
 		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.ObjectMeta, &o.Spec }
 	case "apps/v1/Deployment":
 		o := &appsv1.Deployment{}
-		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }
+		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}
 	case "apps/v1/StatefulSet":
 		o := &appsv1.StatefulSet{}
-		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }
+		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}
 	case "apps/v1/DaemonSet":
 		o := &appsv1.DaemonSet{}
-		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }
+		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}
 	case "apps/v1/ReplicaSet":
 		o := &appsv1.ReplicaSet{}
-		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }
+		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}
 	case "batch/v1/Job":
 		o := &batchv1.Job{}
-		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec }
+		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
+		}
 	case "batch/v1/CronJob":
 		o := &batchv1.CronJob{}
 		obj, tmpl = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {

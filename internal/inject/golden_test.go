@@ -6,9 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -90,19 +87,4 @@ func TestInjectYAMLPassesOtherKindsThrough(t *testing.T) {
 	if !bytes.Equal(got, in) {
 		t.Errorf("got\n%s\nwant\n%s", got, in)
 	}
-}
-
-// decodePods reads the injected Pods (and Pod templates) of a golden file, for the structural
-// checks below.
-func goldenPod(t *testing.T, name string) *corev1.Pod {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name+".golden.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod := &corev1.Pod{}
-	if err := yaml.Unmarshal(b, pod); err != nil {
-		t.Fatal(err)
-	}
-	return pod
 }
