@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 		newProxyConfigCmd(),
 		newDashboardCmd(),
 		newTokenCmd(),
+		newInjectCmd(),
 	)
 	return root
 }

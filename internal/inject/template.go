@@ -394,3 +394,18 @@ func WorkloadName(pod *corev1.Pod) string {
 	}
 	return strings.TrimSuffix(pod.GenerateName, "-")
 }
+
+// DefaultProxyImage is the proxy image when neither the injector nor the pod names one.
+const DefaultProxyImage = "ghcr.io/trellis-mesh/trellis-proxy:latest"
+
+// DefaultParams are Istio's addresses for a control plane installed as Service istiod in
+// istio-system (xDS 15010, CA 15012), native sidecars on.
+func DefaultParams() Params {
+	return Params{
+		ProxyImage:     DefaultProxyImage,
+		XDSAddress:     "istiod.istio-system.svc:15010",
+		CAAddress:      "istiod.istio-system.svc:15012",
+		TrustDomain:    "cluster.local",
+		NativeSidecars: true,
+	}
+}
