@@ -133,10 +133,11 @@ func Inject(pod *corev1.Pod, workload string, eff *proxyconfig.Effective, p Para
 		out.Spec.Volumes = append(out.Spec.Volumes, identityVolumes()...)
 	}
 	grace := int64((eff.TerminationDrainDuration.V + drainMargin + time.Second - 1) / time.Second)
-	if cur := out.Spec.TerminationGracePeriodSeconds; cur == nil || *cur < grace {
-		if cur == nil && grace < corev1.DefaultTerminationGracePeriodSeconds {
-			grace = corev1.DefaultTerminationGracePeriodSeconds
-		}
+	cur := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if out.Spec.TerminationGracePeriodSeconds != nil {
+		cur = *out.Spec.TerminationGracePeriodSeconds
+	}
+	if cur < grace {
 		out.Spec.TerminationGracePeriodSeconds = &grace
 	}
 	setMeta(out, workload, app, p)
