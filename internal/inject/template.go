@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/trellis-mesh/trellis/internal/proxy"
 	"github.com/trellis-mesh/trellis/internal/proxyconfig"
 )
 
@@ -103,31 +104,36 @@ func Inject(pod *corev1.Pod, workload string, eff *proxyconfig.Effective, p Para
 		return nil, nil, err
 	}
 	initC := initContainer(image, eff, initRes)
-	proxy := proxyContainer(image, out, eff, p, proxyRes)
+	components, dropped := knownComponents(eff.ComponentLogLevel.V)
+	if len(dropped) > 0 && eff.ComponentLogLevel.From.Level != proxyconfig.LevelDefault {
+		warnings = append(warnings, fmt.Sprintf("component log levels for %v (%s) ignored: trellis-proxy's loggers are %v",
+			dropped, eff.ComponentLogLevel.From.Setter, proxy.LogComponents))
+	}
+	sidecar := proxyContainer(image, out, eff, components, p, proxyRes)
 	app := ""
 	if len(out.Spec.Containers) > 0 {
 		app = out.Spec.Containers[0].Name
 	}
 	if p.NativeSidecars {
 		always := corev1.ContainerRestartPolicyAlways
-		proxy.RestartPolicy = &always
+		sidecar.RestartPolicy = &always
 		// The kubelet starts the next init container, and the app, only once this probe passes.
-		proxy.StartupProbe = &corev1.Probe{
+		sidecar.StartupProbe = &corev1.Probe{
 			ProbeHandler:     healthProbe(),
 			PeriodSeconds:    1,
 			TimeoutSeconds:   3,
 			FailureThreshold: 600,
 		}
-		out.Spec.InitContainers = append([]corev1.Container{initC, proxy}, out.Spec.InitContainers...)
+		out.Spec.InitContainers = append([]corev1.Container{initC, sidecar}, out.Spec.InitContainers...)
 	} else {
 		if eff.HoldApplicationUntilProxyStarts.V {
 			// The kubelet runs the next container only after this hook returns.
-			proxy.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+			sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
 				Exec: &corev1.ExecAction{Command: []string{"trellis-proxy", "wait"}},
 			}}
 		}
 		out.Spec.InitContainers = append([]corev1.Container{initC}, out.Spec.InitContainers...)
-		out.Spec.Containers = append([]corev1.Container{proxy}, out.Spec.Containers...)
+		out.Spec.Containers = append([]corev1.Container{sidecar}, out.Spec.Containers...)
 	}
 	if p.CAAddress != "" {
 		out.Spec.Volumes = append(out.Spec.Volumes, identityVolumes()...)
@@ -182,7 +188,7 @@ func initContainer(image string, eff *proxyconfig.Effective, res corev1.Resource
 
 // proxyContainer runs trellis-proxy as UID/GID 1337, the identity the iptables rules exempt.
 // $(VAR) in args are expanded by the kubelet from the container's env.
-func proxyContainer(image string, pod *corev1.Pod, eff *proxyconfig.Effective, p Params, res corev1.ResourceRequirements) corev1.Container {
+func proxyContainer(image string, pod *corev1.Pod, eff *proxyconfig.Effective, components string, p Params, res corev1.ResourceRequirements) corev1.Container {
 	trustDomain := p.TrustDomain
 	if trustDomain == "" {
 		trustDomain = "cluster.local"
@@ -193,7 +199,7 @@ func proxyContainer(image string, pod *corev1.Pod, eff *proxyconfig.Effective, p
 		"--status-address=0.0.0.0:" + strconv.Itoa(StatusPort),
 		"--health-address=0.0.0.0:" + strconv.Itoa(HealthPort),
 		"--log-level=" + eff.LogLevel.V,
-		"--component-log-level=" + eff.ComponentLogLevel.V,
+		"--component-log-level=" + components,
 		"--drain-duration=" + eff.TerminationDrainDuration.V.String(),
 		"--metadata=INTERCEPTION_MODE=REDIRECT",
 	}
@@ -259,6 +265,25 @@ func proxyContainer(image string, pod *corev1.Pod, eff *proxyconfig.Effective, p
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+// knownComponents keeps the "name:level" entries trellis-proxy has a logger for: Envoy has
+// more (Istio's default names "misc"), and the proxy refuses to start on an unknown one.
+func knownComponents(list string) (kept string, dropped []string) {
+	var keep []string
+	for _, entry := range strings.Split(list, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(entry, ":")
+		if slices.Contains(proxy.LogComponents, strings.TrimSpace(name)) {
+			keep = append(keep, entry)
+		} else {
+			dropped = append(dropped, name)
+		}
+	}
+	return strings.Join(keep, ","), dropped
 }
 
 func healthProbe() corev1.ProbeHandler {
