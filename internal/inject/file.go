@@ -128,9 +128,8 @@ func injectDoc(doc []byte, opts FileOptions) ([]byte, []string, error) {
 	}
 	pod := &corev1.Pod{ObjectMeta: *meta, Spec: *spec}
 	pod.Namespace = ns
-	if head.Kind == "Pod" {
-		pod.Name = head.Metadata.Name
-	}
+	// A template's pod has no name yet: errors then name the workload.
+	pod.Name = head.Metadata.Name
 	if ok, _ := Required(nil, pod); !ok {
 		return doc, nil, nil
 	}
@@ -143,7 +142,7 @@ func injectDoc(doc []byte, opts FileOptions) ([]byte, []string, error) {
 		ProxyConfigs:  opts.ProxyConfigs,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", where, err)
+		return nil, nil, err // names the resource and field already
 	}
 	injected, warns, err := Inject(pod, head.Metadata.Name, eff, opts.Params)
 	if err != nil {
