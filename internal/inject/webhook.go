@@ -124,8 +124,10 @@ func (w *webhook) admit(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 	if err != nil {
 		return deny(err)
 	}
+	named := *pod // errors name a generateName pod "app-*"
+	named.Name = name
 	eff, conflicts, err := proxyconfig.Resolve(proxyconfig.Input{
-		Mesh: mesh, RootNamespace: mesh.GetRootNamespace(), Namespace: ns, Pod: pod,
+		Mesh: mesh, RootNamespace: mesh.GetRootNamespace(), Namespace: ns, Pod: &named,
 		ProxyConfigs: w.opts.Source.ProxyConfigs(),
 	})
 	if err != nil {

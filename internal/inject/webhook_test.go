@@ -3,6 +3,7 @@ package inject
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"os"
 	"reflect"
@@ -69,7 +70,7 @@ func TestWebhookInjectsThroughTheAPIServer(t *testing.T) {
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- Serve(serveCtx, ln, tlsCfg, NewWebhook(WebhookOptions{Params: testParams(true), Source: src}))
+		served <- Serve(serveCtx, ln, tlsCfg, NewWebhook(WebhookOptions{Params: testParams(true), Source: src, Logger: testLogger(t)}))
 	}()
 	t.Cleanup(func() {
 		stopServe()
@@ -201,6 +202,18 @@ func TestWebhookInjectsThroughTheAPIServer(t *testing.T) {
 			t.Errorf("create: %v, want a rejection naming sidecar.istio.io/proxyCPU", err)
 		}
 	})
+}
+
+// testLogger sends the webhook's log to the test's.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 func testPod(name string, labels, annotations map[string]string) *corev1.Pod {
