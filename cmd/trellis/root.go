@@ -29,6 +29,7 @@ func newRootCmd() *cobra.Command {
 		newDashboardCmd(),
 		newTokenCmd(),
 		newInstallCmd(),
+		newInjectCmd(),
 	)
 	return root
 }
