@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -412,6 +413,32 @@ func (p *Proxy) DrainListeners(inboundOnly, graceful bool) {
 	p.draining.Store(true)
 	p.listeners.Drain(inboundOnly, graceful)
 }
+
+// Terminate starts a terminating proxy's drain (Istio's pilot-agent on SIGTERM): /ready answers
+// DRAINING, inbound listeners stop accepting at once, so new connections are refused and the
+// client's proxy picks another endpoint, and their connections close after the response in
+// flight (HTTP/1 Connection: close, HTTP/2 GOAWAY; idle ones now), within timeout. Outbound
+// listeners keep serving: the app may still call out while it finishes. Shutdown ends it.
+func (p *Proxy) Terminate(timeout time.Duration) {
+	p.draining.Store(true)
+	p.listeners.SetDrainTimeout(timeout)
+	p.listeners.Drain(true, false)
+}
+
+// ActiveConnections is the number of downstream connections open on every listener, stopped
+// ones included (the sum of their downstream_cx_active): what Istio's
+// EXIT_ON_ZERO_ACTIVE_CONNECTIONS waits to reach zero.
+func (p *Proxy) ActiveConnections() int64 {
+	var n int64
+	for _, st := range p.stats.Snapshot(activeConnectionsStat) {
+		n += st.Value
+	}
+	return n
+}
+
+// activeConnectionsStat matches every listener's downstream_cx_active (Envoy names them
+// listener.<address>.downstream_cx_active; the admin server is not a listener here).
+var activeConnectionsStat = regexp.MustCompile(`^listener\..+\.downstream_cx_active$`)
 
 // Shutdown stops the listeners accepting, waits for requests in flight to finish (bounded by the
 // drain timeout and ctx), and closes upstream connections.
