@@ -314,7 +314,8 @@ func Run(ctx context.Context, opts Options) error {
 	if graceful {
 		log.Info("trellis-proxy draining", "termination_drain", opts.TerminationDrainDuration,
 			"exit_on_zero_active_connections", !opts.DrainFullDuration, "minimum_drain", opts.MinimumDrainDuration)
-		p.Terminate(opts.TerminationDrainDuration)
+		// The listeners' own drain timeout is a backstop: terminationDrain's deadline cuts first.
+		p.Terminate(opts.TerminationDrainDuration + time.Second)
 		if !terminationDrain(p, &opts, quitCh, log) {
 			cancel() // the drain deadline, or /quitquitquit on the admin port: cut what is left
 		}
