@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -53,7 +52,7 @@ func newWaitCommand() *cobra.Command {
 func pollReady(ctx context.Context, url string, period, perReq time.Duration) error {
 	client := &http.Client{Timeout: perReq}
 	defer client.CloseIdleConnections()
-	last := errors.New("no answer yet")
+	var last error
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
