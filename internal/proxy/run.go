@@ -182,6 +182,8 @@ func Run(ctx context.Context, opts Options) error {
 		DrainTimeout: opts.DrainDuration,
 		WaitForLDS:   xdsAddr != "",
 		WaitForCDS:   xdsAddr != "",
+		// Ready (what `trellis-proxy wait` polls) waits for routes and endpoints too.
+		WaitForWarming: xdsAddr != "",
 		Versions: func(typeURL string) string {
 			if c := client.Load(); c != nil {
 				return c.Status().Types[typeURL].AckedVersion

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -58,6 +59,12 @@ type Options struct {
 	// WaitForLDS and WaitForCDS hold readiness until the first LDS / CDS update is applied.
 	// ApplyBootstrap turns them on when the bootstrap has lds_config / cds_config.
 	WaitForLDS, WaitForCDS bool
+	// WaitForWarming also holds readiness, once, until every RDS and EDS name the config needs has
+	// arrived (Envoy's init manager: listener and cluster warming), or InitialFetchTimeout (default
+	// 15s, Envoy's initial_fetch_timeout) has passed since Ready first found it waiting. With it,
+	// `trellis-proxy wait` returns only when the app's first request can be routed.
+	WaitForWarming      bool
+	InitialFetchTimeout time.Duration
 	// Versions reports the last accepted version_info of a type, for /config_dump; may be nil.
 	Versions func(typeURL string) string
 	// Telemetry is the proxy's Istio telemetry (identity and metrics) for the istio.stats filters;
@@ -105,7 +112,13 @@ type Proxy struct {
 	waitCDS    bool
 	gotLDS     bool
 	gotCDS     bool
-	generation uint64
+	// waitWarm, live and warmingSince hold the first LIVE until RDS and EDS have arrived: live
+	// latches it, warmingSince is when Ready first found the config waiting.
+	waitWarm     bool
+	live         bool
+	warmingSince time.Time
+	fetchTimeout time.Duration
+	generation   uint64
 
 	xds map[string]*xdsStats
 }
@@ -196,6 +209,8 @@ func New(opts Options) *Proxy {
 		clusters:     map[string]*upstream.Cluster{},
 		waitLDS:      opts.WaitForLDS,
 		waitCDS:      opts.WaitForCDS,
+		waitWarm:     opts.WaitForWarming,
+		fetchTimeout: cmp.Or(opts.InitialFetchTimeout, 15*time.Second),
 		xds:          map[string]*xdsStats{},
 	}
 	for typeURL, prefix := range map[string]string{
@@ -379,7 +394,32 @@ func (p *Proxy) Ready() (state string, ready bool) {
 	if p.bootLoaded.IsZero() || (p.waitLDS && !p.gotLDS) || (p.waitCDS && !p.gotCDS) {
 		return "PRE_INITIALIZING", false
 	}
+	if p.waitWarm && !p.live && !p.warmLocked() {
+		if p.warmingSince.IsZero() {
+			p.warmingSince = time.Now()
+		}
+		if time.Since(p.warmingSince) < p.fetchTimeout {
+			return "PRE_INITIALIZING", false
+		}
+		p.log.Warn("initial fetch timeout: LIVE without every route and endpoint set", "timeout", p.fetchTimeout)
+	}
+	p.live = true // once LIVE, later updates do not take readiness back
 	return "LIVE", true
+}
+
+// warmLocked reports whether every RDS and EDS name the config needs has arrived.
+func (p *Proxy) warmLocked() bool {
+	for _, n := range p.rdsNames {
+		if p.dynamic.routes[n] == nil {
+			return false
+		}
+	}
+	for _, n := range p.edsNames {
+		if p.dynamic.endpoints[n] == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Listeners lists the running listeners with their bound addresses.
