@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -80,11 +81,37 @@ func (p *proxyProcess) wait(t *testing.T, within time.Duration) error {
 	}
 }
 
-// TestSIGTERMDrainsGracefully: a request in flight when SIGTERM arrives still gets its 200, new
-// connections during the drain period are served with Connection: close, and the process exits 0.
-func TestSIGTERMDrainsGracefully(t *testing.T) {
+// inboundBootstrap is bootstrap with its listener marked INBOUND, as a sidecar's inbound
+// listeners are.
+var inboundBootstrap = strings.Replace(bootstrap, "  - name: l\n", "  - name: l\n    traffic_direction: INBOUND\n", 1)
+
+func startInboundProxy(t *testing.T, backendPort int, env []string, args ...string) (p *proxyProcess, adminURL, listenerURL string) {
+	t.Helper()
+	bin := buildBinary(t)
+	adminPort, listenerPort := freePort(t), freePort(t)
+	cfg := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, inboundBootstrap, adminPort, listenerPort, backendPort), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = &proxyProcess{cmd: exec.Command(bin, append([]string{"--config", cfg}, args...)...), logs: &bytes.Buffer{}}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+	adminURL = fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	waitReady(t, adminURL)
+	return p, adminURL, fmt.Sprintf("http://127.0.0.1:%d", listenerPort)
+}
+
+// TestSIGTERMRefusesNewInboundConnectionsAndFinishesInFlight: after SIGTERM the inbound listener
+// refuses new connections at once, the request in flight still gets its 200 with Connection:
+// close, and the process exits 0 as soon as it is done, well before the hour-long drain deadline.
+func TestSIGTERMRefusesNewInboundConnectionsAndFinishesInFlight(t *testing.T) {
+	t.Parallel()
 	port, entered, release := slowBackend(t)
-	proc, adminURL, base := startProxy(t, port, "--drain-duration", "4s")
+	proc, adminURL, base := startInboundProxy(t, port, nil, "--termination-drain-duration", "1h")
 
 	inflight := make(chan string, 1)
 	go func() {
@@ -95,41 +122,85 @@ func TestSIGTERMDrainsGracefully(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		inflight <- fmt.Sprint(resp.StatusCode, " ", string(b))
+		inflight <- fmt.Sprint(resp.StatusCode, " ", string(b), " close=", resp.Close)
 	}()
 	<-entered
 	if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	waitDraining(t, adminURL)
-
-	resp, err := http.Get(base + "/new")
-	if err != nil {
-		t.Fatalf("new connection during the drain period: %v", err)
+	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the inbound listener still accepts connections during the termination drain")
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != "done /new" || !resp.Close {
-		t.Fatalf("during drain: %d %q, Connection: close %v", resp.StatusCode, b, resp.Close)
-	}
-
 	close(release)
-	if got := <-inflight; got != "200 done /slow" {
+	if got := <-inflight; got != "200 done /slow close=true" {
 		t.Fatalf("in-flight request across SIGTERM: %s", got)
 	}
 	if err := proc.wait(t, 15*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, proc.logs)
 	}
-	if !strings.Contains(proc.logs.String(), "trellis-proxy draining") {
-		t.Errorf("logs lack the drain:\n%s", proc.logs)
+	if !strings.Contains(proc.logs.String(), "no active connections left; exiting") {
+		t.Errorf("logs lack the early exit:\n%s", proc.logs)
 	}
 }
 
-// TestSecondSignalExitsAtOnce: with an hour-long drain period, a second SIGTERM ends the process
-// without waiting for it.
-func TestSecondSignalExitsAtOnce(t *testing.T) {
+// TestSIGTERMWithNothingInFlightExitsAtOnce is the native sidecar's stop: Kubernetes sends SIGTERM
+// after the app has exited, nothing is in flight, and the proxy exits 0 without waiting out its
+// hour-long drain.
+func TestSIGTERMWithNothingInFlightExitsAtOnce(t *testing.T) {
+	t.Parallel()
 	port, _, _ := slowBackend(t)
-	proc, adminURL, _ := startProxy(t, port, "--drain-duration", "1h")
+	proc, _, base := startInboundProxy(t, port, nil, "--termination-drain-duration", "1h")
+	if code, body := get(t, base+"/x"); code != 200 || body != "done /x" {
+		t.Fatalf("before SIGTERM: %d %q", code, body)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	start := time.Now()
+	if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.wait(t, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, proc.logs)
+	}
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+}
+
+// TestIstioDrainEnvironmentIsHonoured: EXIT_ON_ZERO_ACTIVE_CONNECTIONS=false (Istio's default)
+// makes the proxy stay, DRAINING, for the whole TERMINATION_DRAIN_DURATION even with nothing in
+// flight, then exit 0; a malformed value is refused before start.
+func TestIstioDrainEnvironmentIsHonoured(t *testing.T) {
+	t.Parallel()
+	port, _, _ := slowBackend(t)
+	proc, adminURL, _ := startInboundProxy(t, port, []string{"EXIT_ON_ZERO_ACTIVE_CONNECTIONS=false", "TERMINATION_DRAIN_DURATION=3s"})
+	if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitDraining(t, adminURL)
+	// Still there, DRAINING, once the drain has begun: it waits out its 3 s.
+	waitDraining(t, adminURL)
+	if err := proc.wait(t, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, proc.logs)
+	}
+	if !strings.Contains(proc.logs.String(), "exit_on_zero_active_connections=false") ||
+		!strings.Contains(proc.logs.String(), "termination_drain=3s") {
+		t.Errorf("logs do not show the environment's drain settings:\n%s", proc.logs)
+	}
+
+	cmd := exec.Command(buildBinary(t), "--config", "/nonexistent")
+	cmd.Env = append(os.Environ(), "TERMINATION_DRAIN_DURATION=soon")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `$TERMINATION_DRAIN_DURATION: "soon"`) {
+		t.Fatalf("bad TERMINATION_DRAIN_DURATION accepted: %v\n%s", err, out)
+	}
+}
+
+// TestSecondSignalExitsAtOnce: with an hour-long drain that does not end early, a second SIGTERM
+// ends the process without waiting for it.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	t.Parallel()
+	port, _, _ := slowBackend(t)
+	proc, adminURL, _ := startProxy(t, port, "--termination-drain-duration", "1h", "--exit-on-zero-active-connections=false")
 	if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +36,7 @@ func newRootCommand() *cobra.Command {
 		caAddress      string
 		caRootCert     string
 		tokenFile      string
+		exitOnZero     bool
 	)
 	cmd := &cobra.Command{
 		Use:           "trellis-proxy",
@@ -58,6 +61,10 @@ func newRootCommand() *cobra.Command {
 			if opts.Identity, err = identityConfig(caAddress, caRootCert, tokenFile); err != nil {
 				return fail(err)
 			}
+			if err := lifecycleFromEnv(cmd, &opts, &exitOnZero); err != nil {
+				return fail(err)
+			}
+			opts.DrainFullDuration = !exitOnZero
 			ctx, stop := onSignals()
 			defer stop()
 			return fail(proxy.Run(ctx, opts))
@@ -82,9 +89,66 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&componentLevel, "component-log-level", "", "per-component levels, as Envoy's flag: upstream:debug,http:info (components: "+
 		strings.Join(proxy.LogComponents, ", ")+")")
 	f.DurationVar(&opts.DrainDuration, "drain-duration", proxy.DefaultDrainDuration,
-		"drain period on SIGTERM (Envoy's --drain-time-s): listeners keep accepting but close connections after each response; requests still in flight then get as long again")
-	cmd.AddCommand(newIptablesCommand())
+		"Envoy's --drain-time-s: how long the connections of a listener removed or replaced by LDS may finish, and the period of /drain_listeners?graceful")
+	f.DurationVar(&opts.TerminationDrainDuration, "termination-drain-duration", proxy.DefaultTerminationDrainDuration,
+		"on SIGTERM or POST :15020/quitquitquit, how long requests in flight may finish before the proxy exits (Istio's terminationDrainDuration; env TERMINATION_DRAIN_DURATION)")
+	f.BoolVar(&exitOnZero, "exit-on-zero-active-connections", true,
+		"end the termination drain as soon as no downstream connection is open (Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS, off there by default; env of that name)")
+	f.DurationVar(&opts.MinimumDrainDuration, "minimum-drain-duration", 0,
+		"with --exit-on-zero-active-connections, drain at least this long (Istio's MINIMUM_DRAIN_DURATION; env of that name)")
+	cmd.AddCommand(newIptablesCommand(), newWaitCommand())
 	return cmd
+}
+
+// lifecycleFromEnv reads Istio's agent environment variables for the termination drain
+// (TERMINATION_DRAIN_DURATION, or TERMINATION_DRAIN_DURATION_SECONDS, EXIT_ON_ZERO_ACTIVE_CONNECTIONS,
+// MINIMUM_DRAIN_DURATION), which injection sets from ProxyConfig; a flag given on the command line
+// wins over its variable. Durations are Go durations ("15s") or whole seconds ("15").
+func lifecycleFromEnv(cmd *cobra.Command, opts *proxy.Options, exitOnZero *bool) error {
+	f := cmd.Flags()
+	for _, v := range []struct {
+		flag string
+		envs []string
+		dst  *time.Duration
+	}{
+		{"termination-drain-duration", []string{"TERMINATION_DRAIN_DURATION", "TERMINATION_DRAIN_DURATION_SECONDS"}, &opts.TerminationDrainDuration},
+		{"minimum-drain-duration", []string{"MINIMUM_DRAIN_DURATION"}, &opts.MinimumDrainDuration},
+	} {
+		if f.Changed(v.flag) {
+			continue
+		}
+		for _, env := range v.envs {
+			s, ok := os.LookupEnv(env)
+			if !ok || s == "" {
+				continue
+			}
+			d, err := parseSecondsOrDuration(s)
+			if err != nil {
+				return fmt.Errorf("$%s: %w", env, err)
+			}
+			*v.dst = d
+			break
+		}
+	}
+	if s := os.Getenv("EXIT_ON_ZERO_ACTIVE_CONNECTIONS"); s != "" && !f.Changed("exit-on-zero-active-connections") {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("$EXIT_ON_ZERO_ACTIVE_CONNECTIONS: %w", err)
+		}
+		*exitOnZero = b
+	}
+	return nil
+}
+
+func parseSecondsOrDuration(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a duration (15s) or whole seconds (15)", s)
+	}
+	return d, nil
 }
 
 // logLevels builds the per-component levels over one stderr handler from --log-level and

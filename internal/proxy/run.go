@@ -27,6 +27,9 @@ import (
 const (
 	DefaultAdminAddress  = "127.0.0.1:15000"
 	DefaultDrainDuration = 5 * time.Second
+	// DefaultTerminationDrainDuration is Istio's terminationDrainDuration: how long a terminating
+	// proxy lets requests in flight finish.
+	DefaultTerminationDrainDuration = 5 * time.Second
 )
 
 // KeyTrustDomain is the node metadata key naming the workload's SPIFFE trust domain (Istio's).
@@ -58,11 +61,22 @@ type Options struct {
 	// BootstrapPath is an Envoy bootstrap file (YAML or JSON); Bootstrap gives one directly instead.
 	BootstrapPath string
 	Bootstrap     *bootstrapv3.Bootstrap
-	// DrainDuration is the drain period on shutdown (Envoy's --drain-time-s): listeners keep
-	// accepting but close every connection after its response, then stop; requests still in flight
-	// then get as long again before their connections are closed. Also the graceful period of
-	// /drain_listeners?graceful. Default 5s.
+	// DrainDuration is Envoy's --drain-time-s: how long the connections of a listener that LDS
+	// removes or replaces may finish, and the graceful period of /drain_listeners?graceful.
+	// Default 5s.
 	DrainDuration time.Duration
+	// TerminationDrainDuration is Istio's terminationDrainDuration, the termination drain (see
+	// Run): the longest requests in flight get once the proxy is told to stop. Zero means
+	// DrainDuration (cmd/trellis-proxy sets it: default 5s, as Istio).
+	TerminationDrainDuration time.Duration
+	// DrainFullDuration makes the termination drain always last TerminationDrainDuration, Istio's
+	// default (EXIT_ON_ZERO_ACTIVE_CONNECTIONS=false). Without it the proxy exits as soon as no
+	// downstream connection is open on any listener (after MinimumDrainDuration): at once when
+	// nothing is in flight, e.g. a native sidecar stopped after its app has exited.
+	DrainFullDuration bool
+	// MinimumDrainDuration is Istio's MINIMUM_DRAIN_DURATION: the termination drain lasts at
+	// least this long even with no connections left (default 0).
+	MinimumDrainDuration time.Duration
 	// Logger is where logs go (slog.Default() when nil). Unless LogLevels is set, its handler's own
 	// level filters as before and /logging can only raise component levels above it.
 	Logger *slog.Logger
@@ -89,12 +103,21 @@ type Options struct {
 	OnDNSStarted func(address string)
 }
 
-// Run runs a proxy until ctx is cancelled, then drains gracefully (see DrainDuration) and returns
-// nil; POST /quitquitquit stops it at once, without the drain period. It returns an error early
-// when the configuration is invalid or a socket cannot be bound.
+// Run runs a proxy until ctx is cancelled or POST /quitquitquit arrives on the status port
+// (Istio's pilot-agent), then goes through the termination drain and returns nil: /ready and
+// /healthz/ready answer DRAINING, inbound listeners stop accepting at once (new connections are
+// refused, so clients' proxies pick another endpoint), their connections close after the response
+// in flight (HTTP/1 Connection: close, HTTP/2 GOAWAY), and outbound listeners keep serving the
+// app. The drain ends when no downstream connection is left (unless DrainFullDuration) or after
+// TerminationDrainDuration, when whatever is left is cut. POST /quitquitquit on the admin port
+// (Envoy's) stops it at once, without the drain. It returns an error early when the configuration
+// is invalid or a socket cannot be bound.
 func Run(ctx context.Context, opts Options) error {
 	if opts.DrainDuration <= 0 {
 		opts.DrainDuration = DefaultDrainDuration
+	}
+	if opts.TerminationDrainDuration <= 0 {
+		opts.TerminationDrainDuration = opts.DrainDuration
 	}
 	b := &bootstrapv3.Bootstrap{}
 	switch {
@@ -159,6 +182,8 @@ func Run(ctx context.Context, opts Options) error {
 		DrainTimeout: opts.DrainDuration,
 		WaitForLDS:   xdsAddr != "",
 		WaitForCDS:   xdsAddr != "",
+		// Ready (what `trellis-proxy wait` polls) waits for routes and endpoints too.
+		WaitForWarming: xdsAddr != "",
 		Versions: func(typeURL string) string {
 			if c := client.Load(); c != nil {
 				return c.Status().Types[typeURL].AckedVersion
@@ -205,7 +230,10 @@ func Run(ctx context.Context, opts Options) error {
 		stopCtx()
 		return err
 	}
+	termCh := make(chan struct{})
+	var termOnce sync.Once
 	st := status.New(status.Config{
+		Quit:          func() { termOnce.Do(func() { close(termCh) }) },
 		StatusAddress: opts.StatusAddress,
 		HealthAddress: opts.HealthAddress,
 		Stats:         store,
@@ -278,32 +306,26 @@ func Run(ctx context.Context, opts Options) error {
 	graceful := true
 	select {
 	case <-ctx.Done():
+	case <-termCh:
+		log.Info("/quitquitquit on the status port")
 	case <-quitCh:
 		graceful = false
 	}
-	if graceful {
-		// Envoy's shutdown drain: /ready says DRAINING so load balancers stop sending, while
-		// listeners keep accepting and tell every client to go (Connection: close, GOAWAY).
-		log.Info("trellis-proxy draining", "drain", opts.DrainDuration)
-		p.DrainListeners(false, true)
-		t := time.NewTimer(opts.DrainDuration)
-		select {
-		case <-t.C:
-		case <-quitCh:
-			graceful = false
-		}
-		t.Stop()
-	}
-	// Listeners stop accepting. Requests in flight get up to the drain duration again (the listener
-	// manager's drain timeout; the extra second lets it close what is left itself); after
-	// /quitquitquit they are cut at once.
-	dctx, cancel := context.WithTimeout(context.Background(), opts.DrainDuration+time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if !graceful {
+	if graceful {
+		log.Info("trellis-proxy draining", "termination_drain", opts.TerminationDrainDuration,
+			"exit_on_zero_active_connections", !opts.DrainFullDuration, "minimum_drain", opts.MinimumDrainDuration)
+		// The listeners' own drain timeout is a backstop: terminationDrain's deadline cuts first.
+		p.Terminate(opts.TerminationDrainDuration + time.Second)
+		if !terminationDrain(p, &opts, quitCh, log) {
+			cancel() // the drain deadline, or /quitquitquit on the admin port: cut what is left
+		}
+	} else {
 		log.Info("trellis-proxy quitting")
 		cancel()
 	}
-	if err := p.Shutdown(dctx); err != nil && graceful {
+	if err := p.Shutdown(shutdownCtx); err != nil && graceful {
 		log.Warn("drain incomplete", "error", err)
 	}
 	stopClient()
@@ -326,4 +348,35 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("trellis-proxy stopped")
 	return nil
+}
+
+// terminationDrain waits for the end of the termination drain: no downstream connection left
+// (after the minimum drain, unless DrainFullDuration), or the drain deadline, or quit. It reports
+// whether the connections finished by themselves.
+func terminationDrain(p *server.Proxy, opts *Options, quit <-chan struct{}, log *slog.Logger) bool {
+	start := time.Now()
+	deadline := time.NewTimer(opts.TerminationDrainDuration)
+	defer deadline.Stop()
+	// Istio's agent polls the stats every second; a tenth keeps a Job's exit prompt.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !opts.DrainFullDuration && time.Since(start) >= opts.MinimumDrainDuration {
+			if n := p.ActiveConnections(); n == 0 {
+				log.Info("no active connections left; exiting", "drained_in", time.Since(start).Round(time.Millisecond))
+				return true
+			}
+		}
+		select {
+		case <-deadline.C:
+			if n := p.ActiveConnections(); n > 0 {
+				log.Warn("termination drain deadline: closing connections still open", "connections", n)
+				return false
+			}
+			return true
+		case <-quit:
+			return false
+		case <-tick.C:
+		}
+	}
 }

@@ -260,3 +260,14 @@ func (t *tracker) wait(ctx context.Context) bool {
 		return false
 	}
 }
+
+// SetDrainTimeout changes the drain timeout of drains that start from now on: a proxy that is
+// terminating gives its inbound connections the termination drain duration (Istio's
+// terminationDrainDuration) rather than the listener-update one.
+func (m *Manager) SetDrainTimeout(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d > 0 {
+		m.drain = d
+	}
+}

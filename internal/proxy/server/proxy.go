@@ -1,10 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -57,6 +59,12 @@ type Options struct {
 	// WaitForLDS and WaitForCDS hold readiness until the first LDS / CDS update is applied.
 	// ApplyBootstrap turns them on when the bootstrap has lds_config / cds_config.
 	WaitForLDS, WaitForCDS bool
+	// WaitForWarming also holds readiness, once, until every RDS and EDS name the config needs has
+	// arrived (Envoy's init manager: listener and cluster warming), or InitialFetchTimeout (default
+	// 15s, Envoy's initial_fetch_timeout) has passed since Ready first found it waiting. With it,
+	// `trellis-proxy wait` returns only when the app's first request can be routed.
+	WaitForWarming      bool
+	InitialFetchTimeout time.Duration
 	// Versions reports the last accepted version_info of a type, for /config_dump; may be nil.
 	Versions func(typeURL string) string
 	// Telemetry is the proxy's Istio telemetry (identity and metrics) for the istio.stats filters;
@@ -104,7 +112,13 @@ type Proxy struct {
 	waitCDS    bool
 	gotLDS     bool
 	gotCDS     bool
-	generation uint64
+	// waitWarm, live and warmingSince hold the first LIVE until RDS and EDS have arrived: live
+	// latches it, warmingSince is when Ready first found the config waiting.
+	waitWarm     bool
+	live         bool
+	warmingSince time.Time
+	fetchTimeout time.Duration
+	generation   uint64
 
 	xds map[string]*xdsStats
 }
@@ -195,6 +209,8 @@ func New(opts Options) *Proxy {
 		clusters:     map[string]*upstream.Cluster{},
 		waitLDS:      opts.WaitForLDS,
 		waitCDS:      opts.WaitForCDS,
+		waitWarm:     opts.WaitForWarming,
+		fetchTimeout: cmp.Or(opts.InitialFetchTimeout, 15*time.Second),
 		xds:          map[string]*xdsStats{},
 	}
 	for typeURL, prefix := range map[string]string{
@@ -378,7 +394,32 @@ func (p *Proxy) Ready() (state string, ready bool) {
 	if p.bootLoaded.IsZero() || (p.waitLDS && !p.gotLDS) || (p.waitCDS && !p.gotCDS) {
 		return "PRE_INITIALIZING", false
 	}
+	if p.waitWarm && !p.live && !p.warmLocked() {
+		if p.warmingSince.IsZero() {
+			p.warmingSince = time.Now()
+		}
+		if time.Since(p.warmingSince) < p.fetchTimeout {
+			return "PRE_INITIALIZING", false
+		}
+		p.log.Warn("initial fetch timeout: LIVE without every route and endpoint set", "timeout", p.fetchTimeout)
+	}
+	p.live = true // once LIVE, later updates do not take readiness back
 	return "LIVE", true
+}
+
+// warmLocked reports whether every RDS and EDS name the config needs has arrived.
+func (p *Proxy) warmLocked() bool {
+	for _, n := range p.rdsNames {
+		if p.dynamic.routes[n] == nil {
+			return false
+		}
+	}
+	for _, n := range p.edsNames {
+		if p.dynamic.endpoints[n] == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Listeners lists the running listeners with their bound addresses.
@@ -412,6 +453,32 @@ func (p *Proxy) DrainListeners(inboundOnly, graceful bool) {
 	p.draining.Store(true)
 	p.listeners.Drain(inboundOnly, graceful)
 }
+
+// Terminate starts a terminating proxy's drain (Istio's pilot-agent on SIGTERM): /ready answers
+// DRAINING, inbound listeners stop accepting at once, so new connections are refused and the
+// client's proxy picks another endpoint, and their connections close after the response in
+// flight (HTTP/1 Connection: close, HTTP/2 GOAWAY; idle ones now), within timeout. Outbound
+// listeners keep serving: the app may still call out while it finishes. Shutdown ends it.
+func (p *Proxy) Terminate(timeout time.Duration) {
+	p.draining.Store(true)
+	p.listeners.SetDrainTimeout(timeout)
+	p.listeners.Drain(true, false)
+}
+
+// ActiveConnections is the number of downstream connections open on every listener, stopped
+// ones included (the sum of their downstream_cx_active): what Istio's
+// EXIT_ON_ZERO_ACTIVE_CONNECTIONS waits to reach zero.
+func (p *Proxy) ActiveConnections() int64 {
+	var n int64
+	for _, st := range p.stats.Snapshot(activeConnectionsStat) {
+		n += st.Value
+	}
+	return n
+}
+
+// activeConnectionsStat matches every listener's downstream_cx_active (Envoy names them
+// listener.<address>.downstream_cx_active; the admin server is not a listener here).
+var activeConnectionsStat = regexp.MustCompile(`^listener\..+\.downstream_cx_active$`)
 
 // Shutdown stops the listeners accepting, waits for requests in flight to finish (bounded by the
 // drain timeout and ctx), and closes upstream connections.

@@ -1,8 +1,9 @@
 // Package status is a proxy's status server, Istio's pilot-agent ports: 15020 serves
 // /stats/prometheus, the proxy's Envoy stats merged with Istio's standard metrics
 // (internal/proxy/istiometrics), and /healthz/ready; 15021 serves /healthz/ready alone, the port
-// Kubernetes readiness probes and load balancers use. Either address may be empty to leave that
-// port off. It depends on the proxy's stats and telemetry only.
+// Kubernetes readiness probes and load balancers use. 15020 also serves POST /quitquitquit, as
+// pilot-agent does: a Job's app calls it when done, and the proxy drains and exits 0. Either
+// address may be empty to leave that port off. It depends on the proxy's stats and telemetry only.
 package status
 
 import (
@@ -34,7 +35,10 @@ type Config struct {
 	// Telemetry holds the Istio metrics; nil serves the Envoy stats alone.
 	Telemetry *istiometrics.Telemetry
 	// Ready is the proxy's readiness (admin /ready's answer): Envoy's state and whether it is LIVE.
-	Ready  func() (state string, ready bool)
+	Ready func() (state string, ready bool)
+	// Quit, if set, is called by POST /quitquitquit on the status port from a loopback address:
+	// the proxy starts its termination drain, as on SIGTERM.
+	Quit   func()
 	Logger *slog.Logger
 }
 
@@ -59,6 +63,9 @@ func (s *Server) Start() error {
 	status := http.NewServeMux()
 	status.HandleFunc("GET /stats/prometheus", s.prometheus)
 	status.HandleFunc("GET /healthz/ready", s.ready)
+	if s.cfg.Quit != nil {
+		status.HandleFunc("/quitquitquit", s.quit)
+	}
 	health := http.NewServeMux()
 	health.HandleFunc("GET /healthz/ready", s.ready)
 	for i, l := range []struct {
@@ -127,4 +134,31 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_, _ = w.Write([]byte(state + "\n"))
+}
+
+// quit is pilot-agent's /quitquitquit: POST only, and only from the pod itself (a loopback
+// address), since anyone who reaches the status port could otherwise stop the workload's proxy.
+func (s *Server) quit(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed: use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if !fromLoopback(r.RemoteAddr) {
+		http.Error(w, "only allowed from localhost", http.StatusForbidden)
+		return
+	}
+	s.cfg.Logger.Info("POST /quitquitquit: draining and exiting", "remote", r.RemoteAddr)
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	_, _ = w.Write([]byte("OK\n"))
+	s.cfg.Quit()
+}
+
+func fromLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
