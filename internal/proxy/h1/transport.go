@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -112,9 +113,12 @@ func (t *Transport) RoundTripDeadline(req *http.Request, deadline time.Time) (*h
 		if err == nil {
 			return resp, nil
 		}
-		if !retried && pc.reused && pc.nothingRead && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
+		if !retried && pc.reused && pc.nothingRead && (pc.writeFailed || idempotent(req)) &&
+			ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
 			// The pooled connection was closed by the upstream while idle: try a fresh one, as
-			// net/http does, when the request can be sent again.
+			// net/http does. Only when the upstream cannot have acted on the request (it was not
+			// fully written) or acting twice is harmless (an idempotent method): a server that
+			// dies mid-request must not see a POST again. Retry policies decide the rest.
 			if next, ok := rewind(req); ok {
 				req = next
 				continue
@@ -123,6 +127,20 @@ func (t *Transport) RoundTripDeadline(req *http.Request, deadline time.Time) (*h
 		closeReqBody(req)
 		return nil, err
 	}
+}
+
+// idempotent reports whether sending req twice is harmless (RFC 9110 9.2.2; the idempotency-key
+// headers as net/http honours them).
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, ok := req.Header["Idempotency-Key"]
+	if !ok {
+		_, ok = req.Header["X-Idempotency-Key"]
+	}
+	return ok
 }
 
 func rewind(req *http.Request) (*http.Request, bool) {
@@ -173,6 +191,11 @@ func (t *Transport) getConn(ctx context.Context, addr string, deadline time.Time
 			continue // expiring: its timer closes it
 		}
 		t.mu.Unlock()
+		if pc.peerClosed() {
+			pc.close() // closed while idle: a fresh connection, not a failed request
+			t.mu.Lock()
+			continue
+		}
 		pc.reused = true
 		return pc, nil
 	}
@@ -254,12 +277,19 @@ type pconn struct {
 	reused    bool
 	closed    atomic.Bool
 
+	// Liveness check before reuse (peek.go), bound once per connection so it allocates nothing.
+	raw        syscall.RawConn
+	peek       func(fd uintptr) bool
+	peekBuf    [1]byte
+	peekClosed bool
+
 	// The exchange in flight.
 	ctx         context.Context
 	onCancel    func()
 	stopCancel  func() bool
 	canceled    atomic.Bool
 	nothingRead bool // the response failed before its first byte
+	writeFailed bool // the request head or a buffered body failed to write
 	keepAlive   bool
 	writing     bool // a goroutine streams the request body
 	writeDone   chan error
@@ -299,7 +329,7 @@ func (pc *pconn) close() {
 
 // roundTrip runs one exchange on pc.
 func (pc *pconn) roundTrip(ctx context.Context, req *http.Request, deadline time.Time) (*http.Response, error) {
-	pc.nothingRead, pc.keepAlive, pc.writing, pc.stopCancel = false, false, false, nil
+	pc.nothingRead, pc.writeFailed, pc.keepAlive, pc.writing, pc.stopCancel = false, false, false, false, nil
 	pc.ctx = ctx
 	pc.deadline = !deadline.IsZero()
 	if pc.deadline {
@@ -309,7 +339,7 @@ func (pc *pconn) roundTrip(ctx context.Context, req *http.Request, deadline time
 		pc.stopCancel = context.AfterFunc(ctx, pc.onCancel)
 	}
 	if err := pc.writeRequest(req); err != nil {
-		pc.nothingRead = true
+		pc.nothingRead, pc.writeFailed = true, true
 		pc.abort()
 		return nil, pc.ioError(ctx, err)
 	}

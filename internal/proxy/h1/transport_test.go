@@ -505,3 +505,45 @@ func TestTransportDeadlineEndsAHungExchangeAndIsClearedOnReuse(t *testing.T) {
 		t.Fatalf("%d connections, want 3: the two that hung, then one for both /ok requests", n)
 	}
 }
+
+// A server that takes a request on a kept-alive connection and dies before answering may have
+// acted on it: a POST must reach it once, while a GET may be sent again on a fresh connection.
+func TestTransportDoesNotReplayAPostTheUpstreamMayHaveSeen(t *testing.T) {
+	for _, method := range []string{"POST", "GET"} {
+		t.Run(method, func(t *testing.T) {
+			var seen atomic.Int32
+			addr := rawBackend(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.ReadAll(req.Body)
+					if req.URL.Path == "/act" {
+						seen.Add(1)
+						return // dies mid-request: the connection closes with nothing answered
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			tr := newTransport(t)
+			if _, b := get(t, tr, "GET", "http://"+addr+"/warm", nil); b != "ok" {
+				t.Fatalf("warm-up: %q", b)
+			}
+			req, _ := http.NewRequest(method, "http://"+addr+"/act", strings.NewReader("pay"))
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("got %d, want an error", resp.StatusCode)
+			}
+			want := int32(1)
+			if method == "GET" {
+				want = 2 // replayed once on a fresh connection, which dies too
+			}
+			if n := seen.Load(); n != want {
+				t.Fatalf("upstream saw the %s %d times, want %d", method, n, want)
+			}
+		})
+	}
+}
