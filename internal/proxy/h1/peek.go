@@ -43,4 +43,3 @@ func (pc *pconn) peerClosed() bool {
 	}
 	return pc.peekClosed
 }
-
