@@ -149,9 +149,11 @@ func TestDNSProxyAnswersMeshNamesFromXDSAndForwardsTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"127.0.1.5", "127.0.1.6"}
+	// Routes and endpoints arrive separately: wait until the table has both services' answers.
 	waitFor(t, func() bool {
 		rc, ips := resolve(t, "udp", addr, "reviews.default.svc.cluster.local.")
-		return rc == "NOERROR" && slices.Equal(ips, want)
+		rc2, ips2 := resolve(t, "udp", addr, "ratings.other.svc.cluster.local.")
+		return rc == "NOERROR" && slices.Equal(ips, want) && rc2 == "NOERROR" && slices.Equal(ips2, []string{"10.96.0.7"})
 	})
 
 	for _, network := range []string{"udp", "tcp"} {

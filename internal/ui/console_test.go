@@ -395,12 +395,12 @@ func TestConsoleValidationReportsABrokenFileUntilFixed(t *testing.T) {
 
 	// A kind Trellis ignores is a warning; the config stays valid.
 	peer := filepath.Join(c.dir, "peer.yaml")
-	writeFile(t, peer, "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: strict, namespace: default}\nspec: {concurrency: 2}\n")
+	writeFile(t, peer, "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: strict, namespace: default}\nspec: {}\n")
 	eventually(t, 10*time.Second, "the ignored kind is a warning", func() bool {
 		getJSON(t, c.url+"/api/validation", &v)
 		return len(v.Messages) == 1
 	})
-	if m := v.Messages[0]; !v.OK || m.Level != "warning" || m.Source != peer+":1" || !strings.Contains(m.Text, "ProxyConfig default/strict") {
+	if m := v.Messages[0]; !v.OK || m.Level != "warning" || m.Source != peer+":1" || !strings.Contains(m.Text, "EnvoyFilter default/strict") {
 		t.Errorf("validation with an ignored kind: ok %v, %+v", v.OK, m)
 	}
 }
