@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/internal/controlplane"
+	"github.com/trellis-mesh/trellis/internal/inject"
 	"github.com/trellis-mesh/trellis/internal/ui"
 )
 
@@ -30,7 +32,8 @@ func newControlPlaneCmd() *cobra.Command {
 			"With --kubernetes (in a Pod: its service account) or --kubeconfig PATH it reads\n" +
 			"a cluster instead: Services, EndpointSlices, Pods, the istio ConfigMap and\n" +
 			"Istio's resources; an invalid resource is left out and gets a Warning Event\n" +
-			"(reason TrellisValidationFailed). See docs/kubernetes.md.",
+			"(reason TrellisValidationFailed). With --webhook-address it also serves Istio's\n" +
+			"sidecar injection webhook. See docs/kubernetes.md and docs/injection.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -53,6 +56,9 @@ func newControlPlaneCmd() *cobra.Command {
 				if opts.CADir, err = controlplane.DefaultCADir(); err != nil {
 					return err
 				}
+			}
+			if opts.WebhookAddress != "" && !kube && kubeconfig == "" {
+				return errors.New("--webhook-address needs --kubernetes or --kubeconfig: the webhook reads namespaces and ProxyConfigs from the cluster")
 			}
 			if kube || kubeconfig != "" {
 				if opts.Kubernetes, err = controlplane.KubernetesConfig(kubeconfig); err != nil {
@@ -78,6 +84,11 @@ func newControlPlaneCmd() *cobra.Command {
 	cmd.Flags().StringVar(&opts.CADir, "ca-dir", "", "directory keeping the CA's self-signed root, created on first start (default $XDG_STATE_HOME/trellis/ca or ~/.trellis/ca)")
 	cmd.Flags().StringVar(&opts.CACertsDir, "cacerts", "", "directory with your own CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); replaces --ca-dir")
 	cmd.MarkFlagsMutuallyExclusive("ca-dir", "cacerts")
+	cmd.Flags().StringVar(&opts.WebhookAddress, "webhook-address", "", `address to serve Istio's sidecar injection webhook on (HTTPS POST /inject, istiod's 15017), e.g. ":15017"; needs --kubernetes and the CA, whose root verifies it ("" disables it)`)
+	cmd.Flags().StringVar(&opts.Inject.ProxyImage, "proxy-image", inject.DefaultProxyImage, "trellis-proxy image the webhook injects")
+	cmd.Flags().BoolVar(&opts.Inject.NativeSidecars, "native-sidecars", inject.DefaultParams().NativeSidecars, "inject the proxy as a Kubernetes native sidecar (init container with restartPolicy Always, 1.29+)")
+	cmd.Flags().StringVar(&opts.Inject.XDSAddress, "injected-xds-address", "", "xDS address injected proxies dial (default istiod.<istio-namespace>.svc:15010)")
+	cmd.Flags().StringVar(&opts.Inject.CAAddress, "injected-ca-address", "", "CA address injected proxies dial (default istiod.<istio-namespace>.svc:15012)")
 	logs.register(cmd)
 	return cmd
 }

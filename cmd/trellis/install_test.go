@@ -12,11 +12,16 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/trellis-mesh/trellis/internal/security/ca"
+	"github.com/trellis-mesh/trellis/internal/testenv/kubeenv"
 	"github.com/trellis-mesh/trellis/manifests/crds"
 )
 
@@ -79,7 +84,8 @@ func TestInstalledArgsParseWithControlPlaneCommand(t *testing.T) {
 	for _, p := range c.Ports {
 		declared[p.Name] = p.ContainerPort
 	}
-	for flag, port := range map[string]string{"xds-address": "grpc-xds", "ca-address": "https-ca", "debug-address": "http-monitoring"} {
+	for flag, port := range map[string]string{"xds-address": "grpc-xds", "ca-address": "https-ca", "debug-address": "http-monitoring",
+		"webhook-address": "https-webhook"} {
 		got := sub.Flags().Lookup(flag).Value.String()
 		if want := fmt.Sprintf(":%d", declared[port]); got != want {
 			t.Errorf("--%s=%s, but the container declares %s on %d", flag, got, port, declared[port])
@@ -123,23 +129,31 @@ func TestInstallMistakesAreReported(t *testing.T) {
 }
 
 // TestInstalledControlPlaneBecomesReady runs `trellis controlplane` with the
-// installed command line, its volumes laid out as the kubelet does (the
-// istio ConfigMap's `mesh` as mesh.yaml behind ..data symlinks, the cacerts
-// Secret made by docs/install.md's recipe) and loopback ports in place of
-// the pod's: it reaches /ready, the readiness probe's endpoint, and serves
-// xDS.
+// installed command line against a real API server (--kubernetes swapped
+// for --kubeconfig, $(POD_NAMESPACE) expanded as the kubelet does, the
+// cacerts Secret made by docs/install.md's recipe, loopback ports in place
+// of the pod's): it reaches /ready, the readiness probe's endpoint, serves
+// xDS, signs with the cacerts root, and, with install's
+// MutatingWebhookConfiguration registered (by URL on loopback, same
+// caBundle), injects a Pod created in an istio-injection=enabled namespace
+// and writes istio-ca-root-cert there.
 func TestInstalledControlPlaneBecomesReady(t *testing.T) {
+	kube := kubeenv.Shared(t)
+	kube.InstallIstioCRDs(t)
+	istioNS := kube.Namespace(t)
 	caDir := t.TempDir()
 	if _, err := ca.LoadOrCreateDir(caDir, ca.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runCLI(context.Background(), "install", "--skip-crds", "--image", "example.com/trellis:test", "--ca-dir", caDir)
+	out, err := runCLI(context.Background(), "install", "--skip-crds", "--image", "example.com/trellis:test", "--ca-dir", caDir,
+		"--namespace", istioNS)
 	if err != nil {
 		t.Fatalf("trellis install: %v\n%s", err, out)
 	}
 	var (
 		dep  appsv1.Deployment
-		mesh string
+		cm   corev1.ConfigMap
+		hook admissionregistrationv1.MutatingWebhookConfiguration
 	)
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
 	for {
@@ -147,26 +161,29 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 		if err := dec.Decode(&obj); err != nil {
 			break
 		}
+		var into any
 		switch obj["kind"] {
 		case "Deployment":
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &dep); err != nil {
-				t.Fatal(err)
-			}
+			into = &dep
 		case "ConfigMap":
-			mesh, _ = obj["data"].(map[string]any)["mesh"].(string)
+			into = &cm
+		case "MutatingWebhookConfiguration":
+			into = &hook
+		default:
+			continue
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, into); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if mesh == "" || len(dep.Spec.Template.Spec.Containers) == 0 {
-		t.Fatal("install printed no istio ConfigMap or no Deployment")
+	if cm.Data["mesh"] == "" || len(dep.Spec.Template.Spec.Containers) == 0 || len(hook.Webhooks) == 0 {
+		t.Fatal("install printed no istio ConfigMap, Deployment or MutatingWebhookConfiguration")
 	}
-
-	// The ConfigMap volume, as the kubelet writes it.
-	configDir := t.TempDir()
-	data := filepath.Join(configDir, "..2026_11_23_00_00_00.000000001")
-	must(t, os.Mkdir(data, 0o755))
-	must(t, os.WriteFile(filepath.Join(data, "mesh.yaml"), []byte(mesh), 0o644))
-	must(t, os.Symlink(filepath.Base(data), filepath.Join(configDir, "..data")))
-	must(t, os.Symlink(filepath.Join("..data", "mesh.yaml"), filepath.Join(configDir, "mesh.yaml")))
+	ctx, cancelAPI := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancelAPI()
+	if _, err := kube.Client().CoreV1().ConfigMaps(istioNS).Create(ctx, &cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	// The cacerts Secret, made from the self-signed root.
 	cacerts := t.TempDir()
 	for name, from := range map[string]string{"ca-cert.pem": "ca-cert.pem", "ca-key.pem": "ca-key.pem", "root-cert.pem": "ca-cert.pem"} {
@@ -174,14 +191,18 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 		must(t, err)
 		must(t, os.WriteFile(filepath.Join(cacerts, name), b, 0o600))
 	}
+	root, err := os.ReadFile(filepath.Join(cacerts, "root-cert.pem"))
+	must(t, err)
 
 	ports := map[string]int{}
 	var args []string
 	for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
 		name, value, _ := strings.Cut(a, "=")
 		switch {
-		case value == "/etc/istio/config":
-			value = configDir
+		case name == "--kubernetes":
+			name, value = "--kubeconfig", kube.Kubeconfig
+		case value == "$(POD_NAMESPACE)":
+			value = istioNS
 		case value == "/etc/cacerts":
 			value = cacerts
 		case strings.HasSuffix(name, "-address"):
@@ -194,12 +215,15 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 			args = append(args, name+"="+value)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	if ports["--webhook-address"] == 0 {
+		t.Fatalf("installed args %q serve no webhook", args)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var log string
 	go func() {
 		var err error
-		log, err = runCLI(ctx, args...)
+		log, err = runCLI(runCtx, args...)
 		done <- err
 	}()
 	stopped := false
@@ -214,9 +238,14 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 		}
 	}
 	defer stop()
+	fail := func(format string, a ...any) {
+		t.Helper()
+		stop()
+		t.Fatalf(format+"\ncontrol plane log:\n%s", append(a, log)...)
+	}
 
 	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", ports["--debug-address"])
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(ready)
 		if err == nil {
@@ -226,20 +255,92 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("%s never answered 200 (last: %v):\n%s", ready, err, log)
+			fail("%s never answered 200 (last: %v)", ready, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports["--xds-address"]))
 	if err != nil {
-		t.Fatalf("xDS: %v", err)
+		fail("xDS: %v", err)
 	}
 	c.Close()
+
+	// install's webhook, reached by URL: the API server runs on this host.
+	url := fmt.Sprintf("https://127.0.0.1:%d%s", ports["--webhook-address"], *hook.Webhooks[0].ClientConfig.Service.Path)
+	hook.Name = hook.Name + "-" + istioNS
+	for i := range hook.Webhooks {
+		hook.Webhooks[i].ClientConfig.Service = nil
+		hook.Webhooks[i].ClientConfig.URL = &url
+	}
+	hooks := kube.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if _, err := hooks.Create(ctx, &hook, metav1.CreateOptions{}); err != nil {
+		fail("register the webhook: %v", err)
+	}
+	t.Cleanup(func() { _ = hooks.Delete(context.Background(), hook.Name, metav1.DeleteOptions{}) })
+	appNS := kube.Namespace(t)
+	if _, err := kube.Client().CoreV1().Namespaces().Patch(ctx, appNS, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"istio-injection":"enabled"}}}`), metav1.PatchOptions{}); err != nil {
+		fail("label the namespace: %v", err)
+	}
+
+	// The API server picks the webhook up within a moment: until then pods
+	// come back as sent.
+	pods := kube.Client().CoreV1().Pods(appNS)
+	var pod *corev1.Pod
+	deadline = time.Now().Add(60 * time.Second)
+	for i := 0; ; i++ {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("reviews-%d", i), Labels: map[string]string{"app": "reviews"}},
+			// What the ServiceAccount admission plugin, off in kubeenv, sets.
+			Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "app", Image: "example.com/reviews"}}},
+		}
+		pod, err = pods.Create(ctx, p, metav1.CreateOptions{})
+		if err == nil && hasContainer(pod, "istio-proxy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			fail("pod in an istio-injection=enabled namespace not injected (last error: %v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !hasContainer(pod, "istio-init") {
+		t.Errorf("injected pod has no istio-init")
+	}
+	if pod.Annotations["sidecar.istio.io/status"] == "" {
+		t.Errorf("injected pod has no sidecar.istio.io/status annotation")
+	}
+
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		got, err := kube.Client().CoreV1().ConfigMaps(appNS).Get(ctx, "istio-ca-root-cert", metav1.GetOptions{})
+		if err == nil && got.Data["root-cert.pem"] == string(root) {
+			break
+		}
+		if time.Now().After(deadline) {
+			fail("istio-ca-root-cert in %s never held the cacerts root (last: %v)", appNS, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	stop()
 	if !strings.Contains(log, "cacerts "+cacerts) {
 		t.Errorf("the CA does not sign with the cacerts root:\n%s", log)
 	}
+	if !strings.Contains(log, "sidecar injected") {
+		t.Errorf("the webhook did not log the injection:\n%s", log)
+	}
+}
+
+// hasContainer reports whether the pod runs name, as a container or an
+// init container (a native sidecar).
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func must(t *testing.T, err error) {

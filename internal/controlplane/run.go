@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/trellis-mesh/trellis/internal/inject"
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/translate"
 	"github.com/trellis-mesh/trellis/internal/xds"
@@ -59,6 +60,16 @@ type Options struct {
 	CADir      string
 	CACertsDir string
 
+	// WebhookAddress, if set, serves Istio's sidecar injection webhook
+	// (HTTPS POST /inject, istiod's 15017) with a certificate from the CA
+	// for the Services install creates; it needs Kubernetes and the CA.
+	// Inject are the template's inputs; empty strings get
+	// inject.DefaultParams, with xDS and CA on istiod.<IstioNamespace>.svc,
+	// and the trust domain follows MeshConfig. NativeSidecars is taken as
+	// given (the CLI's --native-sidecars defaults to true, as DefaultParams).
+	WebhookAddress string
+	Inject         inject.Params
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -70,6 +81,8 @@ type Ready struct {
 	XDS       *xds.Server // for proxy status; do not Shutdown it, cancel Run's ctx
 	UIAddr    net.Addr    // the console's address; nil without one
 	CA        *ReadyCA    // the CA; nil without one
+	// WebhookAddr is the injection webhook's address; nil without one.
+	WebhookAddr net.Addr
 }
 
 // Run serves until ctx is done, then shuts down gracefully and returns nil.
@@ -108,7 +121,17 @@ func Run(ctx context.Context, opts Options) error {
 		_ = dbg.shutdown(context.Background())
 		return err
 	}
-	console, err := startConsole(opts, srv)
+	rootCerts, err := newRootCertWriter(opts.Kubernetes, caSvc, log)
+	var injector *injectorService
+	if err == nil {
+		injector, err = startInjector(ctx, opts, caSvc)
+	}
+	var console console
+	if err == nil {
+		if console, err = startConsole(opts, srv); err != nil {
+			injector.close()
+		}
+	}
 	if err != nil {
 		lis.Close()
 		_ = dbg.shutdown(context.Background())
@@ -122,8 +145,11 @@ func Run(ctx context.Context, opts Options) error {
 	go func() { served <- srv.Serve(ctx, lis) }()
 	consoleDone := console.serve(ctx, log)
 	caDone := caSvc.serve(ctx, log)
+	injectorDone := injector.serve(ctx, log)
+	rootCertsDone := rootCerts.run(ctx)
 	if opts.Ready != nil {
-		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr(), CA: caSvc.info()})
+		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr(), CA: caSvc.info(),
+			WebhookAddr: injector.addr()})
 	}
 
 	onConfig := func(cfg *model.Config) {
@@ -132,6 +158,7 @@ func Run(ctx context.Context, opts Options) error {
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
 		caSvc.accept(cfg)
+		injector.accept(cfg)
 		log.Info("config applied", "source", src.String(), "services", len(snap.Services),
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
@@ -193,6 +220,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	<-consoleDone
 	<-caDone
+	<-injectorDone
+	<-rootCertsDone
 	log.Info("control plane stopped")
 	return runErr
 }

@@ -34,6 +34,9 @@ const (
 	// SelfSignedCASecret is where the Kubernetes source will keep a
 	// self-signed root (internal/security/ca.LoadKubernetes).
 	SelfSignedCASecret = "istio-ca-secret"
+	// RootCertConfigMap is Istio's mesh root ConfigMap, which the control
+	// plane writes into every namespace for injected proxies.
+	RootCertConfigMap = "istio-ca-root-cert"
 )
 
 // Istio's control-plane ports, as the Deployment and Services expose them.

@@ -223,8 +223,9 @@ func TestRenderRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// TestMeshConfigMapLoadsAsMeshYAML: the ConfigMap's `mesh`, mounted as
-// mesh.yaml in --config-dir, is a MeshConfig the control plane accepts.
+// TestMeshConfigMapLoadsAsMeshYAML: the ConfigMap's `mesh` is a MeshConfig
+// the control plane accepts (read by the Kubernetes source, or as mesh.yaml
+// in a --config-dir).
 func TestMeshConfigMapLoadsAsMeshYAML(t *testing.T) {
 	o := goldenOptions(t)
 	o.TrustDomain = "example.org"

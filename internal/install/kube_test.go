@@ -258,6 +258,10 @@ func TestInstalledRBACIsLeastPrivilege(t *testing.T) {
 		{Verb: "watch", Resource: "configmaps", Namespace: DefaultNamespace},
 		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: DefaultNamespace},
 		{Verb: "patch", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: WebhookName},
+		{Verb: "list", Group: "networking.istio.io", Resource: "proxyconfigs"},
+		{Verb: "create", Resource: "configmaps", Namespace: "default"},
+		{Verb: "update", Resource: "configmaps", Name: RootCertConfigMap, Namespace: "default"},
+		{Verb: "watch", Resource: "configmaps", Name: RootCertConfigMap},
 	}
 	for _, attr := range allowed {
 		if !can(attr) {
@@ -274,6 +278,8 @@ func TestInstalledRBACIsLeastPrivilege(t *testing.T) {
 		{Verb: "patch", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "someone-elses"},
 		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "default"},
 		{Verb: "get", Resource: "configmaps", Namespace: "default"},
+		{Verb: "update", Resource: "configmaps", Name: "app-settings", Namespace: "default"},
+		{Verb: "list", Resource: "configmaps"},
 	}
 	for _, attr := range denied {
 		if can(attr) {

@@ -15,23 +15,26 @@ import (
 )
 
 // Where the Deployment mounts its inputs.
-const (
-	meshConfigDir = "/etc/istio/config" // the istio ConfigMap, `mesh` as mesh.yaml
-	caCertsDir    = "/etc/cacerts"      // the cacerts Secret
-)
+const caCertsDir = "/etc/cacerts" // the cacerts Secret
 
 // ControlPlaneArgs are the container's arguments: `trellis controlplane`
-// with flags that exist today. Ports listen on all addresses of the pod,
-// except the console, whose weight editor has no authentication: it stays
-// on the pod's loopback, for `kubectl port-forward`.
+// reading the cluster with its service account (the istio ConfigMap
+// included, so no config volume), serving xDS, the CA and the injection
+// webhook. Ports listen on all addresses of the pod, except the console,
+// whose weight editor has no authentication: it stays on the pod's
+// loopback, for `kubectl port-forward`.
 func ControlPlaneArgs() []string {
 	return []string{
 		"controlplane",
-		"--config-dir=" + meshConfigDir,
+		"--kubernetes",
+		// The kubelet expands $(POD_NAMESPACE): the istio ConfigMap and the
+		// Services the webhook's certificate names are in the pod's namespace.
+		"--istio-namespace=$(POD_NAMESPACE)",
 		fmt.Sprintf("--xds-address=:%d", PortXDS),
 		fmt.Sprintf("--ca-address=:%d", PortCA),
 		"--cacerts=" + caCertsDir,
 		fmt.Sprintf("--debug-address=:%d", PortMonitoring),
+		fmt.Sprintf("--webhook-address=:%d", PortWebhook),
 		fmt.Sprintf("--ui-address=127.0.0.1:%d", PortConsole),
 		"--log-level=info",
 	}
@@ -85,8 +88,10 @@ var istioGroups = []string{"networking.istio.io", "security.istio.io", "telemetr
 // clusterRole is what the control plane needs across namespaces: read the
 // mesh (Services, EndpointSlices, Pods, Namespaces, Nodes for locality,
 // Istio's resources), write only status and events, review tokens for the
-// CA, and patch its own webhook's caBundle. No Secret is readable here:
-// the CA's Secrets are in the Role of its own namespace.
+// CA, patch its own webhook's caBundle, and keep Istio's mesh root
+// ConfigMap (istio-ca-root-cert) in every namespace, which injected proxies
+// mount. No Secret is readable here, nor any other ConfigMap: the CA's
+// Secrets are in the Role of its own namespace.
 func clusterRole(o Options) *rbacv1.ClusterRole {
 	read := []string{"get", "list", "watch"}
 	return &rbacv1.ClusterRole{
@@ -100,6 +105,11 @@ func clusterRole(o Options) *rbacv1.ClusterRole {
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			// create cannot be narrowed by name in RBAC; the rest can (list
+			// and watch with the metadata.name field selector the writer uses).
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{RootCertConfigMap},
+				Verbs: []string{"get", "list", "watch", "update"}},
 			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 				ResourceNames: []string{WebhookName}, Verbs: []string{"get", "update", "patch"}},
 		},
@@ -152,7 +162,7 @@ func roleBinding(o Options) *rbacv1.RoleBinding {
 }
 
 // meshConfigMap is Istio's `istio` ConfigMap: users edit MeshConfig under
-// `mesh` as they do in Istio. The Deployment mounts it as mesh.yaml.
+// `mesh` as they do in Istio; the control plane watches it.
 func meshConfigMap(o Options) *corev1.ConfigMap {
 	mesh := fmt.Sprintf(`# MeshConfig (istio.io/api mesh/v1alpha1), as in Istio's istio ConfigMap.
 trustDomain: %s
@@ -214,16 +224,11 @@ func deployment(o Options) *appsv1.Deployment {
 				{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 			},
 			VolumeMounts: []corev1.VolumeMount{
-				{Name: "config", MountPath: meshConfigDir, ReadOnly: true},
 				{Name: "cacerts", MountPath: caCertsDir, ReadOnly: true},
 				{Name: "tmp", MountPath: "/tmp"},
 			},
 		}},
 		Volumes: []corev1.Volume{
-			{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-				LocalObjectReference: corev1.LocalObjectReference{Name: MeshConfigMap},
-				Items:                []corev1.KeyToPath{{Key: MeshKey, Path: "mesh.yaml"}},
-			}}},
 			{Name: "cacerts", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: CACertsSecret}}},
 			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		},
