@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/security/ca"
 	"github.com/trellis-mesh/trellis/internal/security/caserver"
 	"github.com/trellis-mesh/trellis/internal/security/spiffe"
+	"k8s.io/client-go/kubernetes"
 )
 
 // DefaultCAAddress is istiod's CA port (15012), on loopback.
@@ -57,16 +59,35 @@ func startCA(opts Options) (*caService, error) {
 		auth *ca.Authority
 		err  error
 	)
+	var kube kubernetes.Interface
+	if opts.Kubernetes != nil {
+		if kube, err = kubernetes.NewForConfig(opts.Kubernetes); err != nil {
+			return nil, fmt.Errorf("control plane: CA: %w", err)
+		}
+	}
 	switch {
 	case opts.CACertsDir != "":
 		auth, err = ca.LoadCACerts(opts.CACertsDir, ca.Options{})
 	case opts.CADir != "":
 		auth, err = ca.LoadOrCreateDir(opts.CADir, ca.Options{})
+	case kube != nil:
+		// As istiod: the cacerts Secret if the user plugged one in, else the
+		// self-signed root kept in istio-ca-secret.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		auth, err = ca.LoadKubernetes(ctx, kube, opts.istioNamespace(), ca.Options{})
+		cancel()
 	default:
 		err = errors.New("a CA address needs CADir or CACertsDir")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("control plane: CA: %w", err)
+	}
+	// Pods prove who they are with their service-account token (TokenReview,
+	// as istiod); bootstrap tokens keep working for workloads outside the
+	// cluster and are checked first, locally, sparing the API server.
+	authenticators := []caserver.Authenticator{caserver.BootstrapTokens{Authority: auth}}
+	if kube != nil {
+		authenticators = append(authenticators, caserver.TokenReview{Client: kube})
 	}
 	c := &caService{}
 	td := spiffe.DefaultTrustDomain
@@ -74,7 +95,7 @@ func startCA(opts Options) (*caService, error) {
 	c.srv, err = caserver.Listen(caserver.Options{
 		Address:        opts.CAAddress,
 		Authority:      auth,
-		Authenticators: []caserver.Authenticator{caserver.BootstrapTokens{Authority: auth}},
+		Authenticators: authenticators,
 		TrustDomain:    func() string { return *c.trustDomain.Load() },
 		Logger:         opts.Logger,
 	})
