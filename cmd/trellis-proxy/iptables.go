@@ -21,6 +21,7 @@ func newIptablesCommand() *cobra.Command {
 		inboundPorts, inboundExclude    string
 		outboundRanges, outboundExclude string
 		outboundPortsExclude            string
+		outboundPortsInclude            string
 		dryRun, cleanup                 bool
 	)
 	cmd := &cobra.Command{
@@ -44,6 +45,9 @@ func newIptablesCommand() *cobra.Command {
 				return fail(err)
 			}
 			if c.ExcludeOutboundPorts, err = intercept.ParsePorts("--local-exclude-ports-outbound", outboundPortsExclude); err != nil {
+				return fail(err)
+			}
+			if c.IncludeOutboundPorts, err = intercept.ParsePorts("--include-outbound-ports", outboundPortsInclude); err != nil {
 				return fail(err)
 			}
 			for _, s := range strings.Split(outboundExclude, ",") {
@@ -72,6 +76,7 @@ func newIptablesCommand() *cobra.Command {
 	f.StringVarP(&outboundRanges, "outbound-ip-ranges", "i", "*", `outbound CIDRs to capture, comma-separated; "*" all, "" none`)
 	f.StringVarP(&outboundExclude, "outbound-ip-ranges-exclude", "x", "", "outbound CIDRs never captured, comma-separated")
 	f.StringVarP(&outboundPortsExclude, "local-exclude-ports-outbound", "o", "", "outbound ports never captured, comma-separated")
+	f.StringVarP(&outboundPortsInclude, "include-outbound-ports", "q", "", "outbound ports always captured, whatever -i says (-x and -o still win), comma-separated")
 	f.BoolVar(&c.DNS, "redirect-dns", false, "redirect the app's DNS (UDP and TCP 53) to the proxy's DNS port 15053")
 	f.BoolVarP(&dryRun, "dry-run", "n", false, "print the iptables-restore input instead of applying it")
 	f.BoolVar(&cleanup, "cleanup", false, "remove every ISTIO_* chain and jump instead of installing the rules")

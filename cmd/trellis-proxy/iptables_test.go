@@ -19,7 +19,7 @@ func runIptables(t *testing.T, args ...string) (string, error) {
 
 func TestIptablesDryRunPrintsRulesForIstioFlags(t *testing.T) {
 	out, err := runIptables(t, "--dry-run", "-p", "16001", "-z", "16006", "-u", "2000", "-g", "3000",
-		"-b", "9080,8080", "-i", "10.0.0.0/8", "-x", "10.96.0.0/12", "-o", "3306", "--redirect-dns")
+		"-b", "9080,8080", "-i", "10.0.0.0/8", "-x", "10.96.0.0/12", "-o", "3306", "-q", "6379", "--redirect-dns")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +42,13 @@ func TestIptablesDryRunPrintsRulesForIstioFlags(t *testing.T) {
 	if strings.Contains(out, "-A ISTIO_OUTPUT -j ISTIO_REDIRECT") {
 		t.Errorf("captures every destination although -i lists ranges:\n%s", out)
 	}
+	// -q captures its port to destinations -i does not list, but not to those -x excludes.
+	exclude := strings.Index(out, "-A ISTIO_OUTPUT -d 10.96.0.0/12 -j RETURN\n")
+	include := strings.Index(out, "-A ISTIO_OUTPUT -p tcp --dport 6379 -j ISTIO_REDIRECT\n")
+	ranges := strings.Index(out, "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT\n")
+	if include < 0 || exclude > include || include > ranges {
+		t.Errorf("-q 6379 should redirect after the -x RETURN and before the -i ranges:\n%s", out)
+	}
 }
 
 func TestIptablesEmptyInboundPortsCapturesNoInbound(t *testing.T) {
@@ -59,6 +66,7 @@ func TestIptablesRejectsBadFlags(t *testing.T) {
 		{"-n", "-x", "10.0.0.0/40"},
 		{"-n", "-d", "ssh"},
 		{"-n", "-b", "99999"},
+		{"-n", "-q", "redis"},
 	} {
 		if _, err := runIptables(t, args...); err == nil {
 			t.Errorf("trellis-proxy iptables %v accepted", args)

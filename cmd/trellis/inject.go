@@ -39,10 +39,7 @@ func newInjectCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				opts.Mesh = cfg.Mesh
-				if opts.ProxyConfigs, err = inject.LoadProxyConfigs(configDir); err != nil {
-					return err
-				}
+				opts.Mesh, opts.ProxyConfigs = cfg.Mesh, config.ProxyConfigResources(cfg)
 			}
 			out, warnings, err := inject.InjectYAML(in, opts)
 			if err != nil {

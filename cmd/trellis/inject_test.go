@@ -53,8 +53,8 @@ spec:
 	if err != nil {
 		t.Fatalf("inject: %v\n%s", err, stderr)
 	}
-	if !strings.Contains(stderr, "includeOutboundPorts") {
-		t.Errorf("want a warning about the unsupported includeOutboundPorts, got %q", stderr)
+	if strings.Contains(stderr, "warning") {
+		t.Errorf("want no warnings, got %q", stderr)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
@@ -71,6 +71,9 @@ spec:
 	spec := d.Spec.Template.Spec
 	if len(spec.InitContainers) != 2 || spec.InitContainers[1].Name != "istio-proxy" || spec.InitContainers[1].Image != "example/proxy:1" {
 		t.Fatalf("init containers %+v: want istio-init and the native istio-proxy with --image", spec.InitContainers)
+	}
+	if args := strings.Join(spec.InitContainers[0].Args, " "); !strings.Contains(args, " --include-outbound-ports=443") {
+		t.Errorf("istio-init args %q: want the pod's includeOutboundPorts as --include-outbound-ports=443", args)
 	}
 	env := map[string]string{}
 	for _, e := range spec.InitContainers[1].Env {

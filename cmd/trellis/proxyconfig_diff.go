@@ -14,21 +14,24 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/trellis-mesh/trellis/internal/config"
+	"github.com/trellis-mesh/trellis/internal/inject"
 	"github.com/trellis-mesh/trellis/internal/proxyconfig"
 )
 
 func newProxyConfigDiffCmd(f *proxyConfigFlags) *cobra.Command {
 	var src hierarchySource
 	var files, deletes, podFiles []string
+	params := inject.DefaultParams()
 	cmd := &cobra.Command{
 		Use:   "diff -f proxyconfig.yaml [--config DIR | --kubeconfig PATH]",
 		Short: "Show which pods a ProxyConfig change would affect and how their settings would change; applies nothing",
 		Long: "Compares each pod's effective sidecar settings (see explain) with the ProxyConfigs of -f\n" +
 			"created or replacing those of the same namespace/name, and those of --delete removed,\n" +
 			"against the settings now. Only pods whose settings change are listed, each with every\n" +
-			"changed value (old -> new, with the level and resource that set it), and whether it needs\n" +
-			"a restart: settings are written into a pod at injection, so running pods keep their old\n" +
-			"values until re-created. A change that makes a pod's settings invalid is shown as an error\n" +
+			"changed value (old -> new, with the level and resource that set it), the unified diff of\n" +
+			"the injected sidecar spec (containers, init containers, annotations, as `trellis inject`\n" +
+			"would write them), and whether it needs a restart: settings are written into a pod at\n" +
+			"injection, so running pods keep their old spec until re-created. A change that makes a pod's settings invalid is shown as an error\n" +
 			"for that pod. Nothing is written anywhere.\n\n" +
 			"File mode: --config DIR, the pods being the directory's WorkloadEntries and those of\n" +
 			"--pods manifests. Kubernetes mode: --kubeconfig PATH, every pod of the cluster (or of -n).",
@@ -74,7 +77,7 @@ func newProxyConfigDiffCmd(f *proxyConfigFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := diffHierarchy(h, proposed, deletes, time.Now())
+			d, err := diffHierarchy(h, proposed, deletes, params, time.Now())
 			if err != nil {
 				return err
 			}
@@ -88,12 +91,14 @@ func newProxyConfigDiffCmd(f *proxyConfigFlags) *cobra.Command {
 	src.register(cmd.Flags())
 	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "ProxyConfigs to create, or to replace the one of the same namespace/name")
 	cmd.Flags().StringSliceVar(&deletes, "delete", nil, "a ProxyConfig to delete, as NAMESPACE/NAME")
+	cmd.Flags().StringVar(&params.ProxyImage, "image", params.ProxyImage, "trellis-proxy image the injected spec names (the injector's)")
+	cmd.Flags().BoolVar(&params.NativeSidecars, "native-sidecars", params.NativeSidecars, "render the proxy as a native sidecar, as the injector does")
 	cmd.Flags().StringSliceVar(&podFiles, "pods", nil, "file mode: manifests of the pods to check (Pods, Deployments, ...; Namespaces)")
 	return cmd
 }
 
 // proxyConfigDiff is the result of diff. Each pod's section lists the effective settings
-// that change; the injected pod spec's diff belongs beside Settings.
+// that change and the diff of the sidecar spec injection would write.
 type proxyConfigDiff struct {
 	Proposed []string  `json:"proposed"` // "ProxyConfig ns/name (new|changed|deleted)"
 	Pods     []podDiff `json:"pods"`
@@ -103,8 +108,10 @@ type proxyConfigDiff struct {
 
 type podDiff struct {
 	Pod      string          `json:"pod"`
-	Restart  bool            `json:"restart"` // a value changes: re-create the pod to apply it
+	Restart  bool            `json:"restart"` // the injected spec changes: re-create the pod to apply it
 	Settings []settingChange `json:"settings"`
+	// Spec is the unified diff of the injected spec (YAML), "" when it would not change.
+	Spec string `json:"spec,omitempty"`
 	// Error is why the pod's settings would be invalid after the change (injection refuses it).
 	Error        string         `json:"error,omitempty"`
 	OldError     string         `json:"oldError,omitempty"`
@@ -125,7 +132,7 @@ type settingChange struct {
 
 // diffHierarchy applies the proposal to a copy of h's ProxyConfigs and compares every pod.
 // A new ProxyConfig is created now, so it loses conflicts to older ones, as it would once applied.
-func diffHierarchy(h *hierarchy, proposed []*proxyconfig.Resource, deletes []string, now time.Time) (*proxyConfigDiff, error) {
+func diffHierarchy(h *hierarchy, proposed []*proxyconfig.Resource, deletes []string, params inject.Params, now time.Time) (*proxyConfigDiff, error) {
 	d := &proxyConfigDiff{Pods: []podDiff{}}
 	key := func(r *proxyconfig.Resource) string { return r.Namespace + "/" + r.Name }
 	after := append([]*proxyconfig.Resource(nil), h.proxyConfigs...)
@@ -160,14 +167,14 @@ func diffHierarchy(h *hierarchy, proposed []*proxyconfig.Resource, deletes []str
 	}
 	for _, pod := range h.pods {
 		d.Checked++
-		if pd, changed := diffPod(h, pod, after); changed {
+		if pd, changed := diffPod(h, pod, after, params); changed {
 			d.Pods = append(d.Pods, pd)
 		}
 	}
 	return d, nil
 }
 
-func diffPod(h *hierarchy, pod *corev1.Pod, after []*proxyconfig.Resource) (podDiff, bool) {
+func diffPod(h *hierarchy, pod *corev1.Pod, after []*proxyconfig.Resource, params inject.Params) (podDiff, bool) {
 	oldE, oldC, oldErr := proxyconfig.Resolve(h.input(pod, h.proxyConfigs))
 	newE, newC, newErr := proxyconfig.Resolve(h.input(pod, after))
 	pd := podDiff{Pod: podKey(pod), Settings: []settingChange{}}
@@ -211,6 +218,16 @@ func diffPod(h *hierarchy, pod *corev1.Pod, after []*proxyconfig.Resource) (podD
 			}
 		}
 		changed = changed || len(pd.Settings) > 0
+		spec, err := specDiff(pod, oldE, newE, params)
+		switch {
+		case err != nil && newErr == nil:
+			pd.Error = err.Error()
+			changed = true
+		case err == nil:
+			// The spec is what the pod runs with: it alone says whether a restart is needed.
+			pd.Spec, pd.Restart = spec, spec != ""
+			changed = changed || spec != ""
+		}
 	}
 	if newErr != nil && oldErr == nil {
 		pd.Restart = false // nothing to restart into: injection refuses the pod
@@ -238,7 +255,7 @@ func printDiff(w io.Writer, d *proxyConfigDiff) {
 		case p.Restart:
 			fmt.Fprintf(w, "Pod %s: restart needed (the pod keeps its old settings until re-created)\n", p.Pod)
 		default:
-			fmt.Fprintf(w, "Pod %s: no restart needed (same values, set by other resources)\n", p.Pod)
+			fmt.Fprintf(w, "Pod %s: no restart needed (the injected spec would not change)\n", p.Pod)
 		}
 		if p.OldError != "" {
 			fmt.Fprintf(w, "  now invalid: %s\n", strings.ReplaceAll(p.OldError, "\n", "\n    "))
@@ -251,6 +268,12 @@ func printDiff(w io.Writer, d *proxyConfigDiff) {
 				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\n", s.Name, orDash(s.Old), orDash(s.New), setBy(s.OldLevel, s.OldSetBy), setBy(s.NewLevel, s.NewSetBy))
 			}
 			tw.Flush()
+		}
+		if p.Spec != "" {
+			fmt.Fprintln(w, "  Injected spec:")
+			for _, line := range strings.Split(strings.TrimSuffix(p.Spec, "\n"), "\n") {
+				fmt.Fprintf(w, "    %s\n", line)
+			}
 		}
 		if p.Conflicts != nil || p.OldConflicts != nil {
 			fmt.Fprintln(w, "  Conflicts (several ProxyConfigs at one level: the oldest wins, then by name):")

@@ -253,6 +253,24 @@ func (p *podDiff) setting(name string) *settingChange {
 	return nil
 }
 
+// wantSpecDiff checks that a pod's injected-spec diff removes and adds exactly these lines.
+func wantSpecDiff(t *testing.T, spec string, removed, added []string) {
+	t.Helper()
+	var gotRemoved, gotAdded []string
+	for _, l := range strings.Split(spec, "\n") {
+		switch {
+		case strings.HasPrefix(l, "---"), strings.HasPrefix(l, "+++"):
+		case strings.HasPrefix(l, "-"):
+			gotRemoved = append(gotRemoved, l)
+		case strings.HasPrefix(l, "+"):
+			gotAdded = append(gotAdded, l)
+		}
+	}
+	if strings.Join(gotRemoved, "\n") != strings.Join(removed, "\n") || strings.Join(gotAdded, "\n") != strings.Join(added, "\n") {
+		t.Errorf("injected spec diff removes %q and adds %q, want %q and %q:\n%s", gotRemoved, gotAdded, removed, added, spec)
+	}
+}
+
 func TestProxyConfigDiffFileMode(t *testing.T) {
 	dir, pods := pcFiles(t, nil)
 	change := filepath.Join(t.TempDir(), "change.yaml")
@@ -283,6 +301,8 @@ spec: {selector: {matchLabels: {app: ratings}}}
 	if len(r.Settings) != 1 || !r.Restart {
 		t.Errorf("reviews: %+v; want only the CPU limit, restart needed", r)
 	}
+	// The proxy container's CPU limit is the only line of the injected spec that changes.
+	wantSpecDiff(t, r.Spec, []string{`-        cpu: 1500m`}, []string{`+        cpu: "3"`})
 	rt := d.pod("shop/ratings-1")
 	if c := rt.setting("sidecar.istio.io/logLevel"); c == nil || c.Old != "info" || c.OldLevel != "mesh" || c.New != "debug" ||
 		c.NewLevel != "workload" || !strings.Contains(c.NewSetBy, "ProxyConfig shop/ratings-debug") {
@@ -312,8 +332,12 @@ spec: {selector: {matchLabels: {app: ratings}}}
 	if err == nil || !strings.Contains(err.Error(), `change.yaml:3: ProxyConfig shop/shop-defaults: metadata.annotations[sidecar.istio.io/logLevel]: "loud": unknown log level`) {
 		t.Errorf("a bad proposed ProxyConfig: %v", err)
 	}
-	// The short output names pods and restarts, and says nothing was applied.
-	writeTestFile(t, change, "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: reviews-tuning, namespace: shop}\nspec: {selector: {matchLabels: {app: reviews}}, concurrency: 8}\n")
+	// The short output names pods and restarts, shows the spec's changed lines, and says
+	// nothing was applied. Concurrency is GOMAXPROCS; the drain duration is an arg, an env
+	// var and the grace period.
+	writeTestFile(t, change, "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\n"+
+		"metadata: {name: reviews-tuning, namespace: shop, annotations: {proxy.istio.io/config: \"terminationDrainDuration: 40s\"}}\n"+
+		"spec: {selector: {matchLabels: {app: reviews}}, concurrency: 8}\n")
 	out, err = runCLI(ctx, "proxy-config", "diff", "-f", change, "--config", dir, "--pods", pods)
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +345,10 @@ spec: {selector: {matchLabels: {app: ratings}}}
 	for _, re := range []string{
 		`Pod shop/reviews: restart needed`,
 		`(?m)^    concurrency +4 +8 +workload: ProxyConfig shop/reviews-tuning spec\.concurrency +workload: ProxyConfig shop/reviews-tuning spec\.concurrency$`,
+		`(?m)^  Injected spec:\n    --- injected now\n    \+\+\+ injected after the change$`,
+		`(?m)^    -    - --drain-duration=10s\n    \+    - --drain-duration=40s$`,
+		`(?m)^         - name: TERMINATION_DRAIN_DURATION\n    -      value: 10s\n    \+      value: 40s\n         - name: GOMAXPROCS\n    -      value: "4"\n    \+      value: "8"$`,
+		`(?m)^    \+  terminationGracePeriodSeconds: 45$`,
 		`1 of 3 pods affected; nothing was applied\.`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {

@@ -110,6 +110,10 @@ spec:
 	if c := d.Pods[0].setting("concurrency"); c == nil || c.Old != "4" || c.New != "6" || len(d.Pods[0].Settings) != 1 {
 		t.Errorf("reviews-1 settings: %+v", d.Pods[0].Settings)
 	}
+	wantSpecDiff(t, d.Pods[0].Spec, []string{`-      value: "4"`}, []string{`+      value: "6"`})
+	if !strings.Contains(d.Pods[0].Spec, "    - name: GOMAXPROCS\n-      value: \"4\"\n+      value: \"6\"\n") {
+		t.Errorf("reviews-1 spec diff does not change GOMAXPROCS 4 -> 6:\n%s", d.Pods[0].Spec)
+	}
 	// Nothing was applied.
 	ic, err := istioclient.NewForConfig(kube.Config())
 	if err != nil {
@@ -128,6 +132,7 @@ spec:
 		if c := p.setting("sidecar.istio.io/logLevel"); c == nil || c.Old != "error" || c.New != "debug" || !strings.Contains(c.NewSetBy, appNS+"/b-ns") {
 			t.Errorf("%s log level: %+v", p.Pod, c)
 		}
+		wantSpecDiff(t, p.Spec, []string{"-    - --log-level=error"}, []string{"+    - --log-level=debug"})
 		if p.OldConflicts == nil || len(p.Conflicts) != 0 {
 			t.Errorf("%s: the conflict should go away: %+v -> %+v", p.Pod, p.OldConflicts, p.Conflicts)
 		}

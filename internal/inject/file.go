@@ -2,16 +2,11 @@ package inject
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
-	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -195,62 +190,4 @@ var templatePaths = map[string][]string{
 	"ReplicaSet":  {"spec", "template"},
 	"Job":         {"spec", "template"},
 	"CronJob":     {"spec", "jobTemplate", "spec", "template"},
-}
-
-// ParseProxyConfigs returns the networking.istio.io ProxyConfig documents of a YAML stream;
-// other documents are skipped. file names the source in errors.
-//
-// This is a stop-gap until internal/config exposes ProxyConfigs: it reads what Resolve needs.
-func ParseProxyConfigs(file string, data []byte) ([]*proxyconfig.Resource, error) {
-	var out []*proxyconfig.Resource
-	for i, doc := range docSeparator.Split(string(data), -1) {
-		var raw struct {
-			APIVersion string            `json:"apiVersion"`
-			Kind       string            `json:"kind"`
-			Metadata   metav1.ObjectMeta `json:"metadata"`
-			Spec       json.RawMessage   `json:"spec"`
-		}
-		if err := yaml.Unmarshal([]byte(doc), &raw); err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", file, i+1, err)
-		}
-		if raw.Kind != "ProxyConfig" || !strings.HasPrefix(raw.APIVersion, "networking.istio.io/") {
-			continue
-		}
-		spec := &networkingv1beta1.ProxyConfig{}
-		if len(raw.Spec) > 0 {
-			if err := protojson.Unmarshal(raw.Spec, spec); err != nil {
-				return nil, fmt.Errorf("%s: ProxyConfig %s: spec: %w", file, raw.Metadata.Name, err)
-			}
-		}
-		ns := raw.Metadata.Namespace
-		if ns == "" {
-			ns = "default"
-		}
-		out = append(out, &proxyconfig.Resource{
-			Name: raw.Metadata.Name, Namespace: ns, Created: raw.Metadata.CreationTimestamp.Time,
-			Annotations: raw.Metadata.Annotations, Spec: spec,
-		})
-	}
-	return out, nil
-}
-
-// LoadProxyConfigs reads the ProxyConfigs of every *.yaml/*.yml file under dir.
-func LoadProxyConfigs(dir string) ([]*proxyconfig.Resource, error) {
-	var out []*proxyconfig.Resource
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		if ext := filepath.Ext(path); ext != ".yaml" && ext != ".yml" {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		pcs, err := ParseProxyConfigs(path, data)
-		out = append(out, pcs...)
-		return err
-	})
-	return out, err
 }

@@ -5,7 +5,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/trellis-mesh/trellis/internal/config"
+	"github.com/trellis-mesh/trellis/internal/proxyconfig"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -40,10 +44,7 @@ func TestInjectGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pcs, err := ParseProxyConfigs(tc.name, in)
-			if err != nil {
-				t.Fatal(err)
-			}
+			pcs := proxyConfigsOf(t, tc.name, in)
 			got, warnings, err := InjectYAML(in, FileOptions{Params: testParams(tc.native), ProxyConfigs: pcs})
 			if err != nil {
 				t.Fatal(err)
@@ -74,6 +75,22 @@ func TestInjectGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// proxyConfigsOf reads the ProxyConfig documents of a case, as a config dir's loader would.
+func proxyConfigsOf(t *testing.T, name string, in []byte) []*proxyconfig.Resource {
+	t.Helper()
+	var docs []string
+	for _, doc := range docSeparator.Split(string(in), -1) {
+		if strings.Contains(doc, "\nkind: ProxyConfig\n") {
+			docs = append(docs, doc)
+		}
+	}
+	pcs, err := config.ParseProxyConfigs(name, []byte(strings.Join(docs, "---\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pcs
 }
 
 // TestInjectYAMLPassesOtherKindsThrough keeps non-workload documents byte for byte, comments

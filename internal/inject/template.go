@@ -84,10 +84,6 @@ func Inject(pod *corev1.Pod, workload string, eff *proxyconfig.Effective, p Para
 		return out, nil, nil
 	}
 	var warnings []string
-	if eff.IncludeOutboundPorts.V != "" {
-		warnings = append(warnings, fmt.Sprintf("includeOutboundPorts %q (%s) ignored: trellis-proxy iptables captures all outbound ports except the excluded ones",
-			eff.IncludeOutboundPorts.V, eff.IncludeOutboundPorts.From.Setter))
-	}
 	image := p.ProxyImage
 	if eff.Image.V != "" {
 		image = eff.Image.V
@@ -162,6 +158,10 @@ func initContainer(image string, eff *proxyconfig.Effective, res corev1.Resource
 		"--outbound-ip-ranges=" + eff.IncludeOutboundIPRanges.V,
 		"--outbound-ip-ranges-exclude=" + eff.ExcludeOutboundIPRanges.V,
 		"--local-exclude-ports-outbound=" + eff.ExcludeOutboundPorts.V,
+	}
+	if eff.IncludeOutboundPorts.V != "" {
+		// Istio passes -q only when the list is set.
+		args = append(args, "--include-outbound-ports="+eff.IncludeOutboundPorts.V)
 	}
 	if eff.DNSCapture.V {
 		args = append(args, "--redirect-dns")

@@ -51,6 +51,10 @@ type Config struct {
 	// ExcludeOutboundCIDRs and ExcludeOutboundPorts bypass the proxy.
 	ExcludeOutboundCIDRs []string
 	ExcludeOutboundPorts []uint16
+	// IncludeOutboundPorts are captured whatever IncludeOutboundCIDRs says (istio-iptables -q),
+	// e.g. with IncludeOutboundCIDRs None only these ports go through the proxy. As in Istio,
+	// ExcludeOutboundCIDRs and ExcludeOutboundPorts still win: their RETURN rules come first.
+	IncludeOutboundPorts []uint16
 	// DNS redirects the app's DNS (UDP and TCP port 53) to DNSCapturePort, except the proxy's own.
 	DNS bool
 }
@@ -152,6 +156,11 @@ func (c Config) parse() (parsedConfig, error) {
 	for i, port := range c.ExcludeOutboundPorts {
 		if port == 0 {
 			return p, fmt.Errorf("excludeOutboundPorts[%d]: port 0", i)
+		}
+	}
+	for i, port := range c.IncludeOutboundPorts {
+		if port == 0 {
+			return p, fmt.Errorf("includeOutboundPorts[%d]: port 0", i)
 		}
 	}
 	return p, nil

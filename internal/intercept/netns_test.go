@@ -343,6 +343,23 @@ func TestCaptureInsideNamespace(t *testing.T) {
 		t.Errorf("after cleanup: got %q, want %q", got, want)
 	}
 
+	t.Run("only the included outbound ports are captured, excluded CIDRs still bypass", func(t *testing.T) {
+		if err := Apply(ctx, Config{IncludeOutboundCIDRs: None, IncludeOutboundPorts: []uint16{81},
+			ExcludeOutboundCIDRs: []string{"10.0.1.0/24"}}); err != nil {
+			t.Fatal(err)
+		}
+		defer Cleanup(ctx)
+		for addr, want := range map[string]string{
+			"10.0.0.1:81": "captured 15001 10.0.0.1:81", // included port
+			"10.0.0.1:80": "real 10.0.0.1:80",           // not in -i, not in -q
+			"10.0.1.1:81": "real 10.0.1.1:81",           // included port, excluded CIDR (Istio's order)
+		} {
+			if got := dial(t, "", 0, addr); got != want {
+				t.Errorf("%s: got %q, want %q", addr, got, want)
+			}
+		}
+	})
+
 	t.Run("DNS is redirected to 15053 with --redirect-dns", func(t *testing.T) {
 		// On 127.0.0.1, as Istio's DNS proxy: REDIRECT sends the query to 127.0.0.1, and only an
 		// answer from there matches the conntrack entry that turns it back into 10.0.0.1:53.

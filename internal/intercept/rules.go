@@ -114,6 +114,11 @@ func Build(c Config) (Rules, error) {
 	for _, pfx := range p.outboundExclude {
 		add(ChainOutput, "-d", pfx.String(), "-j", "RETURN")
 	}
+	// Included ports are captured to any destination not excluded above (Istio's order:
+	// after the CIDR exclusions, before the CIDR inclusions).
+	for _, n := range p.IncludeOutboundPorts {
+		add(ChainOutput, "-p", "tcp", "--dport", port(n), "-j", ChainRedirect)
+	}
 	if p.outboundAll {
 		add(ChainOutput, "-j", ChainRedirect)
 	}

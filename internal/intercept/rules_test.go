@@ -24,6 +24,10 @@ func TestBuildMatchesGoldenRules(t *testing.T) {
 		},
 		"include-cidrs": {IncludeOutboundCIDRs: "10.0.0.0/8, 172.16.0.0/12"},
 		"include-lo":    {IncludeOutboundCIDRs: "127.0.0.0/8"},
+		"include-ports": {
+			IncludeOutboundCIDRs: None, IncludeOutboundPorts: []uint16{3306, 6379},
+			ExcludeOutboundCIDRs: []string{"10.96.0.0/12"}, ExcludeOutboundPorts: []uint16{5432},
+		},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -58,6 +62,7 @@ func TestBuildRejectsInvalidConfig(t *testing.T) {
 		{Config{ExcludeOutboundCIDRs: []string{"10.0.0.0/33"}}, `excludeOutboundCIDRs[0]: "10.0.0.0/33" is not a CIDR`},
 		{Config{IncludeOutboundCIDRs: "10.0.0.0/8,nonsense"}, `includeOutboundCIDRs[1]: "nonsense" is not a CIDR`},
 		{Config{ExcludeOutboundCIDRs: []string{"fd00::/8"}}, `is not IPv4`},
+		{Config{IncludeOutboundPorts: []uint16{3306, 0}}, `includeOutboundPorts[1]: port 0`},
 		{Config{ExcludeOutboundPorts: []uint16{0}}, `excludeOutboundPorts[0]: port 0`},
 		{Config{InboundCapturePort: 15001}, `both 15001`},
 	}
