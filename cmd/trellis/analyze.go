@@ -19,8 +19,8 @@ import (
 func newAnalyzeCmd() *cobra.Command {
 	var (
 		kubeconfig, namespace, istioNS, output, failure, outThreshold string
-		allNamespaces                                                bool
-		suppress                                                     []string
+		allNamespaces                                                 bool
+		suppress                                                      []string
 	)
 	cmd := &cobra.Command{
 		Use:   "analyze [DIR] | --kubeconfig PATH [-n NS | -A]",
