@@ -23,6 +23,9 @@ type Input struct {
 	// Line, when set, gives the line of a field path in the resource
 	// named key ("Kind ns/name"); 0 when unknown. File sources have it.
 	Line func(key, path string) int
+	// Cluster says the resources come from a cluster: their Source names
+	// the object again ("kubernetes: Kind ns/name"), so it is left out.
+	Cluster bool
 }
 
 // Analyze runs every analyzer over in and returns the findings sorted by
@@ -53,6 +56,9 @@ type analysis struct {
 // at names meta's resource, at the line of path when the source knows it.
 func (a *analysis) at(meta model.Meta, path string) Resource {
 	r := Resource{Kind: meta.Kind, Namespace: meta.Namespace, Name: meta.Name, File: meta.Source.File, Line: meta.Source.Line}
+	if a.in.Cluster {
+		r.File, r.Line = "", 0
+	}
 	if a.in.Line != nil && path != "" {
 		if l := a.in.Line(meta.Key(), path); l > 0 {
 			r.Line = l
@@ -70,6 +76,9 @@ func (a *analysis) report(c Code, r Resource, field, format string, args ...any)
 func (a *analysis) schema() {
 	for _, e := range a.in.Errors {
 		r := Resource{Kind: e.Kind, Namespace: e.Namespace, Name: e.Name, File: e.Source.File, Line: e.Source.Line}
+		if a.in.Cluster && e.Name != "" {
+			r.File, r.Line = "", 0
+		}
 		reason := e.Reason
 		if e.Field != "" {
 			reason = e.Field + ": " + reason

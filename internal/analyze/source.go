@@ -59,7 +59,7 @@ func FromCluster(ctx context.Context, rc *rest.Config, istioNamespace string) (I
 	if cfg == nil {
 		return Input{}, fmt.Errorf("analyze %s: %w", rc.Host, context.Cause(ctx))
 	}
-	return Input{Config: cfg, Errors: errs}, nil
+	return Input{Config: cfg, Errors: errs, Cluster: true}, nil
 }
 
 // flatten turns a joined error into its *ValidationErrors; anything else
