@@ -125,3 +125,16 @@ func TestValidationErrorsKeepFileLineAndFieldWhileTheRestIsAnalyzed(t *testing.T
 		t.Fatalf("first message %v, want %q", msgs, want)
 	}
 }
+
+func TestEveryCodeIsDocumentedWithItsLevel(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "analyze.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range Codes {
+		row := fmt.Sprintf("| %s | %s | %s |", c.ID, c.Level, c.Name)
+		if !strings.Contains(string(doc), row) {
+			t.Errorf("docs/analyze.md has no row starting %q", row)
+		}
+	}
+}
