@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
@@ -20,6 +22,7 @@ func newAnalyzeCmd() *cobra.Command {
 	var (
 		kubeconfig, namespace, istioNS, output, failure, outThreshold string
 		allNamespaces                                                 bool
+		timeout                                                       time.Duration
 		suppress                                                      []string
 	)
 	cmd := &cobra.Command{
@@ -74,7 +77,9 @@ func newAnalyzeCmd() *cobra.Command {
 				} else {
 					scope = "namespace: " + namespace
 				}
-				if in, err = analyze.FromCluster(cmd.Context(), rc, istioNS); err != nil {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				if in, err = analyze.FromCluster(ctx, rc, istioNS); err != nil {
 					return err
 				}
 			default:
@@ -111,6 +116,7 @@ func newAnalyzeCmd() *cobra.Command {
 	f.StringVarP(&namespace, "namespace", "n", "", "with --kubeconfig: report on this namespace (default: the kubeconfig's)")
 	f.BoolVarP(&allNamespaces, "all-namespaces", "A", false, "with --kubeconfig: report on every namespace")
 	f.StringVar(&istioNS, "istio-namespace", "istio-system", "with --kubeconfig: the namespace of the istio ConfigMap (the MeshConfig)")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "with --kubeconfig: give up reading the cluster after this long")
 	f.StringVarP(&output, "output", "o", "log", "output format: log, json or yaml")
 	f.StringVar(&failure, "failure-threshold", "Error", "exit non-zero when a message is at or above this level (Info, Warning, Error)")
 	f.StringVar(&outThreshold, "output-threshold", "Info", "show messages at or above this level (Info, Warning, Error)")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -169,5 +170,22 @@ func TestAnalyzeClusterReportsDanglingSubset(t *testing.T) {
 	}
 	if strings.Contains(out, "The Subset v1") {
 		t.Errorf("subset v1 selects reviews-v1, yet reported:\n%s", out)
+	}
+}
+
+func TestAnalyzeUnreachableClusterGivesUpAfterTimeout(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(context.Background(), "analyze", "--kubeconfig", kc, "--timeout", "1s")
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("error %v, want the deadline; output:\n%s", err, out)
 	}
 }
