@@ -30,6 +30,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newInstallCmd(),
 		newInjectCmd(),
+		newAnalyzeCmd(),
 	)
 	return root
 }
