@@ -163,8 +163,9 @@ func (e *env) l4Chains(svc *model.Service, port *model.Port, vip string, vss []*
 	return append(out, l4Chain{cluster: own})
 }
 
-// filterChain builds c for a listener on listenPort. direction picks the istio.stats reporter.
-func (e *env) l4FilterChain(c l4Chain, listenPort uint32, gatewayReporter bool) (*listenerv3.FilterChain, error) {
+// l4FilterChain builds c for a listener on listenPort. istio.stats reports as the listener's
+// direction (outbound, on sidecars and gateways alike, as the HTTP chains do).
+func (e *env) l4FilterChain(c l4Chain, listenPort uint32) (*listenerv3.FilterChain, error) {
 	tp := &tcpproxyv3.TcpProxy{}
 	switch {
 	case len(c.routes) == 1:
@@ -199,11 +200,7 @@ func (e *env) l4FilterChain(c l4Chain, listenPort uint32, gatewayReporter bool) 
 	if err != nil {
 		return nil, err
 	}
-	pc := &statspb.PluginConfig{DisableHostHeaderFallback: true}
-	if gatewayReporter {
-		pc.Reporter = statspb.Reporter_SERVER_GATEWAY
-	}
-	stats, err := typedStruct(pc)
+	stats, err := typedStruct(&statspb.PluginConfig{DisableHostHeaderFallback: true})
 	if err != nil {
 		return nil, fmt.Errorf("%s filter config: %w", istioStatsFilterName, err)
 	}
@@ -300,7 +297,7 @@ func (e *env) outboundTCPListeners(taken map[string]bool) ([]*listenerv3.Listene
 				}
 				var chains []*listenerv3.FilterChain
 				for _, c := range e.l4Chains(svc, port, vip, vss, []string{meshGateway}) {
-					fc, err := e.l4FilterChain(c, port.Number, false)
+					fc, err := e.l4FilterChain(c, port.Number)
 					if err != nil {
 						return nil, fmt.Errorf("listener %s: %s: %w", lname, svc.Hostname, err)
 					}
