@@ -47,6 +47,7 @@ func validateVirtualService(c *checker, vs *networking.VirtualService) {
 		validateL4Routes(c, path, r.GetRoute())
 		for j, m := range r.GetMatch() {
 			validateL4Match(c, fmt.Sprintf("%s.match[%d]", path, j), m.GetDestinationSubnets(), m.GetPort())
+			validateMatchGateways(c, fmt.Sprintf("%s.match[%d]", path, j), m.GetGateways())
 		}
 	}
 	for i, r := range vs.GetTls() {
@@ -65,6 +66,7 @@ func validateVirtualService(c *checker, vs *networking.VirtualService) {
 				}
 			}
 			validateL4Match(c, mpath, m.GetDestinationSubnets(), m.GetPort())
+			validateMatchGateways(c, mpath, m.GetGateways())
 		}
 		validateL4Routes(c, path, r.GetRoute())
 	}
@@ -489,4 +491,16 @@ func wildcardCovers(pattern, host string) bool {
 		return strings.HasSuffix(host, suffix)
 	}
 	return pattern == host
+}
+
+// validateMatchGateways checks a tcp or tls match's gateways: "mesh", "<name>" or "<namespace>/<name>".
+func validateMatchGateways(c *checker, path string, gws []string) {
+	for i, g := range gws {
+		if g == meshGateway {
+			continue
+		}
+		if reason := gatewayRefProblem(g); reason != "" {
+			c.errorf(fmt.Sprintf("%s.gateways[%d]", path, i), "%s", reason)
+		}
+	}
 }
