@@ -47,6 +47,7 @@ func validateVirtualService(c *checker, vs *networking.VirtualService) {
 		validateL4Routes(c, path, r.GetRoute())
 		for j, m := range r.GetMatch() {
 			validateL4Match(c, fmt.Sprintf("%s.match[%d]", path, j), m.GetDestinationSubnets(), m.GetPort())
+			validateMatchGateways(c, fmt.Sprintf("%s.match[%d]", path, j), m.GetGateways())
 		}
 	}
 	for i, r := range vs.GetTls() {
@@ -59,7 +60,13 @@ func validateVirtualService(c *checker, vs *networking.VirtualService) {
 			if len(m.GetSniHosts()) == 0 {
 				c.errorf(mpath+".sniHosts", "at least one SNI host is required")
 			}
+			for k, sni := range m.GetSniHosts() {
+				if reason := sniHostProblem(sni, vs.GetHosts()); reason != "" {
+					c.errorf(fmt.Sprintf("%s.sniHosts[%d]", mpath, k), "%s", reason)
+				}
+			}
 			validateL4Match(c, mpath, m.GetDestinationSubnets(), m.GetPort())
+			validateMatchGateways(c, mpath, m.GetGateways())
 		}
 		validateL4Routes(c, path, r.GetRoute())
 	}
@@ -457,5 +464,43 @@ func validateDuration(c *checker, path string, d *durationpb.Duration, zeroOK bo
 	case v == 0 && zeroOK:
 	case v < 1e6:
 		c.errorf(path, "must be at least 1ms, got %s", v)
+	}
+}
+
+// sniHostProblem checks a tls match's SNI host as Istio does: a valid host name, "*" excluded,
+// that one of the VirtualService's hosts covers (or that covers one of them, for a wildcard).
+func sniHostProblem(sni string, hosts []string) string {
+	if sni == "*" || !isWildcardHost(sni) {
+		return fmt.Sprintf("%q is not a valid SNI host name", sni)
+	}
+	for _, h := range hosts {
+		if h == "*" || wildcardCovers(h, sni) || wildcardCovers(sni, h) {
+			return ""
+		}
+		// A short VirtualService host ("reviews") stands for its FQDN in the namespace.
+		if !strings.Contains(h, ".") && strings.HasPrefix(sni, h+".") {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%q is not a compatible subset of any of the VirtualService hosts %v", sni, hosts)
+}
+
+// wildcardCovers reports whether pattern ("host" or "*.suffix") matches host.
+func wildcardCovers(pattern, host string) bool {
+	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
+		return strings.HasSuffix(host, suffix)
+	}
+	return pattern == host
+}
+
+// validateMatchGateways checks a tcp or tls match's gateways: "mesh", "<name>" or "<namespace>/<name>".
+func validateMatchGateways(c *checker, path string, gws []string) {
+	for i, g := range gws {
+		if g == meshGateway {
+			continue
+		}
+		if reason := gatewayRefProblem(g); reason != "" {
+			c.errorf(fmt.Sprintf("%s.gateways[%d]", path, i), "%s", reason)
+		}
 	}
 }

@@ -23,9 +23,8 @@ import (
 // allowed when CUSTOM allows or does not apply, no DENY policy matches, and, if there are ALLOW
 // policies, one matches. Sidecar outbound listeners carry none of this: policies guard the server.
 //
-// Only HTTP is translated: the proxy's inbound and gateway listeners are HTTP connection managers
-// today. When TCP chains arrive, the same rules (minus the HTTP-only fields) go into an
-// envoy.filters.network.rbac filter before tcp_proxy.
+// TCP chains get the same rules, minus the HTTP-only fields, as envoy.filters.network.rbac
+// filters before their tcp_proxy (authztcp.go).
 
 // Filter names as Envoy registers them.
 const (
@@ -37,6 +36,9 @@ const (
 // applySecurityFilters adds the authentication and authorization filters, and the clusters they
 // fetch keys from, to the proxy's resources.
 func (e *env) applySecurityFilters(res *Resources) error {
+	if err := e.applyNetworkRBAC(res); err != nil { // authztcp.go: the same policies on TCP chains
+		return err
+	}
 	existing := map[string]bool{}
 	for _, c := range res.Clusters {
 		existing[c.GetName()] = true

@@ -101,32 +101,11 @@ func (e *env) captureOutbound(res *Resources) error {
 		res.Listeners = append(res.Listeners, l)
 		res.Routes = append(res.Routes, rc)
 	}
-	for _, svc := range e.snap.Services {
-		for _, port := range sortedPorts(svc.Ports) {
-			if port.Protocol.IsHTTP() {
-				continue
-			}
-			cluster := OutboundClusterName(port.Number, "", svc.Hostname)
-			for _, ip := range serviceAddresses(svc) {
-				lname := listenerName(ip, port.Number)
-				if taken[lname] {
-					continue // the first service on an address:port has it, as in Istio
-				}
-				taken[lname] = true
-				fc, err := tcpProxyChain("", cluster, cluster)
-				if err != nil {
-					return fmt.Errorf("listener %s: %w", lname, err)
-				}
-				res.Listeners = append(res.Listeners, &listenerv3.Listener{
-					Name:             lname,
-					Address:          socketAddress(ip, port.Number),
-					BindToPort:       wrapperspb.Bool(false),
-					FilterChains:     []*listenerv3.FilterChain{fc},
-					TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-				})
-			}
-		}
+	tcp, err := e.outboundTCPListeners(taken) // tcproute.go
+	if err != nil {
+		return err
 	}
+	res.Listeners = append(res.Listeners, tcp...)
 	res.Clusters = append(res.Clusters, e.captureClusters()...)
 	return nil
 }

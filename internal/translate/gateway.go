@@ -17,9 +17,9 @@ import (
 )
 
 // Gateway servers translated: plain HTTP (HTTP, HTTP2, GRPC), with the
-// VirtualServices for one host merged as Istio merges them on gateways.
-// HTTPS, TLS and TCP servers and tls.httpsRedirect are later issues; such
-// servers are skipped.
+// VirtualServices for one host merged as Istio merges them on gateways, and
+// TCP and TLS passthrough servers (gatewaytcp.go). HTTPS servers and
+// tls.httpsRedirect are later issues; such servers are skipped.
 
 // GatewayRouteName is the route configuration of a gateway's HTTP servers
 // on port, Istio's "http.<port>".
@@ -94,7 +94,15 @@ func (e *env) gatewayListeners() ([]*listenerv3.Listener, []*routev3.RouteConfig
 			listeners = append(listeners, l)
 		}
 	}
-	return listeners, routes, nil
+	httpPorts := make(map[uint32]bool, len(ports))
+	for _, p := range ports {
+		httpPorts[p] = true
+	}
+	l4, err := e.gatewayL4Listeners(httpPorts) // gatewaytcp.go
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(listeners, l4...), routes, nil
 }
 
 // gatewayRouteConfig has a virtual host for each host of a VirtualService

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -10,6 +11,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -165,14 +167,43 @@ func (e *env) applyTelemetry(res *Resources) error {
 		logs = append(logs, l)
 	}
 	for _, l := range res.Listeners {
-		for _, fc := range l.GetFilterChains() {
+		chains := l.GetFilterChains()
+		if dc := l.GetDefaultFilterChain(); dc != nil {
+			chains = append(slices.Clip(chains), dc)
+		}
+		for _, fc := range chains {
 			if err := withHCM(fc, func(h *hcmv3.HttpConnectionManager) {
 				h.Tracing = tracing
 				h.AccessLog = append(h.AccessLog, logs...)
 			}); err != nil {
 				return fmt.Errorf("listener %s: %w", l.GetName(), err)
 			}
+			if len(logs) > 0 { // TCP connections are logged as they close (tcp_proxy's access_log)
+				if err := withTCPProxy(fc, func(t *tcpproxyv3.TcpProxy) { t.AccessLog = append(t.AccessLog, logs...) }); err != nil {
+					return fmt.Errorf("listener %s: %w", l.GetName(), err)
+				}
+			}
 		}
+	}
+	return nil
+}
+
+// withTCPProxy edits a filter chain's tcp_proxy, if it has one.
+func withTCPProxy(fc *listenerv3.FilterChain, edit func(*tcpproxyv3.TcpProxy)) error {
+	for _, f := range fc.GetFilters() {
+		if f.GetName() != tcpProxyFilterName {
+			continue
+		}
+		var t tcpproxyv3.TcpProxy
+		if err := f.GetTypedConfig().UnmarshalTo(&t); err != nil {
+			return err
+		}
+		edit(&t)
+		a, err := anypb.New(&t)
+		if err != nil {
+			return err
+		}
+		f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
 	}
 	return nil
 }
