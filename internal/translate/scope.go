@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -130,12 +131,13 @@ func (imps egressImports) importsVirtualService(vs *model.VirtualService) bool {
 
 // filter keeps the imported services and VirtualServices, and the
 // (exported) services an imported VirtualService routes to, as Istio's
-// SidecarScope does.
+// SidecarScope does. Only VirtualServices bound to the mesh count: one
+// bound to gateways alone routes nothing on a sidecar.
 func (imps egressImports) filter(services []*model.Service, vss []*model.VirtualService) ([]*model.Service, []*model.VirtualService) {
 	var keptVS []*model.VirtualService
 	routedTo := map[string]bool{}
 	for _, vs := range vss {
-		if !imps.importsVirtualService(vs) {
+		if !boundToMesh(vs) || !imps.importsVirtualService(vs) {
 			continue
 		}
 		keptVS = append(keptVS, vs)
@@ -198,4 +200,10 @@ func cloneVS(vs *model.VirtualService) *model.VirtualService {
 // (precedence, exportTo and workloadSelector: model.DestinationRuleFor).
 func (e *env) destinationRule(host string) *model.DestinationRule {
 	return e.snap.DestinationRuleFor(host, e.proxy.Namespace, e.labels)
+}
+
+// boundToMesh: vs lists no gateways, or "mesh" among them.
+func boundToMesh(vs *model.VirtualService) bool {
+	gws := vs.Spec.GetGateways()
+	return len(gws) == 0 || slices.Contains(gws, meshGateway)
 }
