@@ -25,7 +25,9 @@ func TestDelegateMatchIsRootAndDelegate(t *testing.T) {
 		{"same header, other value", &networking.HTTPMatchRequest{Headers: map[string]*networking.StringMatch{"x-a": exact("1")}},
 			&networking.HTTPMatchRequest{Headers: map[string]*networking.StringMatch{"x-a": exact("2")}}, true, nil},
 		{"method from root", &networking.HTTPMatchRequest{Method: exact("GET")}, &networking.HTTPMatchRequest{Uri: prefix("/x")}, false,
-			func(m *networking.HTTPMatchRequest) bool { return m.GetMethod().GetExact() == "GET" && m.GetUri().GetPrefix() == "/x" }},
+			func(m *networking.HTTPMatchRequest) bool {
+				return m.GetMethod().GetExact() == "GET" && m.GetUri().GetPrefix() == "/x"
+			}},
 		{"ports differ", &networking.HTTPMatchRequest{Port: 80}, &networking.HTTPMatchRequest{Port: 8080}, true, nil},
 	} {
 		got := mergeMatch(tc.root, tc.del)
