@@ -14,9 +14,20 @@ import (
 // not exist, or routing to a subset no DestinationRule defines.
 func danglingRefs(docs []*document) []Warning {
 	gateways := map[string]bool{}
-	subsets := map[string]bool{} // "host|subset", host fully qualified
+	subsets := map[string]bool{}     // "host|subset", host fully qualified
+	delegates := map[string]bool{}   // "namespace/name" of hostless VirtualServices
+	delegatedTo := map[string]bool{} // "namespace/name" some http[].delegate names
 	for _, d := range docs {
 		switch spec := d.spec.(type) {
+		case *networking.VirtualService:
+			if len(spec.GetHosts()) == 0 {
+				delegates[d.meta.Namespace+"/"+d.meta.Name] = true
+			}
+			for _, r := range spec.GetHttp() {
+				if dl := r.GetDelegate(); dl != nil {
+					delegatedTo[delegateRef(dl, d.meta.Namespace)] = true
+				}
+			}
 		case *networking.Gateway:
 			gateways[d.meta.Namespace+"/"+d.meta.Name] = true
 		case *networking.DestinationRule:
@@ -50,7 +61,13 @@ func danglingRefs(docs []*document) []Warning {
 				warn(d, fmt.Sprintf("spec.gateways[%d]", i), "Gateway %s not found", ref)
 			}
 		}
+		if len(vs.GetHosts()) == 0 && !delegatedTo[d.meta.Namespace+"/"+d.meta.Name] {
+			warn(d, "spec.hosts", "no hosts and no VirtualService delegates to it: it routes nothing")
+		}
 		for i, r := range vs.GetHttp() {
+			if dl := r.GetDelegate(); dl != nil && dl.GetName() != "" && !delegates[delegateRef(dl, d.meta.Namespace)] {
+				warn(d, fmt.Sprintf("spec.http[%d].delegate", i), "delegate VirtualService %s not found (a delegate has no hosts)", delegateRef(dl, d.meta.Namespace))
+			}
 			for j, rd := range r.GetRoute() {
 				dst := rd.GetDestination()
 				if dst.GetSubset() == "" {
@@ -65,4 +82,13 @@ func danglingRefs(docs []*document) []Warning {
 		}
 	}
 	return warns
+}
+
+// delegateRef is "namespace/name" of a delegate; the namespace defaults to
+// the root VirtualService's.
+func delegateRef(d *networking.Delegate, ns string) string {
+	if d.GetNamespace() != "" {
+		ns = d.GetNamespace()
+	}
+	return ns + "/" + d.GetName()
 }

@@ -311,3 +311,48 @@ func TestMeshConfigInSubdirIsReadAndOnlyOneIsAllowed(t *testing.T) {
 		t.Errorf("error:\n got %v\nwant %s", err, want)
 	}
 }
+
+func TestDelegateNobodyUsesAndMissingDelegateAreWarnings(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vs.yaml")
+	writeFile(t, path, `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [front.example.com]
+  http:
+  - delegate: {name: missing}
+  - delegate: {name: used}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: used}
+spec:
+  http:
+  - route:
+    - destination: {host: front}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orphan}
+spec:
+  http:
+  - route:
+    - destination: {host: front}
+`)
+	_, warns, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		path + `:7: VirtualService default/root: spec.http[0].delegate: delegate VirtualService default/missing not found (a delegate has no hosts)`,
+		path + `:21: VirtualService default/orphan: spec.hosts: no hosts and no VirtualService delegates to it: it routes nothing`,
+	}
+	var got []string
+	for _, w := range warns {
+		got = append(got, w.String())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n got %s\nwant %s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -40,12 +40,16 @@ func validateSpec(d *document) []fieldErr {
 	switch spec := d.spec.(type) {
 	case *networking.VirtualService:
 		validateVirtualService(&c, spec)
+		validateExportTo(&c, "spec.exportTo", spec.GetExportTo())
+		validateDelegates(&c, spec)
 	case *networkingv1beta1.ProxyConfig:
 		validateProxyConfig(&c, d.meta, spec)
 	case *networking.DestinationRule:
 		validateDestinationRule(&c, spec)
+		validateExportTo(&c, "spec.exportTo", spec.GetExportTo())
 	case *networking.ServiceEntry:
 		validateServiceEntry(&c, spec)
+		validateExportTo(&c, "spec.exportTo", spec.GetExportTo())
 	case *networking.WorkloadEntry:
 		validateWorkloadEntry(&c, "spec", spec, false)
 	case *networking.Gateway:

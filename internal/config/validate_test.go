@@ -33,7 +33,11 @@ func TestInvalidResourceReportsFileLineKindFieldAndReason(t *testing.T) {
 		{"meta-name-invalid.yaml", `4: WorkloadEntry default/Reviews_V1: metadata.name: "Reviews_V1" is not a valid name: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit`},
 		{"meta-duplicate.yaml", `11: WorkloadEntry default/reviews-v1: metadata.name: duplicate WorkloadEntry default/reviews-v1; first defined at testdata/invalid/meta-duplicate.yaml:1`},
 		// VirtualService.
-		{"vs-hosts-empty.yaml", `5: VirtualService default/reviews: spec.hosts: at least one host is required`},
+		{"vs-hosts-empty.yaml", `6: VirtualService default/reviews: spec.gateways: a delegate VirtualService (no hosts) must not list gateways; its root's apply`},
+		{"vs-exportto.yaml", `7: VirtualService default/reviews: spec.exportTo[1]: "~" cannot be combined with other entries`},
+		{"se-exportto.yaml", `6: ServiceEntry default/ratings: spec.exportTo[0]: "Other_NS": want ".", "*", "~" or a namespace name`},
+		{"dr-exportto.yaml", `6: DestinationRule default/reviews: spec.exportTo[1]: duplicate entry "." (also spec.exportTo[0])`},
+		{"vs-delegate-nested.yaml", `7: VirtualService default/reviews-delegate: spec.http[0].delegate: a delegate VirtualService (no hosts) cannot delegate again`},
 		{"vs-no-routes.yaml", `5: VirtualService default/front: spec: at least one of http, tcp or tls routes is required`},
 		{"vs-no-destination.yaml", `8: VirtualService default/reviews: spec.http[0].route: at least one route destination is required (or a redirect or directResponse)`},
 		{"vs-redirect-and-route.yaml", `8: VirtualService default/reviews: spec.http[0]: set only one of route, redirect, directResponse or delegate`},

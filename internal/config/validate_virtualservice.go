@@ -13,9 +13,7 @@ import (
 const meshGateway = "mesh"
 
 func validateVirtualService(c *checker, vs *networking.VirtualService) {
-	if len(vs.GetHosts()) == 0 {
-		c.errorf("spec.hosts", "at least one host is required")
-	}
+	// No hosts makes a delegate (validateDelegates), as in Istio.
 	boundToMesh := len(vs.GetGateways()) == 0
 	for i, g := range vs.GetGateways() {
 		path := fmt.Sprintf("spec.gateways[%d]", i)

@@ -75,6 +75,7 @@ func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, loo
 		return nil
 	}
 	spec.Endpoints = endpoints(spec.Ports, slices_, look)
+	spec.ExportTo = exportTo(svc.Annotations[exportToAnnotation])
 	return &model.ServiceEntry{
 		Meta: model.Meta{
 			Kind: "ServiceEntry", Namespace: svc.Namespace, Name: svc.Name,
@@ -83,6 +84,21 @@ func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, loo
 		},
 		Spec: spec,
 	}
+}
+
+// exportToAnnotation is Istio's per-Service exportTo: a comma-separated
+// list with ServiceEntry exportTo's values (".", "*", "~", namespaces).
+const exportToAnnotation = "networking.istio.io/exportTo"
+
+// exportTo splits the annotation's value; nil (the mesh default) when unset.
+func exportTo(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // endpoints merges a Service's EndpointSlices into one endpoint per

@@ -83,6 +83,10 @@ type Snapshot struct {
 	byHost      map[string]*Service
 	workloadsIP map[string]*WorkloadEntry
 	podsAt      map[string]*WorkloadEntry // "namespace/ip" → Pod
+	drs         drIndex
+
+	full *Snapshot // the snapshot a View narrows; nil for a full one
+	memo memoMap   // Memo's cache; used on full snapshots only
 }
 
 // NewSnapshot derives the service registry from cfg. cfg must already be
@@ -136,6 +140,7 @@ func NewSnapshot(cfg *Config) *Snapshot {
 		}
 	}
 	sort.Slice(s.Services, func(i, j int) bool { return s.Services[i].Hostname < s.Services[j].Hostname })
+	s.drs = indexDestinationRules(cfg.DestinationRules)
 	return s
 }
 
@@ -182,7 +187,8 @@ func (s *Snapshot) WorkloadAt(ip string) *WorkloadEntry { return s.workloadsIP[i
 // building a proxy's inbound listeners.
 func (s *Snapshot) ServicesOf(we *WorkloadEntry) []*Service {
 	var out []*Service
-	for _, svc := range s.Services {
+	// A proxy serves its own services whatever it may see (a view's).
+	for _, svc := range s.root().Services {
 		for _, ep := range svc.Endpoints {
 			if ep.Workload == we {
 				out = append(out, svc)
@@ -194,21 +200,9 @@ func (s *Snapshot) ServicesOf(we *WorkloadEntry) []*Service {
 }
 
 // DestinationRule returns the rule applying to host as seen from namespace
-// ns, by Istio's lookup order: the client's namespace, then the service's
-// namespace, then the mesh root namespace. Nil if none.
+// ns, for a proxy whose labels are unknown (see DestinationRuleFor).
 func (s *Snapshot) DestinationRule(host, ns string) *DestinationRule {
-	svcNS := ""
-	if svc := s.byHost[host]; svc != nil {
-		svcNS = svc.Namespace
-	}
-	for _, lookIn := range []string{ns, svcNS, s.Config.Mesh.GetRootNamespace()} {
-		for _, dr := range s.Config.DestinationRules {
-			if dr.Namespace == lookIn && ResolveHost(dr.Spec.GetHost(), dr.Namespace) == host {
-				return dr
-			}
-		}
-	}
-	return nil
+	return s.DestinationRuleFor(host, ns, nil)
 }
 
 // SidecarFor returns the Sidecar resource that applies to a workload in ns

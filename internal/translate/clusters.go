@@ -38,7 +38,7 @@ func InboundClusterName(port uint32) string {
 
 // outboundClusters builds a cluster per service port, plus one per
 // DestinationRule subset, and the load assignments of those served by EDS.
-// Every service is included: scoping by Sidecar egress is a later issue.
+// Every service the proxy may see is included (scope.go).
 func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
 	var clusters []*clusterv3.Cluster
 	var clas []*endpointv3.ClusterLoadAssignment
@@ -49,7 +49,7 @@ func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoa
 		}
 	}
 	for _, svc := range e.snap.Services {
-		dr := e.snap.DestinationRule(svc.Hostname, e.proxy.Namespace)
+		dr := e.destinationRule(svc.Hostname)
 		var top *networking.TrafficPolicy
 		var subsets []*networking.Subset
 		if dr != nil {

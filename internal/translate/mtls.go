@@ -285,7 +285,7 @@ func (e *env) applyClientTLS(c *clusterv3.Cluster, svc *model.Service, port *mod
 // applied, then the subset's tls, then the subset's port-level entry. nil
 // when none is set.
 func (e *env) clientTLS(host, subset string, port uint32) *networking.ClientTLSSettings {
-	dr := e.snap.DestinationRule(host, e.proxy.Namespace)
+	dr := e.destinationRule(host)
 	if dr == nil {
 		return nil
 	}

@@ -56,7 +56,7 @@ func policyForPort(policy *networking.TrafficPolicy, port uint32) *networking.Tr
 // clusterPolicy is the traffic policy of the cluster for host, subset and
 // port: the DestinationRule's, the subset's overlaid, then the port's.
 func (e *env) clusterPolicy(host, subset string, port uint32) *networking.TrafficPolicy {
-	dr := e.snap.DestinationRule(host, e.proxy.Namespace)
+	dr := e.destinationRule(host)
 	if dr == nil {
 		return nil
 	}

@@ -121,6 +121,8 @@ func newEnv(snap *model.Snapshot, proxy *model.Proxy) *env {
 	if len(proxy.Labels) > 0 {
 		e.labels = proxy.Labels
 	}
+	// scope.go: from here on the snapshot is what this proxy may see.
+	e.snap = visibleSnapshot(snap, proxy, e.labels)
 	return e
 }
 

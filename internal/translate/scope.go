@@ -1,0 +1,202 @@
+package translate
+
+import (
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// Visibility: what one proxy may see and needs. newEnv narrows the
+// snapshot once, here, and every other step reads the narrowed view as if
+// it were the whole mesh:
+//
+//   - exportTo: a ServiceEntry (or Kubernetes Service), VirtualService or
+//     DestinationRule is seen only from the namespaces it is exported to
+//     (MeshConfig default*ExportTo, else "*").
+//   - Sidecar egress hosts: a sidecar whose Sidecar resource lists egress
+//     hosts sees only the services and VirtualServices those import, plus
+//     the services the imported VirtualServices route to. Gateways are not
+//     narrowed by Sidecars.
+//   - VirtualService delegates are folded into their root here too, so
+//     route code never sees a delegate.
+//
+// A view depends only on the proxy's namespace and the Sidecar that applies
+// to it, so it is built once per snapshot for each such pair and shared by
+// every proxy with that pair (model.Snapshot.Memo).
+
+// viewKey names one view in the snapshot's memo.
+type viewKey struct {
+	namespace string
+	sidecar   *model.Sidecar // nil: exportTo only
+}
+
+// delegatesKey names the snapshot's VirtualServices with delegates folded in.
+type delegatesKey struct{}
+
+// visibleSnapshot is the view of snap for proxy.
+func visibleSnapshot(snap *model.Snapshot, proxy *model.Proxy, labels map[string]string) *model.Snapshot {
+	var sc *model.Sidecar
+	if proxy.Type == model.SidecarProxy {
+		if s := snap.SidecarFor(proxy.Namespace, labels); s != nil && len(s.Spec.GetEgress()) > 0 {
+			sc = s
+		}
+	}
+	key := viewKey{namespace: proxy.Namespace, sidecar: sc}
+	return snap.Memo(key, func() any { return buildView(snap.Full(), key) }).(*model.Snapshot)
+}
+
+func buildView(full *model.Snapshot, key viewKey) *model.Snapshot {
+	ns := key.namespace
+	var services []*model.Service
+	for _, svc := range full.Services {
+		if model.Exported(full.ServiceExportTo(svc), svc.Namespace, ns) {
+			services = append(services, svc)
+		}
+	}
+	var vss []*model.VirtualService
+	for _, vs := range foldedVirtualServices(full) {
+		if model.Exported(full.VirtualServiceExportTo(vs), vs.Namespace, ns) {
+			vss = append(vss, vs)
+		}
+	}
+	var drs []*model.DestinationRule
+	for _, dr := range full.Config.DestinationRules {
+		if model.Exported(full.DestinationRuleExportTo(dr), dr.Namespace, ns) {
+			drs = append(drs, dr)
+		}
+	}
+	if key.sidecar != nil {
+		imports := parseEgress(key.sidecar, ns)
+		services, vss = imports.filter(services, vss)
+	}
+	return full.View(services, vss, drs)
+}
+
+// egressImport is one Sidecar egress host, "namespace/dnsName", with "."
+// already replaced by the proxy's namespace.
+type egressImport struct {
+	namespace string // "*" for any
+	host      string // "*", "*.example.com" or a name
+}
+
+type egressImports []egressImport
+
+// parseEgress parses the hosts of every egress listener. "." means the
+// proxy's namespace (for a root-namespace default Sidecar too, as Istio);
+// "~" imports nothing. Egress ports are not applied: a service imported
+// on one listener gets all its ports.
+func parseEgress(sc *model.Sidecar, ns string) egressImports {
+	var out egressImports
+	for _, eg := range sc.Spec.GetEgress() {
+		for _, h := range eg.GetHosts() {
+			n, host, ok := strings.Cut(h, "/")
+			if !ok || n == model.ExportNone {
+				continue
+			}
+			if n == model.ExportPrivate {
+				n = ns
+			}
+			out = append(out, egressImport{namespace: n, host: host})
+		}
+	}
+	return out
+}
+
+func (imps egressImports) imports(ns, host string) bool {
+	for _, imp := range imps {
+		if (imp.namespace == "*" || imp.namespace == ns) && hostMatches(imp.host, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// importsVirtualService: one of vs's hosts is imported from vs's
+// namespace (either covering the other, since both may be wildcards).
+func (imps egressImports) importsVirtualService(vs *model.VirtualService) bool {
+	for _, h := range vs.Spec.GetHosts() {
+		h = model.ResolveHost(h, vs.Namespace)
+		for _, imp := range imps {
+			if (imp.namespace == "*" || imp.namespace == vs.Namespace) && (hostMatches(imp.host, h) || hostMatches(h, imp.host)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// filter keeps the imported services and VirtualServices, and the
+// (exported) services an imported VirtualService routes to, as Istio's
+// SidecarScope does. Only VirtualServices bound to the mesh count: one
+// bound to gateways alone routes nothing on a sidecar.
+func (imps egressImports) filter(services []*model.Service, vss []*model.VirtualService) ([]*model.Service, []*model.VirtualService) {
+	var keptVS []*model.VirtualService
+	routedTo := map[string]bool{}
+	for _, vs := range vss {
+		if !boundToMesh(vs) || !imps.importsVirtualService(vs) {
+			continue
+		}
+		keptVS = append(keptVS, vs)
+		for _, h := range virtualServiceDestinations(vs) {
+			routedTo[h] = true
+		}
+	}
+	var kept []*model.Service
+	for _, svc := range services {
+		if routedTo[svc.Hostname] || imps.imports(svc.Namespace, svc.Hostname) {
+			kept = append(kept, svc)
+		}
+	}
+	return kept, keptVS
+}
+
+// virtualServiceDestinations are the full host names vs routes or mirrors to.
+func virtualServiceDestinations(vs *model.VirtualService) []string {
+	var out []string
+	add := func(d *networking.Destination) {
+		if d.GetHost() != "" {
+			out = append(out, model.ResolveHost(d.GetHost(), vs.Namespace))
+		}
+	}
+	for _, h := range vs.Spec.GetHttp() {
+		for _, r := range h.GetRoute() {
+			add(r.GetDestination())
+		}
+		add(h.GetMirror())
+		for _, m := range h.GetMirrors() {
+			add(m.GetDestination())
+		}
+	}
+	for _, t := range vs.Spec.GetTcp() {
+		for _, r := range t.GetRoute() {
+			add(r.GetDestination())
+		}
+	}
+	for _, t := range vs.Spec.GetTls() {
+		for _, r := range t.GetRoute() {
+			add(r.GetDestination())
+		}
+	}
+	return out
+}
+
+// foldedVirtualServices is the snapshot's VirtualServices with every
+// delegate folded into its root (see delegate.go), computed once per
+// snapshot.
+func foldedVirtualServices(full *model.Snapshot) []*model.VirtualService {
+	return full.Memo(delegatesKey{}, func() any { return foldDelegates(full) }).([]*model.VirtualService)
+}
+
+// cloneVS copies vs with a spec the caller may change.
+func cloneVS(vs *model.VirtualService) *model.VirtualService {
+	return &model.VirtualService{Meta: vs.Meta, Spec: proto.Clone(vs.Spec).(*networking.VirtualService)}
+}
+
+// destinationRule is the DestinationRule for host as this proxy sees it
+// (precedence, exportTo and workloadSelector: model.DestinationRuleFor).
+func (e *env) destinationRule(host string) *model.DestinationRule {
+	return e.snap.DestinationRuleFor(host, e.proxy.Namespace, e.labels)
+}
