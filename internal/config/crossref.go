@@ -45,6 +45,10 @@ func danglingRefs(docs []*document) []Warning {
 		})
 	}
 	for _, d := range docs {
+		if gw, ok := d.spec.(*networking.Gateway); ok {
+			unservedGatewayServers(d, gw, warn)
+			continue
+		}
 		vs, ok := d.spec.(*networking.VirtualService)
 		if !ok {
 			continue
@@ -91,4 +95,24 @@ func delegateRef(d *networking.Delegate, ns string) string {
 		ns = d.GetNamespace()
 	}
 	return ns + "/" + d.GetName()
+}
+
+// unservedGatewayServers warns about Gateway servers Trellis loads but does not serve yet, so that
+// an existing Istio Gateway keeps working for its other servers instead of being refused whole:
+// terminating TLS needs gateway certificates (SDS for credentialName), AUTO_PASSTHROUGH the
+// sni_cluster filter.
+func unservedGatewayServers(d *document, gw *networking.Gateway, warn func(*document, string, string, ...any)) {
+	for i, srv := range gw.GetServers() {
+		path := fmt.Sprintf("spec.servers[%d]", i)
+		switch strings.ToUpper(srv.GetPort().GetProtocol()) {
+		case "HTTPS":
+			if !srv.GetTls().GetHttpsRedirect() {
+				warn(d, path+".port.protocol", "HTTPS servers are not served by Trellis yet; this server is skipped")
+			}
+		case "TLS":
+			if m := srv.GetTls().GetMode(); srv.GetTls() != nil && m != networking.ServerTLSSettings_PASSTHROUGH {
+				warn(d, path+".tls.mode", "%s on a TLS server is not served by Trellis yet (PASSTHROUGH is); this server is skipped", m)
+			}
+		}
+	}
 }

@@ -356,3 +356,46 @@ spec:
 		t.Errorf("warnings:\n got %s\nwant %s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// An Istio Gateway with servers Trellis cannot serve yet still loads: its other servers work, and
+// each unserved one is a warning naming its field, not a rejection of the whole config.
+func TestGatewayWithUnservedServersLoadsWithWarnings(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gw.yaml")
+	writeFile(t, path, `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: edge-cert}
+  - port: {number: 8443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: edge-cert}
+  - port: {number: 15443, name: tls-pass, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+`)
+	cfg, warns, err := LoadDir(dir)
+	if err != nil {
+		t.Fatalf("the Gateway was refused: %v", err)
+	}
+	if len(cfg.Gateways) != 1 {
+		t.Fatalf("%d gateways loaded, want 1", len(cfg.Gateways))
+	}
+	var got []string
+	for _, w := range warns {
+		got = append(got, w.String())
+	}
+	want := []string{
+		path + ":9: Gateway istio-system/edge: spec.servers[1].port.protocol: HTTPS servers are not served by Trellis yet; this server is skipped",
+		path + ":14: Gateway istio-system/edge: spec.servers[2].tls.mode: SIMPLE on a TLS server is not served by Trellis yet (PASSTHROUGH is); this server is skipped",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

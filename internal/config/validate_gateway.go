@@ -27,11 +27,6 @@ func validateGateway(c *checker, gw *networking.Gateway) {
 		if (proto == "HTTPS" || proto == "TLS") && tls == nil {
 			c.errorf(path+".tls", "required for protocol %s", proto)
 		}
-		if proto == "TLS" && tls != nil && tls.GetMode() != networking.ServerTLSSettings_PASSTHROUGH {
-			// Terminating TLS needs gateway certificates (SDS for credentialName), and
-			// AUTO_PASSTHROUGH the sni_cluster filter: neither is in Trellis yet.
-			c.errorf(path+".tls.mode", "%s on a TLS server is not supported by Trellis yet; use PASSTHROUGH", tls.GetMode())
-		}
 		if tls == nil || tls.GetHttpsRedirect() {
 			continue
 		}

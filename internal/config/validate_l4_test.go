@@ -21,10 +21,6 @@ func TestL4RouteValidationNamesLineAndField(t *testing.T) {
 			`11: VirtualService default/ext: spec.tcp[0].route[1].weight: weights must sum to 100, got 90`},
 		{"match gateway name", vs + "  tcp:\n  - match:\n    - gateways: [Bad_Name]\n    route:\n    - destination: {host: edition.cnn.com}\n",
 			`8: VirtualService default/ext: spec.tcp[0].match[0].gateways[0]: ` + gatewayRefProblem("Bad_Name")},
-		{"tls server terminating", gw + "    tls: {mode: SIMPLE, credentialName: cert}\n",
-			`8: Gateway default/gw: spec.servers[0].tls.mode: SIMPLE on a TLS server is not supported by Trellis yet; use PASSTHROUGH`},
-		{"tls server auto passthrough", gw + "    tls: {mode: AUTO_PASSTHROUGH}\n",
-			`8: Gateway default/gw: spec.servers[0].tls.mode: AUTO_PASSTHROUGH on a TLS server is not supported by Trellis yet; use PASSTHROUGH`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
