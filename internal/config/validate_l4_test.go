@@ -5,11 +5,10 @@ import (
 	"testing"
 )
 
-// TestL4RouteValidationNamesLineAndField covers the rules for VirtualService tcp and tls routes
-// and TCP/TLS Gateway servers: each document holds one problem, reported with its line and path.
+// TestL4RouteValidationNamesLineAndField covers the rules for VirtualService tcp and tls routes:
+// each document holds one problem, reported with its line and path.
 func TestL4RouteValidationNamesLineAndField(t *testing.T) {
 	const vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ext, namespace: default}\nspec:\n  hosts: [edition.cnn.com]\n"
-	const gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: ['*']\n"
 	tests := []struct{ name, yaml, want string }{
 		{"sni host outside the hosts", vs + "  tls:\n  - match:\n    - sniHosts: [www.google.com]\n    route:\n    - destination: {host: edition.cnn.com}\n",
 			`8: VirtualService default/ext: spec.tls[0].match[0].sniHosts[0]: "www.google.com" is not a compatible subset of any of the VirtualService hosts [edition.cnn.com]`},
