@@ -109,7 +109,7 @@ func (l *Learner) Observe(t *ui.Traffic, snap *model.Snapshot, now time.Time) bo
 // destination_service a proxy reports is normally the host; traffic that
 // left through the passthrough may instead name an address ("10.0.0.7" or
 // "10.0.0.7:9080"), which is mapped to the service with that VIP, or else
-// to the services of the workload at that address.
+// to the service of the workload or endpoint at that address.
 func serviceOf(snap *model.Snapshot, n ui.Node) string {
 	host := n.Service
 	if host == "" {
@@ -133,6 +133,13 @@ func serviceOf(snap *model.Snapshot, n ui.Node) string {
 	if we := snap.WorkloadAt(ip); we != nil {
 		if svcs := snap.ServicesOf(we); len(svcs) > 0 {
 			return svcs[0].Hostname
+		}
+	}
+	for _, svc := range snap.Services { // an inline ServiceEntry endpoint
+		for _, ep := range svc.Endpoints {
+			if ep.Address == ip {
+				return svc.Hostname
+			}
 		}
 	}
 	return ""
