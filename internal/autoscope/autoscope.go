@@ -123,6 +123,15 @@ func serviceOf(snap *model.Snapshot, n ui.Node) string {
 		ip = h
 	}
 	if net.ParseIP(ip) == nil {
+		// A Host header "name.namespace" (with or without a port), as the
+		// proxy reports an HTTP request that left through the passthrough.
+		if parts := strings.Split(ip, "."); len(parts) == 2 {
+			if svc := snap.Service(ip + ".svc.cluster.local"); svc != nil {
+				return svc.Hostname
+			}
+		} else if snap.Service(ip) != nil {
+			return ip
+		}
 		return ""
 	}
 	for _, svc := range snap.Services {

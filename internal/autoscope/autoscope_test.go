@@ -99,8 +99,9 @@ func TestLearnedScopeIsOwnNamespacePlusObservedServices(t *testing.T) {
 	cfg := mesh(20, 10, model.DefaultMesh())
 	snap := model.NewSnapshot(cfg)
 	l := autoscope.New(autoscope.Options{Namespaces: []string{"ns-00"}})
-	// Two services by name, one only by an endpoint address (passthrough).
-	if !l.Observe(calls("svc-01.ns-05.svc.cluster.local", "svc-02.ns-07.svc.cluster.local", "10.9.3.2:8080"), snap, time.Now()) {
+	// One service by name, two through the passthrough: by a short Host
+	// header and by an endpoint address.
+	if !l.Observe(calls("svc-01.ns-05.svc.cluster.local", "svc-02.ns-07:8080", "10.9.3.2:8080"), snap, time.Now()) {
 		t.Fatal("Observe: no change after the first calls")
 	}
 	full, scoped := build(t, cfg, nil), build(t, cfg, l)

@@ -105,8 +105,7 @@ const (
 
 // serveProxyMetrics serves, on 127.0.1.2 (svc-a-1's address), what a
 // proxy's /stats/prometheus serves: once calling is set, an outbound
-// istio_requests_total to svc.b and an outbound TCP connection through the
-// passthrough to d's VIP, each counter growing on every scrape.
+// istio_requests_total to svc.b and one through the passthrough to d's VIP, each counter growing on every scrape.
 func serveProxyMetrics(t *testing.T, calling *atomic.Bool) int {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.1.2:0")
@@ -123,8 +122,9 @@ func serveProxyMetrics(t *testing.T, calling *atomic.Bool) int {
 		src := `reporter="source",source_workload="svc-a",source_workload_namespace="a",source_app="svc-a",source_version="unknown",source_principal="unknown",connection_security_policy="unknown",response_flags="-"`
 		fmt.Fprintf(w, "# TYPE istio_requests_total counter\n")
 		fmt.Fprintf(w, "istio_requests_total{%s,destination_workload=\"svc-b\",destination_workload_namespace=\"b\",destination_service=\"svc.b.svc.cluster.local\",destination_service_name=\"svc\",destination_service_namespace=\"b\",request_protocol=\"http\",response_code=\"200\"} %d\n", src, v)
-		fmt.Fprintf(w, "# TYPE istio_tcp_connections_opened_total counter\n")
-		fmt.Fprintf(w, "istio_tcp_connections_opened_total{%s,destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",destination_service=\"240.0.0.9:9080\",destination_service_name=\"unknown\",destination_service_namespace=\"unknown\",request_protocol=\"tcp\",response_code=\"0\"} %d\n", src, v)
+		// An HTTP request that left through the passthrough: Istio (and the
+		// proxy) name the destination by its Host header, here d's VIP.
+		fmt.Fprintf(w, "istio_requests_total{%s,destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",destination_service=\"240.0.0.9:9080\",destination_service_name=\"PassthroughCluster\",destination_service_namespace=\"unknown\",request_protocol=\"http\",response_code=\"200\"} %d\n", src, v)
 	})}
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Close() })
