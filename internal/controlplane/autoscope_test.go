@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/trellis-mesh/trellis/internal/testenv/adstest"
 )
@@ -131,6 +133,14 @@ func serveProxyMetrics(t *testing.T, calling *atomic.Bool) int {
 	return lis.Addr().(*net.TCPAddr).Port
 }
 
+// redirectNode is a REDIRECT-mode sidecar's node: the mode automatic
+// scoping applies to.
+func redirectNode(id, app string) *corev3.Node {
+	n := adstest.Node(id, map[string]string{"app": app})
+	n.Metadata.Fields["INTERCEPTION_MODE"] = structpb.NewStringValue("REDIRECT")
+	return n
+}
+
 func startAutoScoped(t *testing.T, dir string, port int) Ready {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -174,9 +184,14 @@ func TestAutoScopeNarrowsToObservedDependenciesAndGrows(t *testing.T) {
 	ready := startAutoScoped(t, dir, serveProxyMetrics(t, &calling))
 	addr := ready.XDSAddr.String()
 
-	a := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~127.0.1.2~svc-a-1.a~a.svc.cluster.local", map[string]string{"app": "svc-a"}))
-	b := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~127.0.1.3~svc-b-1.b~b.svc.cluster.local", map[string]string{"app": "svc-b"}))
-	c := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~127.0.1.5~svc-c-1.c~c.svc.cluster.local", map[string]string{"app": "svc-c"}))
+	a := adstest.NewSotW(t, adstest.Dial(t, addr), redirectNode("sidecar~127.0.1.2~svc-a-1.a~a.svc.cluster.local", "svc-a"))
+	b := adstest.NewSotW(t, adstest.Dial(t, addr), redirectNode("sidecar~127.0.1.3~svc-b-1.b~b.svc.cluster.local", "svc-b"))
+	c := adstest.NewSotW(t, adstest.Dial(t, addr), redirectNode("sidecar~127.0.1.5~svc-c-1.c~c.svc.cluster.local", "svc-c"))
+	// Local mode has no passthrough for a first call: never narrowed.
+	local := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~127.0.1.8~svc-a-2.a~a.svc.cluster.local", map[string]string{"app": "svc-a"}))
+	if got, want := subscribeAll(t, local), []string{clusterA, clusterB, clusterC, clusterD, clusterRoot}; !slices.Equal(got, want) {
+		t.Fatalf("local-mode proxy in a: outbound clusters %v, want all %v", got, want)
+	}
 
 	if got, want := subscribeAll(t, a), []string{clusterA, clusterRoot}; !slices.Equal(got, want) {
 		t.Fatalf("auto-scoped proxy in a before any traffic: outbound clusters %v, want %v", got, want)
@@ -204,6 +219,7 @@ func TestAutoScopeNarrowsToObservedDependenciesAndGrows(t *testing.T) {
 	// The others' resources did not change: no push.
 	b.ExpectNone(time.Second)
 	c.ExpectNone(100 * time.Millisecond)
+	local.ExpectNone(100 * time.Millisecond)
 
 	// The learned scope, as a Sidecar the user can freeze.
 	resp, err := http.Get("http://" + ready.DebugAddr.String() + "/debug/autoscope?namespace=a")

@@ -37,7 +37,8 @@ type autoScopeKey struct{}
 // its Sidecar. The scope is an input of the snapshot: a change of learned
 // scopes is a new snapshot (the control plane re-derives it from the same
 // Config), so anything caching per snapshot stays correct. Calling it after
-// translation, or twice, has no effect.
+// translation, or twice, has no effect. Proxies in local mode
+// (INTERCEPTION_MODE=NONE) are not auto-scoped.
 func SetAutoScope(snap *model.Snapshot, sidecars map[string]*model.Sidecar) {
 	snap.Memo(autoScopeKey{}, func() any { return sidecars })
 }
@@ -66,8 +67,10 @@ func visibleSnapshot(snap *model.Snapshot, proxy *model.Proxy, labels map[string
 	var sc *model.Sidecar
 	if proxy.Type == model.SidecarProxy {
 		s := snap.SidecarFor(proxy.Namespace, labels)
-		if s == nil {
-			s = autoScopeFor(snap, proxy.Namespace) // explicit Sidecars win
+		if s == nil && proxy.Interception != model.InterceptNone {
+			// Explicit Sidecars win; local mode has no passthrough to carry a
+			// first call to a service not yet learned, so it is never narrowed.
+			s = autoScopeFor(snap, proxy.Namespace)
 		}
 		if s != nil && len(s.Spec.GetEgress()) > 0 {
 			sc = s
