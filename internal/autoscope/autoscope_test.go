@@ -12,6 +12,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/trellis-mesh/trellis/internal/autoscope"
+	"github.com/trellis-mesh/trellis/internal/config"
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/translate"
 	"github.com/trellis-mesh/trellis/internal/ui"
@@ -171,5 +172,22 @@ spec:
 `
 	if got != want {
 		t.Errorf("YAML:\n%s\nwant\n%s", got, want)
+	}
+
+	// Frozen: loaded as a user's Sidecar, it scopes the proxy as the
+	// learned scope did (and automatic scoping then stands aside).
+	obj, _, err := config.ParseObject("frozen.yaml", []byte(got))
+	if err != nil {
+		t.Fatalf("the YAML does not parse as config: %v", err)
+	}
+	frozen, _, verrs := config.Assemble(model.DefaultMesh(), []*config.Object{obj})
+	if len(verrs) > 0 {
+		t.Fatalf("the YAML does not validate: %v", verrs)
+	}
+	cfg := mesh(3, 1, model.DefaultMesh())
+	auto := outbound(build(t, cfg, l))
+	cfg.Sidecars = frozen.Sidecars
+	if got := outbound(build(t, cfg, l)); !slices.Equal(got, auto) || len(got) != 2 {
+		t.Errorf("with the frozen Sidecar: outbound clusters %v, want the learned scope's %v", got, auto)
 	}
 }
