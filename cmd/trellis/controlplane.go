@@ -80,6 +80,8 @@ func newControlPlaneCmd() *cobra.Command {
 	cmd.Flags().StringVar(&opts.UIAddress, "ui-address", "", "address to serve the console on, e.g. "+ui.DefaultAddress+` ("" for none)`)
 	cmd.Flags().Uint16Var(&xdsPort, "xds-port", 15010, "port to serve xDS on (replaces the port of --xds-address)")
 	cmd.Flags().StringVar(&opts.DebugAddress, "debug-address", controlplane.DefaultDebugAddress, "address to serve metrics (/metrics) and debug endpoints (/debug/syncz, /debug/configz, ...) on; \"\" disables them")
+	cmd.Flags().StringSliceVar(&opts.AutoScope, "auto-scope", nil, `namespaces ("*" for all) whose sidecars get only the services they were observed calling, plus their own namespace's and the root namespace's; a Sidecar resource always wins (docs/scoping.md)`)
+	cmd.Flags().DurationVar(&opts.AutoScopeTTL, "auto-scope-ttl", 0, "how long an observed dependency stays in an automatic scope after it was last seen (default 1h)")
 	cmd.Flags().StringVar(&opts.CAAddress, "ca-address", controlplane.DefaultCAAddress, `address to serve the CA on (Istio's CreateCertificate over TLS, istiod's 15012); "" disables it`)
 	cmd.Flags().StringVar(&opts.CADir, "ca-dir", "", "directory keeping the CA's self-signed root, created on first start (default $XDG_STATE_HOME/trellis/ca or ~/.trellis/ca)")
 	cmd.Flags().StringVar(&opts.CACertsDir, "cacerts", "", "directory with your own CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); replaces --ca-dir")

@@ -46,7 +46,7 @@ type debugServer struct {
 }
 
 // listenDebug binds addr; "" disables the debug server (nil, nil).
-func listenDebug(addr string, t *telemetry, srv *xds.Server, log *slog.Logger) (*debugServer, error) {
+func listenDebug(addr string, t *telemetry, srv *xds.Server, scoper *autoScoper, log *slog.Logger) (*debugServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -54,7 +54,10 @@ func listenDebug(addr string, t *telemetry, srv *xds.Server, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("control plane: debug listen on %s: %w", addr, err)
 	}
-	h := cpdebug.Handler(cpdebug.Options{Gatherer: t.registry, Proxies: srv.Proxies, State: t.state})
+	mux := http.NewServeMux()
+	mux.Handle("/", cpdebug.Handler(cpdebug.Options{Gatherer: t.registry, Proxies: srv.Proxies, State: t.state}))
+	mux.HandleFunc("/debug/autoscope", scoper.serveDebug)
+	var h http.Handler = mux
 	d := &debugServer{
 		http:   &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
 		lis:    lis,

@@ -70,6 +70,17 @@ type Options struct {
 	WebhookAddress string
 	Inject         inject.Params
 
+	// AutoScope lists the namespaces ("*": all) whose sidecars are scoped
+	// automatically to the services they were observed calling (see
+	// docs/scoping.md); empty means off. AutoScopeTTL is how long a
+	// dependency stays after it was last seen (0: one hour).
+	// AutoScopeMetricsPort replaces the proxies' status port (15020) it
+	// scrapes, and AutoScopeInterval the 2 s between scrapes; for tests.
+	AutoScope            []string
+	AutoScopeTTL         time.Duration
+	AutoScopeMetricsPort int
+	AutoScopeInterval    time.Duration
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -110,7 +121,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	tel := newTelemetry()
 	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log, Metrics: tel.xds})
-	dbg, err := listenDebug(opts.DebugAddress, tel, srv, log)
+	scoper := newAutoScoper(opts, srv)
+	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)
 	if err != nil {
 		lis.Close()
 		return err
@@ -147,14 +159,14 @@ func Run(ctx context.Context, opts Options) error {
 	caDone := caSvc.serve(ctx, log)
 	injectorDone := injector.serve(ctx, log)
 	rootCertsDone := rootCerts.run(ctx)
+	scoperDone := scoper.run(ctx, opts.AutoScopeInterval)
 	if opts.Ready != nil {
 		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr(), CA: caSvc.info(),
 			WebhookAddr: injector.addr()})
 	}
 
 	onConfig := func(cfg *model.Config) {
-		snap := model.NewSnapshot(cfg)
-		srv.Update(snap)
+		snap := scoper.apply(srv, cfg)
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
 		caSvc.accept(cfg)
@@ -222,6 +234,7 @@ func Run(ctx context.Context, opts Options) error {
 	<-caDone
 	<-injectorDone
 	<-rootCertsDone
+	<-scoperDone
 	log.Info("control plane stopped")
 	return runErr
 }

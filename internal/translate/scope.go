@@ -27,6 +27,32 @@ import (
 // to it, so it is built once per snapshot for each such pair and shared by
 // every proxy with that pair (model.Snapshot.Memo).
 
+// autoScopeKey holds, in a snapshot's memo, the synthetic Sidecars that
+// automatic scoping learned (SetAutoScope).
+type autoScopeKey struct{}
+
+// SetAutoScope attaches learned per-namespace Sidecars (internal/autoscope)
+// to snap, before snap is translated for any proxy. A sidecar proxy that no
+// user Sidecar applies to is then scoped as if its namespace's entry were
+// its Sidecar. The scope is an input of the snapshot: a change of learned
+// scopes is a new snapshot (the control plane re-derives it from the same
+// Config), so anything caching per snapshot stays correct. Calling it after
+// translation, or twice, has no effect. Proxies in local mode
+// (INTERCEPTION_MODE=NONE) are not auto-scoped.
+func SetAutoScope(snap *model.Snapshot, sidecars map[string]*model.Sidecar) {
+	snap.Memo(autoScopeKey{}, func() any { return sidecars })
+}
+
+// AutoScope is what SetAutoScope attached to snap; nil if nothing.
+func AutoScope(snap *model.Snapshot) map[string]*model.Sidecar {
+	m, _ := snap.Memo(autoScopeKey{}, func() any { return map[string]*model.Sidecar(nil) }).(map[string]*model.Sidecar)
+	return m
+}
+
+func autoScopeFor(snap *model.Snapshot, ns string) *model.Sidecar {
+	return AutoScope(snap)[ns]
+}
+
 // viewKey names one view in the snapshot's memo.
 type viewKey struct {
 	namespace string
@@ -40,7 +66,13 @@ type delegatesKey struct{}
 func visibleSnapshot(snap *model.Snapshot, proxy *model.Proxy, labels map[string]string) *model.Snapshot {
 	var sc *model.Sidecar
 	if proxy.Type == model.SidecarProxy {
-		if s := snap.SidecarFor(proxy.Namespace, labels); s != nil && len(s.Spec.GetEgress()) > 0 {
+		s := snap.SidecarFor(proxy.Namespace, labels)
+		if s == nil && proxy.Interception != model.InterceptNone {
+			// Explicit Sidecars win; local mode has no passthrough to carry a
+			// first call to a service not yet learned, so it is never narrowed.
+			s = autoScopeFor(snap, proxy.Namespace)
+		}
+		if s != nil && len(s.Spec.GetEgress()) > 0 {
 			sc = s
 		}
 	}
