@@ -361,7 +361,7 @@ func TestConsoleValidationReportsABrokenFileUntilFixed(t *testing.T) {
 	}
 
 	bad := filepath.Join(c.dir, "bad.yaml")
-	writeFile(t, bad, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad, namespace: default}\nspec:\n  hosts: []\n")
+	writeFile(t, bad, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - timeout: soon\n    route:\n    - destination: {host: reviews}\n")
 	eventually(t, 10*time.Second, "the broken file is reported", func() bool {
 		getJSON(t, c.url+"/api/validation", &v)
 		return !v.OK
@@ -375,7 +375,7 @@ func TestConsoleValidationReportsABrokenFileUntilFixed(t *testing.T) {
 	if found == nil {
 		t.Fatalf("no error names %s: %+v", bad, v.Messages)
 	}
-	if found.Resource != "VirtualService default/bad" || found.Field != "spec.hosts" || found.Reason == "" || !strings.HasPrefix(found.Text, found.Source+": VirtualService default/bad: spec.hosts: ") {
+	if found.Resource != "VirtualService default/bad" || found.Field != "spec.http[0].timeout" || found.Reason == "" || !strings.HasPrefix(found.Text, found.Source+": VirtualService default/bad: spec.http[0].timeout: ") {
 		t.Errorf("message: %+v", *found)
 	}
 	// The last good config keeps serving, and so does the console.

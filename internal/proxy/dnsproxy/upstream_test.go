@@ -11,14 +11,7 @@ import (
 // startUpstream runs a real DNS server on 127.0.0.1 (UDP and TCP, one port) answering with h.
 func startUpstream(t *testing.T, h dns.HandlerFunc) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPAndTCP(t)
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
 		done := make(chan struct{})
 		go func() { defer close(done); _ = srv.ActivateAndServe() }()
