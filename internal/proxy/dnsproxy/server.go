@@ -80,26 +80,48 @@ func New(cfg Config) (*Server, error) {
 
 // Start binds UDP and TCP on the configured address and serves until Shutdown.
 func (s *Server) Start() error {
-	pc, err := net.ListenPacket("udp", s.cfg.Address)
+	pc, ln, err := listenUDPAndTCP(s.cfg.Address)
 	if err != nil {
-		return fmt.Errorf("dns proxy: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		_ = pc.Close()
 		return fmt.Errorf("dns proxy: %w", err)
 	}
 	s.addr = pc.LocalAddr().String()
-	s.udp = &dns.Server{PacketConn: pc, Handler: s}
-	s.tcp = &dns.Server{Listener: ln, Handler: s}
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	s.udp = &dns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: notify}
+	s.tcp = &dns.Server{Listener: ln, Handler: s, NotifyStartedFunc: notify}
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
 		s.wg.Go(func() {
 			if err := srv.ActivateAndServe(); err != nil {
 				s.log.Warn("dns proxy stopped", "error", err)
+				notify() // it will not start: do not wait for it
 			}
 		})
 	}
+	// Shutdown of a dns.Server that has not started yet is refused and would leave it serving:
+	// return only once both serve.
+	<-started
+	<-started
 	return nil
+}
+
+// listenUDPAndTCP binds one address for UDP and TCP, as resolvers listen. With port 0 the kernel
+// picks the UDP port, whose TCP twin may be taken: another is tried then.
+func listenUDPAndTCP(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		_ = pc.Close()
+		if port != "0" || attempt == 20 {
+			return nil, nil, err
+		}
+	}
 }
 
 // Addr is the bound address (UDP and TCP share it).

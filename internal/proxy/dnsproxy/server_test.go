@@ -67,7 +67,7 @@ func TestLargeUpstreamAnswerIsTruncatedOverUDPAndWholeOverTCP(t *testing.T) {
 
 func TestUpstreamTimeoutAnswersServfail(t *testing.T) {
 	// An upstream that reads queries and never answers, on UDP and TCP.
-	pc, _ := listenUDPAndTCP(t)
+	pc, _ := listenBoth(t)
 	s := startServer(t, Config{Upstreams: []string{pc.LocalAddr().String()}, Timeout: 300 * time.Millisecond})
 
 	for _, network := range []string{"udp", "tcp"} {
@@ -169,23 +169,13 @@ func (r *recorder) TsigStatus() error           { return nil }
 func (r *recorder) TsigTimersOnly(bool)         {}
 func (r *recorder) Hijack()                     {}
 
-// listenUDPAndTCP binds one loopback port for both UDP and TCP, as a resolver listens. The kernel
-// picks the UDP port; the same TCP port may be taken by another test, so it tries a few.
-func listenUDPAndTCP(t *testing.T) (net.PacketConn, net.Listener) {
+// listenBoth is listenUDPAndTCP on a free loopback port, closed when the test ends.
+func listenBoth(t *testing.T) (net.PacketConn, net.Listener) {
 	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			continue
-		}
-		t.Cleanup(func() { pc.Close(); ln.Close() })
-		return pc, ln
+	pc, ln, err := listenUDPAndTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no loopback port free for both UDP and TCP")
-	return nil, nil
+	t.Cleanup(func() { pc.Close(); ln.Close() })
+	return pc, ln
 }

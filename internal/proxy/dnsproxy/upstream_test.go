@@ -11,10 +11,12 @@ import (
 // startUpstream runs a real DNS server on 127.0.0.1 (UDP and TCP, one port) answering with h.
 func startUpstream(t *testing.T, h dns.HandlerFunc) string {
 	t.Helper()
-	pc, ln := listenUDPAndTCP(t)
+	pc, ln := listenBoth(t)
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
-		done := make(chan struct{})
+		done, started := make(chan struct{}), make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
 		go func() { defer close(done); _ = srv.ActivateAndServe() }()
+		<-started // a server shut down before it starts would keep serving
 		t.Cleanup(func() { _ = srv.ShutdownContext(context.Background()); <-done })
 	}
 	return pc.LocalAddr().String()
