@@ -82,8 +82,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	var shareKey xds.ShareKeyFunc // a test's Translate may read anything of the proxy
 	if opts.Translate == nil {
-		opts.Translate = build
+		opts.Translate, shareKey = build, xds.TranslateShareKey
 	}
 	log := opts.Logger
 	src, err := opts.source()
@@ -96,7 +97,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
 	}
 	tel := newTelemetry()
-	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log, Metrics: tel.xds})
+	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds})
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, log)
 	if err != nil {
 		lis.Close()

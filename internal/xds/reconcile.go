@@ -213,7 +213,24 @@ func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt 
 	s.checkConverged(st, false)
 }
 
-func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+// generate returns proxy's snapshot for mesh: the one shared by its class
+// when a ShareKey is set and the class translated without error (an error
+// names the proxy, so it is reported from the proxy's own translation).
+func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (*cachev3.Snapshot, map[string]string, error) {
+	if s.shareKey != nil {
+		if key, ok := s.shareKey(mesh, proxy); ok {
+			e := s.shared.get(mesh, s.latest.Load(), key, func() (*cachev3.Snapshot, map[string]string, error) {
+				return s.generateOne(mesh, proxy)
+			})
+			if e != nil && e.err == nil {
+				return e.snap, e.versions, nil
+			}
+		}
+	}
+	return s.generateOne(mesh, proxy)
+}
+
+func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {
 	// A translator bug for one proxy must not take down the control plane
 	// serving every other proxy.
 	defer func() {

@@ -32,6 +32,9 @@ type Options struct {
 	ForgetAfter time.Duration
 	// Metrics, if set, records istiod's pilot_* metrics (see NewMetrics).
 	Metrics *Metrics
+	// ShareKey, if set, lets proxies of one class share one translated
+	// snapshot (see ShareKeyFunc); nil translates every proxy on its own.
+	ShareKey ShareKeyFunc
 }
 
 // Server is an ADS server that keeps each connected proxy's snapshot in
@@ -39,6 +42,8 @@ type Options struct {
 type Server struct {
 	log         *slog.Logger
 	translate   TranslateFunc
+	shareKey    ShareKeyFunc
+	shared      shared
 	forgetAfter time.Duration
 	cache       cachev3.SnapshotCache
 
@@ -79,6 +84,7 @@ func NewServer(opts Options) *Server {
 		metrics:     opts.Metrics,
 		log:         log,
 		translate:   opts.Translate,
+		shareKey:    opts.ShareKey,
 		forgetAfter: opts.ForgetAfter,
 		// ads=true: hold EDS/RDS answers until the proxy names every
 		// resource, which is what keeps ADS updates ordered and consistent.
