@@ -42,6 +42,8 @@ type config struct {
 	modes            []string
 	pprof            bool
 	note             string
+	section          string
+	convergeTimeout  time.Duration
 }
 
 func main() {
@@ -60,6 +62,8 @@ func main() {
 	flag.StringVar(&modes, "modes", "sotw,delta", "xDS variants to run")
 	flag.BoolVar(&c.pprof, "pprof", false, "save a CPU profile of the control plane during convergence and a heap profile after (needs a -tags pprof build)")
 	flag.StringVar(&c.note, "note", "", "a line for the report's header")
+	flag.StringVar(&c.section, "section", "scale", "name of this run's section in the report (several runs keep one section each)")
+	flag.DurationVar(&c.convergeTimeout, "converge-timeout", 5*time.Minute, "give up on a run whose clients have not all converged by then")
 	flag.Parse()
 	for _, s := range strings.Split(scales, ",") {
 		n, err := strconv.Atoi(s)
@@ -87,7 +91,7 @@ func main() {
 			}
 			runs = append(runs, r)
 			b, _ := json.MarshalIndent(r, "", "  ")
-			_ = os.WriteFile(filepath.Join(c.out, fmt.Sprintf("run-%dx-%s.json", scale, mode)), b, 0o644)
+			_ = os.WriteFile(filepath.Join(c.out, fmt.Sprintf("run-%s-%dx-%s.json", c.section, scale, mode)), b, 0o644)
 		}
 	}
 	if err := writeReport(&c, runs); err != nil {
@@ -147,7 +151,7 @@ func freePort() (int, error) {
 }
 
 func (r *run) do(c *config) error {
-	m := &mesh{dir: filepath.Join(c.out, fmt.Sprintf("mesh-%dx", r.Scale)), services: r.Services, namespaces: c.namespaces}
+	m := &mesh{dir: filepath.Join(c.out, fmt.Sprintf("mesh-%d", r.Services)), services: r.Services, namespaces: c.namespaces}
 	if err := m.write(); err != nil {
 		return fmt.Errorf("mesh: %w", err)
 	}
@@ -157,7 +161,7 @@ func (r *run) do(c *config) error {
 	}
 	pprofPort, _ := freePort()
 	debugPort, _ := freePort()
-	tag := fmt.Sprintf("%dx-%s", r.Scale, r.Mode)
+	tag := fmt.Sprintf("%s-%dx-%s", c.section, r.Scale, r.Mode)
 	cpLog, err := os.Create(filepath.Join(c.out, "controlplane-"+tag+".log"))
 	if err != nil {
 		return err
@@ -231,7 +235,7 @@ func (r *run) do(c *config) error {
 			saveProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", pprofPort), filepath.Join(c.out, "cpu-converge-"+tag+".pprof"))
 		})
 	}
-	ev, err := waitEvent(events, "converged", 180*time.Second)
+	ev, err := waitEvent(events, "converged", c.convergeTimeout)
 	if err != nil {
 		return err
 	}
