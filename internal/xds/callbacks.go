@@ -54,10 +54,16 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 }
 
 func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	if req.GetResponseNonce() != "" { // an ACK or NACK: that response is no longer in flight
+		c.s.cache.release(throttleKey{req.GetNode().GetId(), req.GetTypeUrl()})
+	}
 	return c.s.onRequest(c.ctx, streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail()))
 }
 
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	if req.GetResponseNonce() != "" {
+		c.s.cache.release(throttleKey{req.GetNode().GetId(), req.GetTypeUrl()})
+	}
 	// Only the first delta request must carry the node; the library fills
 	// it in for later ones after this callback, so it may be nil here.
 	return c.s.onRequest(c.ctx, streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail()))

@@ -35,6 +35,9 @@ type Options struct {
 	// ShareKey, if set, lets proxies of one class share one translated
 	// snapshot (see ShareKeyFunc); nil translates every proxy on its own.
 	ShareKey ShareKeyFunc
+	// MaxInFlight bounds the responses sent and not yet ACKed across all
+	// proxies (see throttledCache); 0 means DefaultMaxInFlight.
+	MaxInFlight int
 }
 
 // Server is an ADS server that keeps each connected proxy's snapshot in
@@ -45,7 +48,7 @@ type Server struct {
 	shareKey    ShareKeyFunc
 	shared      shared
 	forgetAfter time.Duration
-	cache       cachev3.SnapshotCache
+	cache       *throttledCache
 
 	latest atomic.Pointer[model.Snapshot]
 	// changedAt is when the latest snapshot was given to Update (Unix ns),
@@ -76,6 +79,9 @@ func NewServer(opts Options) *Server {
 	if opts.ForgetAfter <= 0 {
 		opts.ForgetAfter = DefaultForgetAfter
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
@@ -88,7 +94,7 @@ func NewServer(opts Options) *Server {
 		forgetAfter: opts.ForgetAfter,
 		// ads=true: hold EDS/RDS answers until the proxy names every
 		// resource, which is what keeps ADS updates ordered and consistent.
-		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+		cache:   newThrottledCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}), opts.MaxInFlight),
 		kick:    make(chan struct{}, 1),
 		proxies: map[string]*proxyState{},
 		streams: map[streamKey]*streamState{},
