@@ -295,7 +295,6 @@ type client struct {
 	wantEDS, wantRDS []string
 	pending          *change
 	pendingSeen      time.Time
-	seenFor          *change
 }
 
 func (c *client) fail(err error) {
