@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test timeout per package: generous for 2-core CI machines.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint unit e2e bench bench-micro bench-proxy fuzz clean kube-tools print-kube-dir crds ui ui-check chromium netns-tools bench-ui
+.PHONY: all build test lint unit e2e bench bench-micro bench-proxy bench-controlplane fuzz clean kube-tools print-kube-dir crds ui ui-check chromium netns-tools bench-ui
 
 # Real Kubernetes for tests (internal/testenv/kubeenv): etcd and kube-apiserver built from their Go
 # modules (internal/testenv/tools/*) at the versions pinned there, cached per version. Cold: several
@@ -87,10 +87,30 @@ bench:
 	$(MAKE) bench-micro
 	$(MAKE) bench-proxy
 	$(MAKE) bench-ui
+	$(MAKE) bench-controlplane
 
 # The console's render time in headless Chromium at 500 services / 2000 edges.
 bench-ui: chromium
 	$(GO) test -run '^$$' -bench BenchmarkConsole -benchtime 5x ./internal/ui/uitest/
+
+# The control plane at scale: `trellis controlplane` on a synthetic mesh (1000 services, 2000 ADS
+# clients from bench/cmd/xdsload, SotW and delta), then the growth at 2x and 4x of a tenth of that.
+# Loopback only, stops by itself; writes its sections of bench/RESULTS.md and bench/out/cp/.
+# BENCH_QUICK=1: a tenth of the size (100 services, 200 clients), a couple of minutes.
+ifeq ($(BENCH_QUICK),1)
+CP_SCALE_FLAGS = -services 100 -clients 200 -changes 10 -scales 1 -section "quick: 100 services, 200 clients"
+CP_GROWTH_FLAGS = -services 50 -clients 100 -changes 5 -scale-changes 5 -scales 1,2,4 -section "quick growth"
+else
+CP_SCALE_FLAGS = -services 1000 -clients 2000 -changes 10 -scales 1 -section "1000 services, 2000 clients"
+CP_GROWTH_FLAGS = -services 100 -clients 200 -changes 5 -scale-changes 5 -scales 1,2,4 -section "growth (100 services, 200 clients at 1x)"
+endif
+bench-controlplane:
+	@mkdir -p bench/out
+	$(GO) build -tags pprof -o bench/out/trellis ./cmd/trellis
+	$(GO) build -o bench/out/xdsload ./bench/cmd/xdsload
+	$(GO) build -o bench/out/cpbench ./bench/cmd/cpbench
+	bench/out/cpbench $(CP_SCALE_FLAGS) $(BENCH_FLAGS)
+	bench/out/cpbench $(CP_GROWTH_FLAGS) $(BENCH_FLAGS)
 
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

@@ -106,8 +106,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	var shareKey xds.ShareKeyFunc // a test's Translate may read anything of the proxy
 	if opts.Translate == nil {
-		opts.Translate = build
+		opts.Translate, shareKey = build, xds.TranslateShareKey
 	}
 	log := opts.Logger
 	src, err := opts.source()
@@ -120,7 +121,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
 	}
 	tel := newTelemetry()
-	srv := xds.NewServer(xds.Options{Translate: opts.Translate, Logger: log, Metrics: tel.xds})
+	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds})
 	scoper := newAutoScoper(opts, srv)
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)
 	if err != nil {

@@ -54,10 +54,16 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 }
 
 func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	if req.GetResponseNonce() != "" { // an ACK or NACK: that response is no longer in flight
+		c.s.ackedInFlight(streamKey{false, id}, req.GetNode().GetId(), req.GetTypeUrl())
+	}
 	return c.s.onRequest(c.ctx, streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail()))
 }
 
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	if req.GetResponseNonce() != "" {
+		c.s.ackedInFlight(streamKey{true, id}, req.GetNode().GetId(), req.GetTypeUrl())
+	}
 	// Only the first delta request must carry the node; the library fills
 	// it in for later ones after this callback, so it may be nil here.
 	return c.s.onRequest(c.ctx, streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackOf(req.GetErrorDetail()))
@@ -234,4 +240,19 @@ func (s *Server) stopForgetTimers() {
 			st.forget = nil
 		}
 	}
+}
+
+// ackedInFlight returns the push throttle's slot of a response the proxy
+// has answered. The node is taken from the stream when the request does not
+// carry it: delta requests after the first need not, and the library fills
+// it in only after the callback.
+func (s *Server) ackedInFlight(key streamKey, nodeID, typeURL string) {
+	if nodeID == "" {
+		s.mu.Lock()
+		if ss := s.streams[key]; ss != nil {
+			nodeID = ss.nodeID
+		}
+		s.mu.Unlock()
+	}
+	s.cache.release(throttleKey{nodeID, typeURL})
 }

@@ -19,7 +19,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/trellis-mesh/trellis/internal/model"
 )
@@ -66,22 +68,28 @@ func asResources[T types.Resource](in []T) []types.Resource {
 
 // buildSnapshot runs the checks every pushed snapshot must pass and returns
 // it with a content-hash version per type, so a config change that leaves a
-// type untouched does not re-push that type.
+// type untouched does not re-push that type. The snapshot holds every
+// resource already encoded (see preEncoded): the cache marshals a resource
+// for every response to every proxy, which at thousands of proxies was most
+// of the control plane's CPU.
 func buildSnapshot(res *Resources) (*cachev3.Snapshot, map[string]string, error) {
 	if res == nil {
 		return nil, nil, errors.New("translation returned no resources")
 	}
-	snap := &cachev3.Snapshot{}
+	check, snap := &cachev3.Snapshot{}, &cachev3.Snapshot{}
 	versions := make(map[string]string, 4)
 	for _, t := range res.byType() {
-		version, err := checkAndHash(t)
+		version, encoded, err := checkAndHash(t)
 		if err != nil {
 			return nil, nil, err
 		}
-		snap.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, t.items)
+		check.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, t.items)
+		snap.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, encoded)
 		versions[t.url] = version
 	}
-	if err := snap.Consistent(); err != nil {
+	// Consistency reads references (EDS names in clusters, RDS names in
+	// listeners) that the encoded form no longer exposes: check the originals.
+	if err := check.Consistent(); err != nil {
 		return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
 	}
 	return snap, versions, nil
@@ -89,26 +97,27 @@ func buildSnapshot(res *Resources) (*cachev3.Snapshot, map[string]string, error)
 
 // checkAndHash validates every resource of one type, rejects duplicate or
 // empty names (the cache would silently keep only one), and hashes the
-// deterministic encoding of the whole set in name order.
-func checkAndHash(t typed) (string, error) {
+// deterministic encoding of the whole set in name order. It returns the
+// resources in their pre-encoded form.
+func checkAndHash(t typed) (string, []types.Resource, error) {
 	kind := shortType(t.url)
 	named := make([]namedResource, 0, len(t.items))
 	seen := make(map[string]bool, len(t.items))
 	for i, r := range t.items {
 		if r == nil || !r.ProtoReflect().IsValid() { // a typed nil pointer is a non-nil interface
-			return "", fmt.Errorf("%s[%d]: nil resource", kind, i)
+			return "", nil, fmt.Errorf("%s[%d]: nil resource", kind, i)
 		}
 		name := cachev3.GetResourceName(r)
 		if name == "" {
-			return "", fmt.Errorf("%s[%d]: empty name", kind, i)
+			return "", nil, fmt.Errorf("%s[%d]: empty name", kind, i)
 		}
 		if seen[name] {
-			return "", fmt.Errorf("%s %q: duplicate name", kind, name)
+			return "", nil, fmt.Errorf("%s %q: duplicate name", kind, name)
 		}
 		seen[name] = true
 		if v, ok := r.(validator); ok {
 			if err := v.ValidateAll(); err != nil {
-				return "", fmt.Errorf("%s %q: %w", kind, name, err)
+				return "", nil, fmt.Errorf("%s %q: %w", kind, name, err)
 			}
 		}
 		named = append(named, namedResource{name, r})
@@ -116,17 +125,57 @@ func checkAndHash(t typed) (string, error) {
 	slices.SortFunc(named, func(a, b namedResource) int { return strings.Compare(a.name, b.name) })
 	h := sha256.New()
 	enc := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
+	encoded := make([]types.Resource, 0, len(named))
 	for _, n := range named {
-		var err error
-		buf, err = enc.MarshalAppend(buf[:0], n.res)
+		buf, err := enc.Marshal(n.res)
 		if err != nil {
-			return "", fmt.Errorf("%s %q: marshal: %w", kind, n.name, err)
+			return "", nil, fmt.Errorf("%s %q: marshal: %w", kind, n.name, err)
 		}
 		fmt.Fprintf(h, "%d:%s:%d:", len(n.name), n.name, len(buf))
 		h.Write(buf)
+		pre, err := preEncoded(n.res, n.name, buf)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s %q: %w", kind, n.name, err)
+		}
+		encoded = append(encoded, pre)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+	return hex.EncodeToString(h.Sum(nil)[:8]), encoded, nil
+}
+
+// preEncoded returns a message of r's type that encodes to exactly buf,
+// r's deterministic encoding, at the cost of a copy: only its name is set,
+// and the rest of buf is kept as unknown fields, which encoding appends
+// verbatim after the known ones. The four xDS types all have their name as
+// field 1, which a deterministic encoding writes first, so name + rest is
+// buf byte for byte. The cache needs nothing of a resource but its name and
+// its encoding; the translated tree is then garbage, not held per proxy.
+func preEncoded(r types.Resource, name string, buf []byte) (types.Resource, error) {
+	num, typ, n := protowire.ConsumeTag(buf)
+	if n < 0 || num != 1 || typ != protowire.BytesType {
+		return nil, errors.New("encoding does not start with the name (field 1)")
+	}
+	v, m := protowire.ConsumeBytes(buf[n:])
+	if m < 0 || string(v) != name {
+		return nil, errors.New("encoding does not start with the name (field 1)")
+	}
+	rest := protoreflect.RawFields(buf[n+m:])
+	var out types.Resource
+	switch r.(type) {
+	case *clusterv3.Cluster:
+		out = &clusterv3.Cluster{Name: name}
+	case *endpointv3.ClusterLoadAssignment:
+		out = &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	case *listenerv3.Listener:
+		out = &listenerv3.Listener{Name: name}
+	case *routev3.RouteConfiguration:
+		out = &routev3.RouteConfiguration{Name: name}
+	default:
+		return r, nil
+	}
+	if len(rest) > 0 {
+		out.ProtoReflect().SetUnknown(rest)
+	}
+	return out, nil
 }
 
 type namedResource struct {
@@ -213,7 +262,24 @@ func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt 
 	s.checkConverged(st, false)
 }
 
-func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+// generate returns proxy's snapshot for mesh: the one shared by its class
+// when a ShareKey is set and the class translated without error (an error
+// names the proxy, so it is reported from the proxy's own translation).
+func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (*cachev3.Snapshot, map[string]string, error) {
+	if s.shareKey != nil {
+		if key, ok := s.shareKey(mesh, proxy); ok {
+			e := s.shared.get(mesh, s.latest.Load(), key, func() (*cachev3.Snapshot, map[string]string, error) {
+				return s.generateOne(mesh, proxy)
+			})
+			if e != nil && e.err == nil {
+				return e.snap, e.versions, nil
+			}
+		}
+	}
+	return s.generateOne(mesh, proxy)
+}
+
+func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {
 	// A translator bug for one proxy must not take down the control plane
 	// serving every other proxy.
 	defer func() {

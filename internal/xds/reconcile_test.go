@@ -1,13 +1,16 @@
 package xds
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/trellis-mesh/trellis/internal/model"
@@ -94,5 +97,44 @@ func TestTranslatorPanicIsAnErrorNotACrash(t *testing.T) {
 	p, _ := model.ParseProxy(productpageID)
 	if _, _, err := srv.generate(meshSnapshot(), p); err == nil || !strings.Contains(err.Error(), "panic: boom") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The snapshot holds resources pre-encoded so that the cache does not marshal
+// them again for every proxy; what a proxy receives must be the translated
+// resources byte for byte, and decode back to them.
+func TestSnapshotResourcesEncodeExactlyAsTranslated(t *testing.T) {
+	res := stubResources(t)
+	snap, _, err := buildSnapshot(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range res.byType() {
+		got := snap.GetResources(typ.url)
+		if len(got) != len(typ.items) {
+			t.Fatalf("%s: %d resources in the snapshot, want %d", typ.url, len(got), len(typ.items))
+		}
+		for _, want := range typ.items {
+			name := cachev3.GetResourceName(want)
+			pre, ok := got[name]
+			if !ok {
+				t.Fatalf("%s %q: not in the snapshot", typ.url, name)
+			}
+			wantBytes, err := cachev3.MarshalResource(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotBytes, err := cachev3.MarshalResource(pre)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(gotBytes, wantBytes) {
+				t.Errorf("%s %q: encodes differently from the translated resource", typ.url, name)
+			}
+			decoded := want.ProtoReflect().New().Interface()
+			if err := proto.Unmarshal(gotBytes, decoded); err != nil || !proto.Equal(decoded, want) {
+				t.Errorf("%s %q: does not decode back to the translated resource (%v)", typ.url, name, err)
+			}
+		}
 	}
 }

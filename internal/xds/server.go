@@ -32,6 +32,12 @@ type Options struct {
 	ForgetAfter time.Duration
 	// Metrics, if set, records istiod's pilot_* metrics (see NewMetrics).
 	Metrics *Metrics
+	// ShareKey, if set, lets proxies of one class share one translated
+	// snapshot (see ShareKeyFunc); nil translates every proxy on its own.
+	ShareKey ShareKeyFunc
+	// MaxInFlight bounds the responses sent and not yet ACKed across all
+	// proxies (see throttledCache); 0 means DefaultMaxInFlight.
+	MaxInFlight int
 }
 
 // Server is an ADS server that keeps each connected proxy's snapshot in
@@ -39,8 +45,10 @@ type Options struct {
 type Server struct {
 	log         *slog.Logger
 	translate   TranslateFunc
+	shareKey    ShareKeyFunc
+	shared      shared
 	forgetAfter time.Duration
-	cache       cachev3.SnapshotCache
+	cache       *throttledCache
 
 	latest atomic.Pointer[model.Snapshot]
 	// changedAt is when the latest snapshot was given to Update (Unix ns),
@@ -71,6 +79,9 @@ func NewServer(opts Options) *Server {
 	if opts.ForgetAfter <= 0 {
 		opts.ForgetAfter = DefaultForgetAfter
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
@@ -79,10 +90,11 @@ func NewServer(opts Options) *Server {
 		metrics:     opts.Metrics,
 		log:         log,
 		translate:   opts.Translate,
+		shareKey:    opts.ShareKey,
 		forgetAfter: opts.ForgetAfter,
 		// ads=true: hold EDS/RDS answers until the proxy names every
 		// resource, which is what keeps ADS updates ordered and consistent.
-		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}),
+		cache:   newThrottledCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}), opts.MaxInFlight),
 		kick:    make(chan struct{}, 1),
 		proxies: map[string]*proxyState{},
 		streams: map[streamKey]*streamState{},
