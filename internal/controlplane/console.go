@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/ui"
 	"github.com/trellis-mesh/trellis/internal/xds"
@@ -18,7 +20,16 @@ func startConsole(opts Options, srv *xds.Server) (console, error) {
 	if opts.UIAddress == "" {
 		return console{}, nil
 	}
-	c, err := ui.Listen(ui.ConsoleOptions{Address: opts.UIAddress, ConfigDir: opts.ConfigDir, Proxies: srv, Logger: opts.Logger})
+	co := ui.ConsoleOptions{Address: opts.UIAddress, ConfigDir: opts.ConfigDir, Proxies: srv, Logger: opts.Logger}
+	if opts.Kubernetes != nil {
+		// Weight changes go back to the cluster, where the source reads them.
+		client, err := istioclient.NewForConfig(opts.Kubernetes)
+		if err != nil {
+			return console{}, fmt.Errorf("control plane: console: %w", err)
+		}
+		co.Writer = ui.NewKubeWriter(client)
+	}
+	c, err := ui.Listen(co)
 	if err != nil {
 		return console{}, fmt.Errorf("control plane: %w", err)
 	}

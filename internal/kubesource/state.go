@@ -19,8 +19,8 @@ import (
 )
 
 // objectSource is model.Source.File of every Istio resource read from the
-// cluster; errors then read "kubernetes: Kind ns/name: field: reason".
-const objectSource = "kubernetes"
+// cluster.
+const objectSource = model.KubernetesSource
 
 // state turns the informers' caches into a Config. It is owned by Watch's
 // goroutine: build is never called concurrently.

@@ -10,6 +10,10 @@ import (
 	telemetry "istio.io/api/telemetry/v1alpha1"
 )
 
+// KubernetesSource is Source.File of Istio resources read from a cluster;
+// errors then read "kubernetes: Kind ns/name: field: reason".
+const KubernetesSource = "kubernetes"
+
 // Source says where a resource was read from, so errors can point at it.
 type Source struct {
 	File string // path as given by the source; "" for non-file sources

@@ -27,6 +27,9 @@ type ConsoleOptions struct {
 	Logger *slog.Logger
 	// Scrape tunes the traffic scraper; zero values take its defaults.
 	Scrape ScraperOptions
+	// Writer writes weight changes back to the config's source; nil: the
+	// files of ConfigDir.
+	Writer WeightWriter
 }
 
 // Console is a control plane's console: a Server fed by a ConfigTracker,
@@ -55,11 +58,15 @@ func Listen(opts ConsoleOptions) (*Console, error) {
 	so := opts.Scrape
 	so.Proxies, so.Config, so.Logger = opts.Proxies, tracker, opts.Logger
 	scraper := NewScraper(so)
+	writer := opts.Writer
+	if writer == nil {
+		writer = NewFileWriter(opts.ConfigDir)
+	}
 	server := New(Options{
 		Config:  tracker,
 		Proxies: opts.Proxies,
 		Traffic: scraper,
-		Writer:  NewFileWriter(opts.ConfigDir),
+		Writer:  writer,
 		Assets:  opts.Assets,
 		Logger:  opts.Logger,
 	})

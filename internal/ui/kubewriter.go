@@ -21,7 +21,7 @@ import (
 
 // KubeWriter writes weights back to VirtualServices in a Kubernetes API
 // server, for configs read from Kubernetes. The control plane's Kubernetes
-// source (not merged yet) then sees the change like any other.
+// source then sees the change like any other.
 type KubeWriter struct {
 	client istioclient.Interface
 }
@@ -29,9 +29,10 @@ type KubeWriter struct {
 // NewKubeWriter returns a writer using client.
 func NewKubeWriter(client istioclient.Interface) *KubeWriter { return &KubeWriter{client: client} }
 
-// Editable implements WeightWriter: a Kubernetes source's resources do not
-// come from files.
-func (w *KubeWriter) Editable(vs *model.VirtualService) bool { return vs.Source.File == "" }
+// Editable implements WeightWriter: the resources the Kubernetes source read.
+func (w *KubeWriter) Editable(vs *model.VirtualService) bool {
+	return vs.Source.File == model.KubernetesSource || vs.Source.File == ""
+}
 
 // SetWeights implements WeightWriter: it reads the object, sets the
 // weights, validates the result as the file loader validates a resource,
