@@ -22,7 +22,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/trellis-mesh/trellis/internal/model"
 )
@@ -78,12 +77,12 @@ func buildSnapshot(res *Resources) (*cachev3.Snapshot, map[string]string, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	return b.snap, b.versions, nil
+	return b.snap.Snapshot, b.versions, nil
 }
 
 // built is one translated, checked snapshot with what serving it needs.
 type built struct {
-	snap     *cachev3.Snapshot
+	snap     *classSnapshot
 	versions map[string]string // type URL → content-hash version
 	wire     *wireIndex        // the snapshot's resources as shared Anys
 }
@@ -92,7 +91,7 @@ func build(res *Resources) (*built, error) {
 	if res == nil {
 		return nil, errors.New("translation returned no resources")
 	}
-	check, snap := &cachev3.Snapshot{}, &cachev3.Snapshot{}
+	check, snap := &cachev3.Snapshot{}, &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	versions := make(map[string]string, 4)
 	wire := newWireIndex()
 	for _, t := range res.byType() {
@@ -103,13 +102,20 @@ func build(res *Resources) (*built, error) {
 		check.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, t.items)
 		snap.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, encoded)
 		versions[t.url] = version
+		// The delta versions, as ConstructVersionMap would hash them, from
+		// the encodings at hand: that would marshal every resource again.
+		vm := make(map[string]string, len(encoded))
+		for _, r := range encoded {
+			vm[cachev3.GetResourceName(r)] = wire.delta[r].GetVersion()
+		}
+		snap.VersionMap[t.url] = vm
 	}
 	// Consistency reads references (EDS names in clusters, RDS names in
 	// listeners) that the encoded form no longer exposes: check the originals.
 	if err := check.Consistent(); err != nil {
 		return nil, fmt.Errorf("inconsistent snapshot: %w", err)
 	}
-	return &built{snap: snap, versions: versions, wire: wire}, nil
+	return &built{snap: newClassSnapshot(snap), versions: versions, wire: wire}, nil
 }
 
 // checkAndHash validates every resource of one type, rejects duplicate or
@@ -155,7 +161,7 @@ func checkAndHash(t typed, wire *wireIndex) (string, []types.Resource, error) {
 			return "", nil, fmt.Errorf("%s %q: %w", kind, n.name, err)
 		}
 		encoded = append(encoded, pre)
-		wire.anys[pre] = &anypb.Any{TypeUrl: t.url, Value: buf}
+		wire.add(pre, n.name, t.url, buf)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8]), encoded, nil
 }

@@ -6,6 +6,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -14,9 +15,46 @@ import (
 // class. The snapshot cache would otherwise marshal every resource into a
 // fresh Any for every response: at 2000 proxies of 1.6 MB of config each,
 // that was gigabytes of copies, kept alive while responses queued.
-type wireIndex struct{ anys map[types.Resource]*anypb.Any }
+type wireIndex struct {
+	anys  map[types.Resource]*anypb.Any
+	delta map[types.Resource]*discoveryv3.Resource // name, version, the same Any
+}
 
-func newWireIndex() *wireIndex { return &wireIndex{anys: map[types.Resource]*anypb.Any{}} }
+func newWireIndex() *wireIndex {
+	return &wireIndex{anys: map[types.Resource]*anypb.Any{}, delta: map[types.Resource]*discoveryv3.Resource{}}
+}
+
+// add indexes pre, a resource of type url named name encoded as buf. Its
+// delta version is what the cache's ConstructVersionMap would compute.
+func (w *wireIndex) add(pre types.Resource, name, url string, buf []byte) {
+	a := &anypb.Any{TypeUrl: url, Value: buf}
+	w.anys[pre] = a
+	w.delta[pre] = &discoveryv3.Resource{Name: name, Version: cachev3.HashResource(buf), Resource: a}
+}
+
+// classSnapshot is a snapshot whose resources by type are built once:
+// the cache asks for them (GetResources) for every watch it opens or
+// answers, and the library's Snapshot builds a fresh map each time.
+type classSnapshot struct {
+	*cachev3.Snapshot
+	byType map[string]map[string]types.Resource
+}
+
+func newClassSnapshot(s *cachev3.Snapshot) *classSnapshot {
+	c := &classSnapshot{Snapshot: s, byType: map[string]map[string]types.Resource{}}
+	for _, url := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
+		c.byType[url] = s.GetResources(url)
+	}
+	return c
+}
+
+// GetResources returns the type's resources; callers only read them.
+func (c *classSnapshot) GetResources(typeURL string) map[string]types.Resource {
+	if m, ok := c.byType[typeURL]; ok {
+		return m
+	}
+	return c.Snapshot.GetResources(typeURL)
+}
 
 // wires holds, per node, the wire index of the snapshot last set and of
 // the one before it, so that an answer the cache built from either just
@@ -31,6 +69,18 @@ func (w wires) lookup(r types.Resource) *anypb.Any {
 	}
 	if w.prev != nil {
 		return w.prev.anys[r]
+	}
+	return nil
+}
+
+func (w wires) lookupDelta(r types.Resource) *discoveryv3.Resource {
+	if w.cur != nil {
+		if d := w.cur.delta[r]; d != nil {
+			return d
+		}
+	}
+	if w.prev != nil {
+		return w.prev.delta[r]
 	}
 	return nil
 }
@@ -91,9 +141,8 @@ func sotwWire(w wires, r cachev3.Response) cachev3.Response {
 	}
 }
 
-// deltaWire is sotwWire for delta answers. A resource's version is the one
-// the cache computed for the snapshot (the hash of its encoding, as the
-// library would send), read from the answer's returned versions.
+// deltaWire is sotwWire for delta answers: each resource is the class's
+// shared discovery Resource, whose version is the one the cache diffs with.
 func deltaWire(w wires, r cachev3.DeltaResponse) cachev3.DeltaResponse {
 	raw, ok := r.(*cachev3.RawDeltaResponse)
 	if !ok {
@@ -107,13 +156,11 @@ func deltaWire(w wires, r cachev3.DeltaResponse) cachev3.DeltaResponse {
 	res := raw.GetRawResources()
 	out := make([]*discoveryv3.Resource, len(res))
 	for i, x := range res {
-		a := w.lookup(x.Resource)
-		name := cachev3.GetResourceName(x.Resource)
-		version, known := versions[name]
-		if a == nil || x.TTL != nil || !known || a.GetTypeUrl() != raw.GetDeltaRequest().GetTypeUrl() {
+		d := w.lookupDelta(x.Resource)
+		if d == nil || x.TTL != nil || versions[d.GetName()] != d.GetVersion() || d.GetResource().GetTypeUrl() != raw.GetDeltaRequest().GetTypeUrl() {
 			return r
 		}
-		out[i] = &discoveryv3.Resource{Name: name, Resource: a, Version: version}
+		out[i] = d
 	}
 	return &cachev3.DeltaPassthroughResponse{
 		DeltaRequest:   raw.GetDeltaRequest(),
