@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unique"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -183,6 +184,10 @@ func preEncoded(r types.Resource, name string, buf []byte) (types.Resource, erro
 		return nil, errors.New("encoding does not start with the name (field 1)")
 	}
 	rest := protoreflect.RawFields(buf[n+m:])
+	// One string per distinct name across every snapshot, so that the
+	// cache's per-proxy diffs (name-keyed maps of old and new) compare
+	// pointers rather than bytes for names that did not change.
+	name = unique.Make(name).Value()
 	var out types.Resource
 	switch r.(type) {
 	case *clusterv3.Cluster:

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"reflect"
+	"unique"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -29,7 +30,10 @@ func newWireIndex() *wireIndex {
 func (w *wireIndex) add(pre types.Resource, name, url string, buf []byte) {
 	a := &anypb.Any{TypeUrl: url, Value: buf}
 	w.anys[pre] = a
-	w.delta[pre] = &discoveryv3.Resource{Name: name, Version: cachev3.HashResource(buf), Resource: a}
+	// Interned like names (see preEncoded): an unchanged resource keeps the
+	// very string its proxies were last sent, and the diff is a pointer check.
+	version := unique.Make(cachev3.HashResource(buf)).Value()
+	w.delta[pre] = &discoveryv3.Resource{Name: cachev3.GetResourceName(pre), Version: version, Resource: a}
 }
 
 // classSnapshot is a snapshot whose resources by type are built once:
