@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unique"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -73,33 +74,56 @@ func asResources[T types.Resource](in []T) []types.Resource {
 // for every response to every proxy, which at thousands of proxies was most
 // of the control plane's CPU.
 func buildSnapshot(res *Resources) (*cachev3.Snapshot, map[string]string, error) {
-	if res == nil {
-		return nil, nil, errors.New("translation returned no resources")
+	b, err := build(res)
+	if err != nil {
+		return nil, nil, err
 	}
-	check, snap := &cachev3.Snapshot{}, &cachev3.Snapshot{}
+	return b.snap.Snapshot, b.versions, nil
+}
+
+// built is one translated, checked snapshot with what serving it needs.
+type built struct {
+	snap     *classSnapshot
+	versions map[string]string // type URL → content-hash version
+	wire     *wireIndex        // the snapshot's resources as shared Anys
+}
+
+func build(res *Resources) (*built, error) {
+	if res == nil {
+		return nil, errors.New("translation returned no resources")
+	}
+	check, snap := &cachev3.Snapshot{}, &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	versions := make(map[string]string, 4)
+	wire := newWireIndex()
 	for _, t := range res.byType() {
-		version, encoded, err := checkAndHash(t)
+		version, encoded, err := checkAndHash(t, wire)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		check.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, t.items)
 		snap.Resources[cachev3.GetResponseType(t.url)] = cachev3.NewResources(version, encoded)
 		versions[t.url] = version
+		// The delta versions, as ConstructVersionMap would hash them, from
+		// the encodings at hand: that would marshal every resource again.
+		vm := make(map[string]string, len(encoded))
+		for _, r := range encoded {
+			vm[cachev3.GetResourceName(r)] = wire.delta[r].GetVersion()
+		}
+		snap.VersionMap[t.url] = vm
 	}
 	// Consistency reads references (EDS names in clusters, RDS names in
 	// listeners) that the encoded form no longer exposes: check the originals.
 	if err := check.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
+		return nil, fmt.Errorf("inconsistent snapshot: %w", err)
 	}
-	return snap, versions, nil
+	return &built{snap: newClassSnapshot(snap), versions: versions, wire: wire}, nil
 }
 
 // checkAndHash validates every resource of one type, rejects duplicate or
 // empty names (the cache would silently keep only one), and hashes the
 // deterministic encoding of the whole set in name order. It returns the
-// resources in their pre-encoded form.
-func checkAndHash(t typed) (string, []types.Resource, error) {
+// resources in their pre-encoded form, and adds each one's wire form to wire.
+func checkAndHash(t typed, wire *wireIndex) (string, []types.Resource, error) {
 	kind := shortType(t.url)
 	named := make([]namedResource, 0, len(t.items))
 	seen := make(map[string]bool, len(t.items))
@@ -138,6 +162,7 @@ func checkAndHash(t typed) (string, []types.Resource, error) {
 			return "", nil, fmt.Errorf("%s %q: %w", kind, n.name, err)
 		}
 		encoded = append(encoded, pre)
+		wire.add(pre, n.name, t.url, buf)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8]), encoded, nil
 }
@@ -159,6 +184,10 @@ func preEncoded(r types.Resource, name string, buf []byte) (types.Resource, erro
 		return nil, errors.New("encoding does not start with the name (field 1)")
 	}
 	rest := protoreflect.RawFields(buf[n+m:])
+	// One string per distinct name across every snapshot, so that the
+	// cache's per-proxy diffs (name-keyed maps of old and new) compare
+	// pointers rather than bytes for names that did not change.
+	name = unique.Make(name).Value()
 	var out types.Resource
 	switch r.(type) {
 	case *clusterv3.Cluster:
@@ -223,7 +252,11 @@ func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt 
 	proxy := st.proxy
 	s.mu.Unlock()
 
-	snap, versions, err := s.generate(mesh, proxy)
+	b, err := s.generate(mesh, proxy)
+	var versions map[string]string
+	if err == nil {
+		versions = b.versions
+	}
 	// The change is pending before the cache may send it: SetSnapshot answers
 	// open watches at once, and a response sent before pendingSince was set
 	// would never count towards convergence.
@@ -236,7 +269,9 @@ func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt 
 	}
 	s.mu.Unlock()
 	if err == nil {
-		err = s.cache.SetSnapshot(ctx, proxy.ID, snap)
+		// The wire forms first: SetSnapshot answers open watches at once.
+		s.cache.setWire(proxy.ID, b.wire)
+		err = s.cache.SetSnapshot(ctx, proxy.ID, b.snap)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,21 +300,21 @@ func (s *Server) reconcileChange(ctx context.Context, st *proxyState, changedAt 
 // generate returns proxy's snapshot for mesh: the one shared by its class
 // when a ShareKey is set and the class translated without error (an error
 // names the proxy, so it is reported from the proxy's own translation).
-func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (*cachev3.Snapshot, map[string]string, error) {
+func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (*built, error) {
 	if s.shareKey != nil {
 		if key, ok := s.shareKey(mesh, proxy); ok {
-			e := s.shared.get(mesh, s.latest.Load(), key, func() (*cachev3.Snapshot, map[string]string, error) {
+			e := s.shared.get(mesh, s.latest.Load(), key, func() (*built, error) {
 				return s.generateOne(mesh, proxy)
 			})
 			if e != nil && e.err == nil {
-				return e.snap, e.versions, nil
+				return e.built, nil
 			}
 		}
 	}
 	return s.generateOne(mesh, proxy)
 }
 
-func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy) (b *built, err error) {
 	// A translator bug for one proxy must not take down the control plane
 	// serving every other proxy.
 	defer func() {
@@ -289,11 +324,11 @@ func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy) (snap *ca
 	}()
 	res, err := s.translate(mesh, proxy)
 	if err != nil {
-		return nil, nil, fmt.Errorf("translate: %w", err)
+		return nil, fmt.Errorf("translate: %w", err)
 	}
-	snap, versions, err = buildSnapshot(res)
+	b, err = build(res)
 	if err != nil {
-		return nil, nil, fmt.Errorf("validate: %w", err)
+		return nil, fmt.Errorf("validate: %w", err)
 	}
-	return snap, versions, nil
+	return b, nil
 }

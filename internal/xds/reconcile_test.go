@@ -95,7 +95,7 @@ func TestTranslatorPanicIsAnErrorNotACrash(t *testing.T) {
 		panic("boom")
 	}})
 	p, _ := model.ParseProxy(productpageID)
-	if _, _, err := srv.generate(meshSnapshot(), p); err == nil || !strings.Contains(err.Error(), "panic: boom") {
+	if _, err := srv.generate(meshSnapshot(), p); err == nil || !strings.Contains(err.Error(), "panic: boom") {
 		t.Fatalf("err = %v", err)
 	}
 }

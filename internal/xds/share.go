@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
@@ -85,15 +83,14 @@ type shared struct {
 }
 
 type sharedEntry struct {
-	once     sync.Once
-	snap     *cachev3.Snapshot
-	versions map[string]string
-	err      error
+	once  sync.Once
+	built *built
+	err   error
 }
 
 // get returns the entry for key under mesh, building it with build once
 // however many proxies ask at the same time; nil when mesh is not latest.
-func (c *shared) get(mesh, latest *model.Snapshot, key string, build func() (*cachev3.Snapshot, map[string]string, error)) *sharedEntry {
+func (c *shared) get(mesh, latest *model.Snapshot, key string, build func() (*built, error)) *sharedEntry {
 	c.mu.Lock()
 	if c.mesh != mesh {
 		if mesh != latest {
@@ -109,12 +106,12 @@ func (c *shared) get(mesh, latest *model.Snapshot, key string, build func() (*ca
 	}
 	c.mu.Unlock()
 	e.once.Do(func() {
-		e.snap, e.versions, e.err = build()
+		e.built, e.err = build()
 		if e.err == nil {
 			// The cache builds a snapshot's per-resource versions (delta)
 			// lazily and without a lock; build them now, before the
 			// snapshot is shared between proxies' goroutines.
-			e.err = e.snap.ConstructVersionMap()
+			e.err = e.built.snap.ConstructVersionMap()
 		}
 	})
 	return e

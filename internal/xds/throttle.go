@@ -30,12 +30,13 @@ type throttledCache struct {
 
 	mu   sync.Mutex
 	held map[throttleKey]*time.Timer
+	wire map[string]wires // node → wire indexes of its latest snapshots
 }
 
 type throttleKey struct{ node, typeURL string }
 
 func newThrottledCache(c cachev3.SnapshotCache, maxInFlight int) *throttledCache {
-	return &throttledCache{SnapshotCache: c, slots: make(chan struct{}, maxInFlight), held: map[throttleKey]*time.Timer{}}
+	return &throttledCache{SnapshotCache: c, slots: make(chan struct{}, maxInFlight), held: map[throttleKey]*time.Timer{}, wire: map[string]wires{}}
 }
 
 func (c *throttledCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
@@ -44,7 +45,9 @@ func (c *throttledCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscript
 	if err != nil {
 		return cancel, err
 	}
-	return forward(c, throttleKey{req.GetNode().GetId(), req.GetTypeUrl()}, in, out, cancel), nil
+	node := req.GetNode().GetId()
+	wire := func(r cachev3.Response) cachev3.Response { return sotwWire(c.wireOf(node), r) }
+	return forward(c, throttleKey{node, req.GetTypeUrl()}, in, out, cancel, wire), nil
 }
 
 func (c *throttledCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
@@ -53,13 +56,16 @@ func (c *throttledCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3
 	if err != nil {
 		return cancel, err
 	}
-	return forward(c, throttleKey{req.GetNode().GetId(), req.GetTypeUrl()}, in, out, cancel), nil
+	node := req.GetNode().GetId()
+	wire := func(r cachev3.DeltaResponse) cachev3.DeltaResponse { return deltaWire(c.wireOf(node), r) }
+	return forward(c, throttleKey{node, req.GetTypeUrl()}, in, out, cancel, wire), nil
 }
 
-// forward hands the watch's one answer on once a slot is free. Watches are
+// forward hands the watch's one answer on once a slot is free, in its wire
+// form (see sotwWire). Watches are
 // one-shot: the server opens a new one for the next answer. The returned
 // cancel stops the forwarder as well as the watch.
-func forward[R any](c *throttledCache, key throttleKey, in <-chan R, out chan<- R, cancel func()) func() {
+func forward[R any](c *throttledCache, key throttleKey, in <-chan R, out chan<- R, cancel func(), wire func(R) R) func() {
 	stop := make(chan struct{})
 	go func() {
 		var r R
@@ -71,6 +77,7 @@ func forward[R any](c *throttledCache, key throttleKey, in <-chan R, out chan<- 
 		if !c.acquire(key, stop) {
 			return
 		}
+		r = wire(r)
 		select {
 		case out <- r:
 		case <-stop:

@@ -253,6 +253,12 @@ func (r *run) do(c *config) error {
 		saveProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", pprofPort), filepath.Join(c.out, "heap-"+tag+".pprof"))
 	}
 	fmt.Fprintln(stdin, "mark before")
+	if c.pprof {
+		// The changes' CPU, for as long as they take (5 s at most).
+		profWG.Go(func() {
+			saveProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=5", pprofPort), filepath.Join(c.out, "cpu-changes-"+tag+".pprof"))
+		})
+	}
 	sBefore := sample()
 	for k := range r.ChangesMade {
 		svc := (k*37 + 1) % r.Services
@@ -271,6 +277,7 @@ func (r *run) do(c *config) error {
 		time.Sleep(300 * time.Millisecond) // let ACKs and stragglers settle before the next
 	}
 	sAfter := sample()
+	profWG.Wait()
 	r.ChangeCPUSec = (sAfter.CPU - sBefore.CPU).Seconds() / float64(max(1, r.ChangesMade))
 	fmt.Fprintln(stdin, "mark after")
 	r.PeakRSSMiB = mib(sAfter.HWM)
