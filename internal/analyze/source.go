@@ -2,7 +2,6 @@ package analyze
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,7 +49,7 @@ func FromCluster(ctx context.Context, rc *rest.Config, istioNamespace string) (I
 		cancel()
 	}, func(err error) {
 		if errs == nil {
-			errs = flatten(err)
+			errs = config.ValidationErrors(err)
 		}
 	})
 	if err != nil {
@@ -60,21 +59,4 @@ func FromCluster(ctx context.Context, rc *rest.Config, istioNamespace string) (I
 		return Input{}, fmt.Errorf("analyze %s: %w", rc.Host, context.Cause(ctx))
 	}
 	return Input{Config: cfg, Errors: errs, Cluster: true}, nil
-}
-
-// flatten turns a joined error into its *ValidationErrors; anything else
-// becomes one with just a reason.
-func flatten(err error) []*config.ValidationError {
-	var ve *config.ValidationError
-	if errors.As(err, &ve) && ve == err {
-		return []*config.ValidationError{ve}
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []*config.ValidationError
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []*config.ValidationError{{Reason: err.Error()}}
 }

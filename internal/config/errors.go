@@ -69,3 +69,21 @@ func joinErrors(errs []*ValidationError) error {
 	}
 	return errors.Join(out...)
 }
+
+// ValidationErrors flattens an error from a loader (an errors.Join of
+// *ValidationError, possibly nested) into its *ValidationErrors; anything
+// else becomes one with just a reason.
+func ValidationErrors(err error) []*ValidationError {
+	var ve *ValidationError
+	if errors.As(err, &ve) && ve == err {
+		return []*ValidationError{ve}
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*ValidationError
+		for _, e := range j.Unwrap() {
+			out = append(out, ValidationErrors(e)...)
+		}
+		return out
+	}
+	return []*ValidationError{{Reason: err.Error()}}
+}

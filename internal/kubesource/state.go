@@ -192,7 +192,7 @@ func (st *state) report(key string, ref *corev1.ObjectReference, errs []error) {
 func eventMessage(errs []error) string {
 	var parts []string
 	for _, e := range errs {
-		for _, ve := range validationErrors(e) {
+		for _, ve := range config.ValidationErrors(e) {
 			if ve.Field != "" {
 				parts = append(parts, ve.Field+": "+ve.Reason)
 			} else {
@@ -201,23 +201,6 @@ func eventMessage(errs []error) string {
 		}
 	}
 	return strings.Join(parts, "; ")
-}
-
-// validationErrors flattens a (joined) error into its *ValidationErrors;
-// anything else becomes one without a field.
-func validationErrors(err error) []*config.ValidationError {
-	var ve *config.ValidationError
-	if errors.As(err, &ve) && ve == err {
-		return []*config.ValidationError{ve}
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []*config.ValidationError
-		for _, e := range j.Unwrap() {
-			out = append(out, validationErrors(e)...)
-		}
-		return out
-	}
-	return []*config.ValidationError{{Reason: err.Error()}}
 }
 
 func (st *state) warnOnce(msg string) {
