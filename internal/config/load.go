@@ -74,10 +74,7 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 		warns = append(warns, p.warns...)
 		errs = append(errs, p.errs...)
 	}
-	errs = append(errs, crossCheck(docs)...)
-	errs = append(errs, telemetryProviderRefs(mesh, docs)...)
-	errs = append(errs, authorizationPolicyRefs(mesh, docs)...)
-	errs = append(errs, peerAuthenticationConflicts(mesh, docs)...)
+	errs = append(errs, crossResourceErrors(mesh, docs)...)
 	if len(errs) > 0 {
 		return nil, warns, joinErrors(errs)
 	}
@@ -152,6 +149,15 @@ func configFiles(dir string) ([]configFile, error) {
 
 func isYAMLName(name string) bool {
 	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
+}
+
+// crossResourceErrors are the problems no single resource shows: conflicts
+// and references between resources, and to the mesh config.
+func crossResourceErrors(mesh *meshv1alpha1.MeshConfig, docs []*document) []*ValidationError {
+	errs := crossCheck(docs)
+	errs = append(errs, telemetryProviderRefs(mesh, docs)...)
+	errs = append(errs, authorizationPolicyRefs(mesh, docs)...)
+	return append(errs, peerAuthenticationConflicts(mesh, docs)...)
 }
 
 // crossCheck finds problems between resources: duplicate names and hosts

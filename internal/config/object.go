@@ -77,11 +77,7 @@ func Assemble(mesh *meshv1alpha1.MeshConfig, objects []*Object) (*model.Config, 
 	// Leaving a resource out can only remove conflicts, but a second pass
 	// confirms the rest is clean; each pass removes at least one resource.
 	for {
-		var errs []*ValidationError
-		errs = append(errs, crossCheck(docs)...)
-		errs = append(errs, telemetryProviderRefs(mesh, docs)...)
-		errs = append(errs, authorizationPolicyRefs(mesh, docs)...)
-		errs = append(errs, peerAuthenticationConflicts(mesh, docs)...)
+		errs := crossResourceErrors(mesh, docs)
 		if len(errs) == 0 {
 			break
 		}

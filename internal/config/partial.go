@@ -70,11 +70,7 @@ func LoadDirPartial(dir string) (*Partial, error) {
 	}
 	sortDocs(docs)
 	for {
-		var errs []*ValidationError
-		errs = append(errs, crossCheck(docs)...)
-		errs = append(errs, telemetryProviderRefs(mesh, docs)...)
-		errs = append(errs, authorizationPolicyRefs(mesh, docs)...)
-		errs = append(errs, peerAuthenticationConflicts(mesh, docs)...)
+		errs := crossResourceErrors(mesh, docs)
 		if len(errs) == 0 {
 			break
 		}
