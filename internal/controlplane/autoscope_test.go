@@ -206,7 +206,7 @@ func TestAutoScopeNarrowsToObservedDependenciesAndGrows(t *testing.T) {
 	// svc-a-1 now calls svc.b and, through the passthrough, d's VIP: its
 	// proxy is pushed clusters for both.
 	calling.Store(true)
-	cds := a.Expect(resourcev3.ClusterType, 15*time.Second)
+	cds := a.ExpectACKingOthers(resourcev3.ClusterType, 15*time.Second)
 	var got []string
 	for _, name := range adstest.ResourceNames(t, cds) {
 		if len(name) > 9 && name[:9] == "outbound|" {

@@ -1,10 +1,13 @@
 package xds
 
 import (
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
 // Push throttle defaults: how many responses may be in flight (built and
@@ -31,12 +34,20 @@ type throttledCache struct {
 	mu   sync.Mutex
 	held map[throttleKey]*time.Timer
 	wire map[string]wires // node → wire indexes of its latest snapshots
+	// waiting: per node, the answers of each type not yet handed on (in the
+	// watch's channel or read from it), so a later type waits for an
+	// earlier one: ADS order, as the snapshot cache answers.
+	waiting map[string]map[string]*pendingAnswer
 }
+
+// pendingAnswer is one watch's answer on its way to the stream.
+type pendingAnswer struct{ waiting func() bool }
 
 type throttleKey struct{ node, typeURL string }
 
 func newThrottledCache(c cachev3.SnapshotCache, maxInFlight int) *throttledCache {
-	return &throttledCache{SnapshotCache: c, slots: make(chan struct{}, maxInFlight), held: map[throttleKey]*time.Timer{}, wire: map[string]wires{}}
+	return &throttledCache{SnapshotCache: c, slots: make(chan struct{}, maxInFlight), held: map[throttleKey]*time.Timer{},
+		wire: map[string]wires{}, waiting: map[string]map[string]*pendingAnswer{}}
 }
 
 func (c *throttledCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
@@ -67,14 +78,20 @@ func (c *throttledCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3
 // cancel stops the forwarder as well as the watch.
 func forward[R any](c *throttledCache, key throttleKey, in <-chan R, out chan<- R, cancel func(), wire func(R) R) func() {
 	stop := make(chan struct{})
+	var read atomic.Bool // an answer was read from in and is not handed on yet
+	pa := &pendingAnswer{waiting: func() bool { return read.Load() || len(in) > 0 }}
+	c.track(key, pa)
 	go func() {
+		defer c.untrack(key, pa)
 		var r R
 		select {
 		case r = <-in:
+			read.Store(true)
 		case <-stop:
 			return
 		}
-		if !c.acquire(key, stop) {
+		defer read.Store(false)
+		if !c.inOrder(key, stop) || !c.acquire(key, stop) {
 			return
 		}
 		r = wire(r)
@@ -92,6 +109,60 @@ func forward[R any](c *throttledCache, key throttleKey, in <-chan R, out chan<- 
 				cancel()
 			}
 		})
+	}
+}
+
+// adsOrder is the order in which an ADS server answers the types, so a proxy
+// learns clusters before the listeners and routes that name them.
+var adsOrder = []string{resourcev3.SecretType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+
+func (c *throttledCache) track(key throttleKey, pa *pendingAnswer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting[key.node] == nil {
+		c.waiting[key.node] = map[string]*pendingAnswer{}
+	}
+	c.waiting[key.node][key.typeURL] = pa
+}
+
+// untrack forgets pa, unless a newer watch of the same type replaced it.
+func (c *throttledCache) untrack(key throttleKey, pa *pendingAnswer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting[key.node][key.typeURL] == pa {
+		delete(c.waiting[key.node], key.typeURL)
+	}
+	if len(c.waiting[key.node]) == 0 {
+		delete(c.waiting, key.node)
+	}
+}
+
+// inOrder waits until no earlier type of key's node has an answer waiting,
+// before key takes a slot (so an earlier type is never blocked by a later
+// one holding slots). False if stop closed.
+func (c *throttledCache) inOrder(key throttleKey, stop <-chan struct{}) bool {
+	rank := slices.Index(adsOrder, key.typeURL)
+	if rank <= 0 {
+		return true
+	}
+	for {
+		c.mu.Lock()
+		blocked := false
+		for _, t := range adsOrder[:rank] {
+			if p := c.waiting[key.node][t]; p != nil && p.waiting() {
+				blocked = true
+				break
+			}
+		}
+		c.mu.Unlock()
+		if !blocked {
+			return true
+		}
+		select {
+		case <-stop:
+			return false
+		case <-time.After(time.Millisecond):
+		}
 	}
 }
 

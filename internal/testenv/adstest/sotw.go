@@ -86,6 +86,28 @@ func (c *SotW) Expect(typeURL string, within time.Duration) *discoveryv3.Discove
 	return nil
 }
 
+// ExpectACKingOthers returns the next response for typeURL, ACKing (and
+// logging) responses of other types that come first: for tests about one
+// type whose pushes may follow others still in flight.
+func (c *SotW) ExpectACKingOthers(typeURL string, within time.Duration) *discoveryv3.DiscoveryResponse {
+	c.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case r := <-c.resps:
+			if r.TypeUrl == typeURL {
+				return r
+			}
+			c.t.Logf("ACKing a %s response (version %s) while waiting for %s", r.TypeUrl, r.VersionInfo, typeURL)
+			c.ACK(r)
+		case err := <-c.errc:
+			c.t.Fatalf("stream ended waiting for %s: %v", typeURL, err)
+		case <-deadline:
+			c.t.Fatalf("no %s response within %v", typeURL, within)
+		}
+	}
+}
+
 // ExpectNone fails the test if any response arrives, or the stream ends,
 // within the given time.
 func (c *SotW) ExpectNone(within time.Duration) {
