@@ -52,7 +52,9 @@ func newControlPlaneCmd() *cobra.Command {
 				}
 				opts.XDSAddress = net.JoinHostPort(host, strconv.Itoa(int(xdsPort)))
 			}
-			if opts.CAAddress != "" && opts.CADir == "" && opts.CACertsDir == "" {
+			// In Kubernetes mode the root lives in the cluster (istio-ca-secret
+			// or cacerts), as istiod keeps it, unless a directory is named.
+			if opts.CAAddress != "" && opts.CADir == "" && opts.CACertsDir == "" && !kube && kubeconfig == "" {
 				if opts.CADir, err = controlplane.DefaultCADir(); err != nil {
 					return err
 				}
@@ -83,7 +85,7 @@ func newControlPlaneCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&opts.AutoScope, "auto-scope", nil, `namespaces ("*" for all) whose sidecars get only the services they were observed calling, plus their own namespace's and the root namespace's; a Sidecar resource always wins (docs/scoping.md)`)
 	cmd.Flags().DurationVar(&opts.AutoScopeTTL, "auto-scope-ttl", 0, "how long an observed dependency stays in an automatic scope after it was last seen (default 1h)")
 	cmd.Flags().StringVar(&opts.CAAddress, "ca-address", controlplane.DefaultCAAddress, `address to serve the CA on (Istio's CreateCertificate over TLS, istiod's 15012); "" disables it`)
-	cmd.Flags().StringVar(&opts.CADir, "ca-dir", "", "directory keeping the CA's self-signed root, created on first start (default $XDG_STATE_HOME/trellis/ca or ~/.trellis/ca)")
+	cmd.Flags().StringVar(&opts.CADir, "ca-dir", "", "directory keeping the CA's self-signed root, created on first start (default $XDG_STATE_HOME/trellis/ca or ~/.trellis/ca; with --kubernetes the istio-ca-secret Secret, or cacerts, as istiod)")
 	cmd.Flags().StringVar(&opts.CACertsDir, "cacerts", "", "directory with your own CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); replaces --ca-dir")
 	cmd.MarkFlagsMutuallyExclusive("ca-dir", "cacerts")
 	cmd.Flags().StringVar(&opts.WebhookAddress, "webhook-address", "", `address to serve Istio's sidecar injection webhook on (HTTPS POST /inject, istiod's 15017), e.g. ":15017"; needs --kubernetes and the CA, whose root verifies it ("" disables it)`)

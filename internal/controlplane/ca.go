@@ -11,11 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/security/ca"
 	"github.com/trellis-mesh/trellis/internal/security/caserver"
 	"github.com/trellis-mesh/trellis/internal/security/spiffe"
-	"k8s.io/client-go/kubernetes"
 )
 
 // DefaultCAAddress is istiod's CA port (15012), on loopback.
@@ -77,7 +78,7 @@ func startCA(opts Options) (*caService, error) {
 		auth, err = ca.LoadKubernetes(ctx, kube, opts.istioNamespace(), ca.Options{})
 		cancel()
 	default:
-		err = errors.New("a CA address needs CADir or CACertsDir")
+		err = errors.New("a CA address needs CADir, CACertsDir or the Kubernetes source")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("control plane: CA: %w", err)
