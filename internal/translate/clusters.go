@@ -40,6 +40,17 @@ func InboundClusterName(port uint32) string {
 // DestinationRule subset, and the load assignments of those served by EDS.
 // Every service the proxy may see is included (scope.go).
 func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
+	return e.outboundClustersOf(e.snap.Services, true)
+}
+
+// outboundClustersOf builds the clusters of services; without tls the
+// clusters lack their transport sockets, which load assignments never
+// depend on (BuildEndpoints).
+func (e *env) outboundClustersOf(services []*model.Service, tls bool) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
+	build := e.outboundCluster
+	if !tls {
+		build = e.outboundClusterPlain
+	}
 	var clusters []*clusterv3.Cluster
 	var clas []*endpointv3.ClusterLoadAssignment
 	add := func(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) {
@@ -48,7 +59,7 @@ func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoa
 			clas = append(clas, cla)
 		}
 	}
-	for _, svc := range e.snap.Services {
+	for _, svc := range services {
 		dr := e.destinationRule(svc.Hostname)
 		var top *networking.TrafficPolicy
 		var subsets []*networking.Subset
@@ -60,13 +71,13 @@ func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoa
 			}
 		}
 		for _, port := range svc.Ports {
-			c, cla, err := e.outboundCluster(svc, port, "", nil, top)
+			c, cla, err := build(svc, port, "", nil, top)
 			if err != nil {
 				return nil, nil, err
 			}
 			add(c, cla)
 			for _, ss := range subsets {
-				c, cla, err := e.outboundCluster(svc, port, ss.GetName(), ss.GetLabels(), mergeTrafficPolicy(top, ss.GetTrafficPolicy()))
+				c, cla, err := build(svc, port, ss.GetName(), ss.GetLabels(), mergeTrafficPolicy(top, ss.GetTrafficPolicy()))
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s: subset %s: %w", dr.Key(), ss.GetName(), err)
 				}

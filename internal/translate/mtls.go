@@ -47,10 +47,6 @@ const (
 	tlsModeKey              = "tlsMode"
 	tlsModeIstio            = "istio"
 
-	// Labels and annotations that say whether a workload runs a sidecar.
-	tlsModeLabel       = "security.istio.io/tlsMode"
-	sidecarInjectLabel = "sidecar.istio.io/inject"
-
 	// systemCABundle is what SIMPLE and MUTUAL verify a server against when
 	// the DestinationRule names no caCertificates: the system trust store,
 	// as Istio's proxies do (VERIFY_CERTIFICATE_AT_CLIENT), at the path
@@ -450,22 +446,8 @@ func fileSource(path string) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
 }
 
-// hasSidecar reports whether an endpoint's workload runs a sidecar, so that
-// auto-mTLS may send it mTLS: an explicit security.istio.io/tlsMode label
-// says so (as in Istio); otherwise every WorkloadEntry-backed endpoint does,
-// unless labelled or annotated sidecar.istio.io/inject: "false", and inline
-// ServiceEntry endpoints do not.
-func hasSidecar(ep *model.Endpoint) bool {
-	if mode, ok := ep.Labels[tlsModeLabel]; ok {
-		return mode == tlsModeIstio
-	}
-	we := ep.Workload
-	if we == nil {
-		return false
-	}
-	return ep.Labels[sidecarInjectLabel] != "false" && we.Labels[sidecarInjectLabel] != "false" &&
-		we.Annotations[sidecarInjectLabel] != "false"
-}
+// hasSidecar: model.Endpoint.HasSidecar (shared with model.EndpointDelta).
+func hasSidecar(ep *model.Endpoint) bool { return ep.HasSidecar() }
 
 // addTLSModeMetadata marks an endpoint for the cluster's tlsMode-istio
 // transport socket match when its workload has a sidecar that accepts mTLS
