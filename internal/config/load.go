@@ -40,13 +40,7 @@ func LoadDir(dir string) (*model.Config, []Warning, error) {
 // loadFiles parses files (the mesh config among them, if any) into one
 // validated Config.
 func loadFiles(files []configFile) (*model.Config, []Warning, error) {
-	var (
-		docs   []*document
-		warns  []Warning
-		errs   []*ValidationError
-		mesh   = model.DefaultMesh()
-		meshAt string
-	)
+	parsed := make([]*cachedFile, 0, len(files))
 	for _, f := range files {
 		data, err := f.data, error(nil)
 		if data == nil {
@@ -55,6 +49,23 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("read config: %w", err)
 		}
+		parsed = append(parsed, parseConfigFile(f, data))
+	}
+	return assemble(parsed, nil)
+}
+
+// assemble joins parsed files into one Config, running the checks across
+// resources. objs, when not nil, holds the model object of each document
+// from an earlier assembly, to be handed out again (DirLoader).
+func assemble(files []*cachedFile, objs map[*document]any) (*model.Config, []Warning, error) {
+	var (
+		docs   []*document
+		warns  []Warning
+		errs   []*ValidationError
+		mesh   = model.DefaultMesh()
+		meshAt string
+	)
+	for _, f := range files {
 		if f.mesh {
 			if meshAt != "" {
 				errs = append(errs, &ValidationError{Source: model.Source{File: f.path}, Kind: meshKind,
@@ -62,24 +73,22 @@ func loadFiles(files []configFile) (*model.Config, []Warning, error) {
 				continue
 			}
 			meshAt = f.path
-			m, merrs := parseMesh(f.path, data)
-			errs = append(errs, merrs...)
-			if m != nil {
-				mesh = m
+			errs = append(errs, f.errs...)
+			if f.meshConf != nil {
+				mesh = f.meshConf
 			}
 			continue
 		}
-		p := parseFile(f.path, data)
-		docs = append(docs, p.docs...)
-		warns = append(warns, p.warns...)
-		errs = append(errs, p.errs...)
+		docs = append(docs, f.docs...)
+		warns = append(warns, f.warns...)
+		errs = append(errs, f.errs...)
 	}
 	errs = append(errs, crossResourceErrors(mesh, docs)...)
 	if len(errs) > 0 {
 		return nil, warns, joinErrors(errs)
 	}
 	warns = append(warns, danglingRefs(docs)...)
-	return build(mesh, docs), warns, nil
+	return buildReusing(mesh, docs, objs), warns, nil
 }
 
 type configFile struct {
@@ -203,33 +212,76 @@ func sortDocs(docs []*document) {
 }
 
 func build(mesh *meshv1alpha1.MeshConfig, docs []*document) *model.Config {
+	return buildReusing(mesh, docs, nil)
+}
+
+// buildReusing is build handing out the objects in objs for documents
+// built before, and recording the new ones there (when objs is not nil).
+func buildReusing(mesh *meshv1alpha1.MeshConfig, docs []*document, objs map[*document]any) *model.Config {
 	sortDocs(docs)
 	cfg := &model.Config{Mesh: mesh}
 	for _, d := range docs {
-		switch spec := d.spec.(type) {
-		case *networking.VirtualService:
-			cfg.VirtualServices = append(cfg.VirtualServices, &model.VirtualService{Meta: d.meta, Spec: spec})
-		case *networking.DestinationRule:
-			cfg.DestinationRules = append(cfg.DestinationRules, &model.DestinationRule{Meta: d.meta, Spec: spec})
-		case *networking.ServiceEntry:
-			cfg.ServiceEntries = append(cfg.ServiceEntries, &model.ServiceEntry{Meta: d.meta, Spec: spec})
-		case *networking.WorkloadEntry:
-			cfg.WorkloadEntries = append(cfg.WorkloadEntries, &model.WorkloadEntry{Meta: d.meta, Spec: spec})
-		case *networking.Gateway:
-			cfg.Gateways = append(cfg.Gateways, &model.Gateway{Meta: d.meta, Spec: spec})
-		case *networking.Sidecar:
-			cfg.Sidecars = append(cfg.Sidecars, &model.Sidecar{Meta: d.meta, Spec: spec})
-		case *telemetry.Telemetry:
-			cfg.Telemetries = append(cfg.Telemetries, &model.Telemetry{Meta: d.meta, Spec: spec})
-		case *security.PeerAuthentication:
-			cfg.PeerAuthentications = append(cfg.PeerAuthentications, &model.PeerAuthentication{Meta: d.meta, Spec: spec})
-		case *security.AuthorizationPolicy:
-			cfg.AuthorizationPolicies = append(cfg.AuthorizationPolicies, &model.AuthorizationPolicy{Meta: d.meta, Spec: spec})
-		case *networkingv1beta1.ProxyConfig:
-			cfg.ProxyConfigs = append(cfg.ProxyConfigs, &model.ProxyConfig{Meta: d.meta, Spec: spec})
-		case *security.RequestAuthentication:
-			cfg.RequestAuthentications = append(cfg.RequestAuthentications, &model.RequestAuthentication{Meta: d.meta, Spec: spec})
+		obj := objs[d]
+		if obj == nil {
+			obj = newObject(d)
+			if objs != nil {
+				objs[d] = obj
+			}
+		}
+		switch o := obj.(type) {
+		case *model.VirtualService:
+			cfg.VirtualServices = append(cfg.VirtualServices, o)
+		case *model.DestinationRule:
+			cfg.DestinationRules = append(cfg.DestinationRules, o)
+		case *model.ServiceEntry:
+			cfg.ServiceEntries = append(cfg.ServiceEntries, o)
+		case *model.WorkloadEntry:
+			cfg.WorkloadEntries = append(cfg.WorkloadEntries, o)
+		case *model.Gateway:
+			cfg.Gateways = append(cfg.Gateways, o)
+		case *model.Sidecar:
+			cfg.Sidecars = append(cfg.Sidecars, o)
+		case *model.Telemetry:
+			cfg.Telemetries = append(cfg.Telemetries, o)
+		case *model.PeerAuthentication:
+			cfg.PeerAuthentications = append(cfg.PeerAuthentications, o)
+		case *model.AuthorizationPolicy:
+			cfg.AuthorizationPolicies = append(cfg.AuthorizationPolicies, o)
+		case *model.ProxyConfig:
+			cfg.ProxyConfigs = append(cfg.ProxyConfigs, o)
+		case *model.RequestAuthentication:
+			cfg.RequestAuthentications = append(cfg.RequestAuthentications, o)
 		}
 	}
 	return cfg
+}
+
+// newObject wraps a document in its model type; nil for a kind the model
+// does not hold.
+func newObject(d *document) any {
+	switch spec := d.spec.(type) {
+	case *networking.VirtualService:
+		return &model.VirtualService{Meta: d.meta, Spec: spec}
+	case *networking.DestinationRule:
+		return &model.DestinationRule{Meta: d.meta, Spec: spec}
+	case *networking.ServiceEntry:
+		return &model.ServiceEntry{Meta: d.meta, Spec: spec}
+	case *networking.WorkloadEntry:
+		return &model.WorkloadEntry{Meta: d.meta, Spec: spec}
+	case *networking.Gateway:
+		return &model.Gateway{Meta: d.meta, Spec: spec}
+	case *networking.Sidecar:
+		return &model.Sidecar{Meta: d.meta, Spec: spec}
+	case *telemetry.Telemetry:
+		return &model.Telemetry{Meta: d.meta, Spec: spec}
+	case *security.PeerAuthentication:
+		return &model.PeerAuthentication{Meta: d.meta, Spec: spec}
+	case *security.AuthorizationPolicy:
+		return &model.AuthorizationPolicy{Meta: d.meta, Spec: spec}
+	case *networkingv1beta1.ProxyConfig:
+		return &model.ProxyConfig{Meta: d.meta, Spec: spec}
+	case *security.RequestAuthentication:
+		return &model.RequestAuthentication{Meta: d.meta, Spec: spec}
+	}
+	return nil
 }

@@ -41,8 +41,9 @@ func Watch(ctx context.Context, dir string, onConfig func(*model.Config), onErro
 	}
 	syncWatches(w, dir)
 
+	loader := NewDirLoader(dir) // re-parses only the files that changed
 	reload := func() {
-		cfg, warns, err := LoadDir(dir)
+		cfg, warns, err := loader.Load()
 		for _, wn := range warns {
 			slog.Warn("config: "+wn.Message, "source", wn.Source.String())
 		}
