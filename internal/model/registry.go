@@ -81,6 +81,7 @@ type Snapshot struct {
 	Services []*Service // sorted by hostname
 
 	byHost      map[string]*Service
+	workloadsBy map[string][]*WorkloadEntry // "ns\x00key=value" → entries, in Config order; NewSnapshot's only
 	workloadsIP map[string]*WorkloadEntry
 	podsAt      map[string]*WorkloadEntry // "namespace/ip" → Pod
 	drs         drIndex
@@ -102,9 +103,14 @@ func NewSnapshot(cfg *Config) *Snapshot {
 		workloadsIP: map[string]*WorkloadEntry{},
 		podsAt:      map[string]*WorkloadEntry{},
 	}
+	s.workloadsBy = map[string][]*WorkloadEntry{}
 	for _, we := range cfg.WorkloadEntries {
 		if _, dup := s.workloadsIP[we.Spec.GetAddress()]; !dup {
 			s.workloadsIP[we.Spec.GetAddress()] = we
+		}
+		for k, v := range we.Spec.GetLabels() {
+			key := workloadLabelKey(we.Namespace, k, v)
+			s.workloadsBy[key] = append(s.workloadsBy[key], we)
 		}
 	}
 	for _, pod := range cfg.Pods {
@@ -140,6 +146,7 @@ func NewSnapshot(cfg *Config) *Snapshot {
 		}
 	}
 	sort.Slice(s.Services, func(i, j int) bool { return s.Services[i].Hostname < s.Services[j].Hostname })
+	s.workloadsBy = nil
 	s.drs = indexDestinationRules(cfg.DestinationRules)
 	return s
 }
@@ -153,14 +160,34 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 	if len(sel) == 0 {
 		return out
 	}
-	for _, we := range s.Config.WorkloadEntries {
-		// Istio: a workloadSelector selects WorkloadEntries in the
-		// ServiceEntry's own namespace only.
-		if we.Namespace == se.Namespace && LabelsMatch(sel, we.Spec.GetLabels()) {
+	// Istio: a workloadSelector selects WorkloadEntries in the
+	// ServiceEntry's own namespace only. Every match carries each selector
+	// label, so the shortest list of one of them holds all, in order.
+	var candidates []*WorkloadEntry
+	for i, k := range sortedKeys(sel) {
+		list := s.workloadsBy[workloadLabelKey(se.Namespace, k, sel[k])]
+		if i == 0 || len(list) < len(candidates) {
+			candidates = list
+		}
+	}
+	for _, we := range candidates {
+		if LabelsMatch(sel, we.Spec.GetLabels()) {
 			out = append(out, endpointFrom(we.Spec, we))
 		}
 	}
 	return out
+}
+
+func workloadLabelKey(ns, k, v string) string { return ns + "\x00" + k + "=" + v }
+
+// sortedKeys makes the choice among equally short lists deterministic.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func endpointFrom(we *networking.WorkloadEntry, owner *WorkloadEntry) *Endpoint {
