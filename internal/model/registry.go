@@ -81,7 +81,7 @@ type Snapshot struct {
 	Services []*Service // sorted by hostname
 
 	byHost      map[string]*Service
-	workloadsBy map[string][]*WorkloadEntry // "ns\x00key=value" → entries, in Config order; NewSnapshot's only
+	workloadsBy map[workloadLabel][]*WorkloadEntry // entries by namespace and label, in Config order; NewSnapshot's only
 	workloadsIP map[string]*WorkloadEntry
 	podsAt      map[string]*WorkloadEntry // "namespace/ip" → Pod
 	drs         drIndex
@@ -99,17 +99,17 @@ func NewSnapshot(cfg *Config) *Snapshot {
 	}
 	s := &Snapshot{
 		Config:      cfg,
-		byHost:      map[string]*Service{},
-		workloadsIP: map[string]*WorkloadEntry{},
+		byHost:      make(map[string]*Service, len(cfg.ServiceEntries)),
+		workloadsIP: make(map[string]*WorkloadEntry, len(cfg.WorkloadEntries)+len(cfg.Pods)),
 		podsAt:      map[string]*WorkloadEntry{},
 	}
-	s.workloadsBy = map[string][]*WorkloadEntry{}
+	s.workloadsBy = make(map[workloadLabel][]*WorkloadEntry, 2*len(cfg.WorkloadEntries))
 	for _, we := range cfg.WorkloadEntries {
 		if _, dup := s.workloadsIP[we.Spec.GetAddress()]; !dup {
 			s.workloadsIP[we.Spec.GetAddress()] = we
 		}
 		for k, v := range we.Spec.GetLabels() {
-			key := workloadLabelKey(we.Namespace, k, v)
+			key := workloadLabel{we.Namespace, k, v}
 			s.workloadsBy[key] = append(s.workloadsBy[key], we)
 		}
 	}
@@ -164,10 +164,11 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 	// ServiceEntry's own namespace only. Every match carries each selector
 	// label, so the shortest list of one of them holds all, in order.
 	var candidates []*WorkloadEntry
-	for i, k := range sortedKeys(sel) {
-		list := s.workloadsBy[workloadLabelKey(se.Namespace, k, sel[k])]
-		if i == 0 || len(list) < len(candidates) {
-			candidates = list
+	first := true
+	for k, v := range sel {
+		list := s.workloadsBy[workloadLabel{se.Namespace, k, v}]
+		if first || len(list) < len(candidates) {
+			candidates, first = list, false
 		}
 	}
 	for _, we := range candidates {
@@ -178,17 +179,8 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 	return out
 }
 
-func workloadLabelKey(ns, k, v string) string { return ns + "\x00" + k + "=" + v }
-
-// sortedKeys makes the choice among equally short lists deterministic.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+// workloadLabel is one label of WorkloadEntries in one namespace.
+type workloadLabel struct{ namespace, key, value string }
 
 func endpointFrom(we *networking.WorkloadEntry, owner *WorkloadEntry) *Endpoint {
 	return &Endpoint{
