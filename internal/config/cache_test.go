@@ -161,8 +161,8 @@ func TestDirLoaderMatchesLoadDir(t *testing.T) {
 }
 
 // BenchmarkReloadOneFileChanged1000Services: one WorkloadEntry file of a
-// 1000-service directory rewritten, then reload and NewSnapshot, by
-// LoadDir and by a warm DirLoader.
+// 1000-service directory rewritten, then reload and snapshot: LoadDir and
+// NewSnapshot (before), a warm DirLoader and NewSnapshotFrom (after).
 func BenchmarkReloadOneFileChanged1000Services(b *testing.B) {
 	dir := b.TempDir()
 	writeMesh(b, dir, 1000, 20)
@@ -176,10 +176,12 @@ func BenchmarkReloadOneFileChanged1000Services(b *testing.B) {
 		}
 	}
 	changed := filepath.Join(dir, "ep-svc-10.yaml")
-	run := func(b *testing.B, load func() (*model.Config, []Warning, error)) {
-		if _, _, err := load(); err != nil {
+	run := func(b *testing.B, load func() (*model.Config, []Warning, error), snapshot func(prev *model.Snapshot, cfg *model.Config) *model.Snapshot) {
+		cfg, _, err := load()
+		if err != nil {
 			b.Fatal(err)
 		}
+		prev := model.NewSnapshot(cfg)
 		var loading, snapshotting time.Duration
 		for i := 0; b.Loop(); i++ {
 			b.StopTimer()
@@ -191,16 +193,19 @@ func BenchmarkReloadOneFileChanged1000Services(b *testing.B) {
 				b.Fatal(err)
 			}
 			loaded := time.Now()
-			model.NewSnapshot(cfg)
+			prev = snapshot(prev, cfg)
 			loading += loaded.Sub(start)
 			snapshotting += time.Since(loaded)
 		}
 		b.ReportMetric(float64(loading.Microseconds())/float64(b.N)/1000, "load-ms/op")
 		b.ReportMetric(float64(snapshotting.Microseconds())/float64(b.N)/1000, "snapshot-ms/op")
 	}
-	b.Run("LoadDir", func(b *testing.B) { run(b, func() (*model.Config, []Warning, error) { return LoadDir(dir) }) })
+	b.Run("LoadDir", func(b *testing.B) {
+		run(b, func() (*model.Config, []Warning, error) { return LoadDir(dir) },
+			func(_ *model.Snapshot, cfg *model.Config) *model.Snapshot { return model.NewSnapshot(cfg) })
+	})
 	l := NewDirLoader(dir)
-	b.Run("DirLoader", func(b *testing.B) { run(b, l.Load) })
+	b.Run("DirLoader", func(b *testing.B) { run(b, l.Load, model.NewSnapshotFrom) })
 }
 
 // writeMesh writes cpbench's mesh (bench/cmd/cpbench/mesh.go).

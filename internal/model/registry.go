@@ -94,6 +94,12 @@ type Snapshot struct {
 // validated; where two ServiceEntries declare the same host, the first in
 // namespace/name order wins (validation reports the conflict).
 func NewSnapshot(cfg *Config) *Snapshot {
+	return newSnapshot(cfg, nil, nil)
+}
+
+// newSnapshot builds the snapshot of cfg; the services of the entries reuse
+// does not return nil for come from it (NewSnapshotFrom).
+func newSnapshot(cfg *Config, reuse func(se *ServiceEntry, host string) *Service, drs drIndex) *Snapshot {
 	if cfg.Mesh == nil {
 		cfg.Mesh = DefaultMesh()
 	}
@@ -103,14 +109,18 @@ func NewSnapshot(cfg *Config) *Snapshot {
 		workloadsIP: make(map[string]*WorkloadEntry, len(cfg.WorkloadEntries)+len(cfg.Pods)),
 		podsAt:      map[string]*WorkloadEntry{},
 	}
-	s.workloadsBy = make(map[workloadLabel][]*WorkloadEntry, 2*len(cfg.WorkloadEntries))
+	if reuse == nil {
+		s.workloadsBy = make(map[workloadLabel][]*WorkloadEntry, 2*len(cfg.WorkloadEntries))
+	}
 	for _, we := range cfg.WorkloadEntries {
 		if _, dup := s.workloadsIP[we.Spec.GetAddress()]; !dup {
 			s.workloadsIP[we.Spec.GetAddress()] = we
 		}
-		for k, v := range we.Spec.GetLabels() {
-			key := workloadLabel{we.Namespace, k, v}
-			s.workloadsBy[key] = append(s.workloadsBy[key], we)
+		if s.workloadsBy != nil {
+			for k, v := range we.Spec.GetLabels() {
+				key := workloadLabel{we.Namespace, k, v}
+				s.workloadsBy[key] = append(s.workloadsBy[key], we)
+			}
 		}
 	}
 	for _, pod := range cfg.Pods {
@@ -120,26 +130,21 @@ func NewSnapshot(cfg *Config) *Snapshot {
 		s.podsAt[pod.Namespace+"/"+pod.Spec.GetAddress()] = pod
 	}
 	for _, se := range cfg.ServiceEntries {
-		endpoints := s.endpointsOf(se)
+		var endpoints []*Endpoint
+		built := false
 		for _, host := range se.Spec.GetHosts() {
 			if _, dup := s.byHost[host]; dup {
 				continue
 			}
-			svc := &Service{
-				Hostname:   host,
-				Namespace:  se.Namespace,
-				Resolution: se.Spec.GetResolution(),
-				Location:   se.Spec.GetLocation(),
-				Endpoints:  endpoints,
-				Entry:      se,
+			var svc *Service
+			if reuse != nil {
+				svc = reuse(se, host)
 			}
-			for _, p := range se.Spec.GetPorts() {
-				svc.Ports = append(svc.Ports, &Port{
-					Name:       p.GetName(),
-					Number:     p.GetNumber(),
-					Protocol:   Protocol(strings.ToUpper(p.GetProtocol())),
-					TargetPort: p.GetTargetPort(),
-				})
+			if svc == nil {
+				if !built {
+					endpoints, built = s.endpointsOf(se), true
+				}
+				svc = newService(se, host, endpoints)
 			}
 			s.byHost[host] = svc
 			s.Services = append(s.Services, svc)
@@ -147,8 +152,31 @@ func NewSnapshot(cfg *Config) *Snapshot {
 	}
 	sort.Slice(s.Services, func(i, j int) bool { return s.Services[i].Hostname < s.Services[j].Hostname })
 	s.workloadsBy = nil
-	s.drs = indexDestinationRules(cfg.DestinationRules)
+	if drs == nil {
+		drs = indexDestinationRules(cfg.DestinationRules)
+	}
+	s.drs = drs
 	return s
+}
+
+func newService(se *ServiceEntry, host string, endpoints []*Endpoint) *Service {
+	svc := &Service{
+		Hostname:   host,
+		Namespace:  se.Namespace,
+		Resolution: se.Spec.GetResolution(),
+		Location:   se.Spec.GetLocation(),
+		Endpoints:  endpoints,
+		Entry:      se,
+	}
+	for _, p := range se.Spec.GetPorts() {
+		svc.Ports = append(svc.Ports, &Port{
+			Name:       p.GetName(),
+			Number:     p.GetNumber(),
+			Protocol:   Protocol(strings.ToUpper(p.GetProtocol())),
+			TargetPort: p.GetTargetPort(),
+		})
+	}
+	return svc
 }
 
 func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
@@ -163,16 +191,18 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 	// Istio: a workloadSelector selects WorkloadEntries in the
 	// ServiceEntry's own namespace only. Every match carries each selector
 	// label, so the shortest list of one of them holds all, in order.
-	var candidates []*WorkloadEntry
-	first := true
-	for k, v := range sel {
-		list := s.workloadsBy[workloadLabel{se.Namespace, k, v}]
-		if first || len(list) < len(candidates) {
-			candidates, first = list, false
+	candidates := s.Config.WorkloadEntries // without the index: scan, in order
+	if s.workloadsBy != nil {
+		first := true
+		for k, v := range sel {
+			list := s.workloadsBy[workloadLabel{se.Namespace, k, v}]
+			if first || len(list) < len(candidates) {
+				candidates, first = list, false
+			}
 		}
 	}
 	for _, we := range candidates {
-		if LabelsMatch(sel, we.Spec.GetLabels()) {
+		if we.Namespace == se.Namespace && LabelsMatch(sel, we.Spec.GetLabels()) {
 			out = append(out, endpointFrom(we.Spec, we))
 		}
 	}

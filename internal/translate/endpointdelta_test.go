@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -157,6 +158,31 @@ func expectedHosts(snap *model.Snapshot, svc *model.Service) []string {
 	return out
 }
 
+// checkSnapshotFrom: NewSnapshotFrom(old, new's config) equals
+// NewSnapshot's new, and reuses every service whose entry and workloads
+// did not change.
+func checkSnapshotFrom(t *testing.T, old, new *model.Snapshot) {
+	t.Helper()
+	from := model.NewSnapshotFrom(old, new.Config)
+	if !reflect.DeepEqual(from.Services, new.Services) {
+		t.Fatal("NewSnapshotFrom's services differ from NewSnapshot's")
+	}
+	for _, we := range new.Config.WorkloadEntries {
+		if from.WorkloadAt(we.Spec.GetAddress()) != new.WorkloadAt(we.Spec.GetAddress()) {
+			t.Fatalf("NewSnapshotFrom: WorkloadAt(%s) differs", we.Spec.GetAddress())
+		}
+	}
+	ch, ok := model.EndpointDelta(old, from)
+	if !ok {
+		return
+	}
+	for _, svc := range from.Services {
+		if !slices.Contains(ch.Hosts, svc.Hostname) && old.Service(svc.Hostname) != svc {
+			t.Fatalf("NewSnapshotFrom rebuilt %s, which did not change", svc.Hostname)
+		}
+	}
+}
+
 // runEndpointProperty changes each service's first endpoint in each way
 // and checks EndpointDelta and BuildEndpoints against Build.
 func runEndpointProperty(t *testing.T, cfg *model.Config, proxies []*model.Proxy, services int) {
@@ -172,6 +198,7 @@ func runEndpointProperty(t *testing.T, cfg *model.Config, proxies []*model.Proxy
 				continue
 			}
 			new := model.NewSnapshot(newCfg)
+			checkSnapshotFrom(t, old, new)
 			ch, ok := EndpointDelta(old, new)
 			dns := svc.Resolution == networking.ServiceEntry_DNS || svc.Resolution == networking.ServiceEntry_DNS_ROUND_ROBIN
 			if dns {
@@ -400,6 +427,18 @@ func BenchmarkEndpointDelta1000Services(b *testing.B) {
 func TestEndpointDeltaAfterDirLoaderReload(t *testing.T) {
 	dir := t.TempDir()
 	writeSyntheticMesh(t, dir, 1000, 20)
+	// Files as in a directory not written just now: the loader re-reads
+	// files modified within its racy window (2 s) to compare content.
+	past := time.Now().Add(-time.Minute)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Chtimes(filepath.Join(dir, e.Name()), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
 	loader := config.NewDirLoader(dir)
 	cfg, _, err := loader.Load()
 	if err != nil {
@@ -424,7 +463,7 @@ func TestEndpointDeltaAfterDirLoaderReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	loaded := time.Now()
-	new := model.NewSnapshot(cfg2)
+	new := model.NewSnapshotFrom(old, cfg2)
 	snapped := time.Now()
 	ch, ok := EndpointDelta(old, new)
 	diffed := time.Now()
@@ -442,7 +481,8 @@ func TestEndpointDeltaAfterDirLoaderReload(t *testing.T) {
 		}
 	}
 	built := time.Now()
-	t.Logf("reload %v, NewSnapshot %v, EndpointDelta %v (again %v), BuildEndpoints for %d proxies %v",
+	checkSnapshotFrom(t, old, new)
+	t.Logf("reload %v, NewSnapshotFrom %v, EndpointDelta %v (again %v), BuildEndpoints for %d proxies %v",
 		loaded.Sub(start), snapped.Sub(loaded), diffed.Sub(snapped)-again, again, len(proxies), built.Sub(diffed))
 	checkEndpointOnlyChange(t, old, new, ch, proxies[:4])
 }
@@ -474,4 +514,5 @@ func TestEndpointDeltaWithPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkEndpointOnlyChange(t, old, model.NewSnapshot(&renamed), ch, []*model.Proxy{p})
+	checkSnapshotFrom(t, old, model.NewSnapshot(&renamed))
 }
