@@ -516,3 +516,60 @@ func TestEndpointDeltaWithPods(t *testing.T) {
 	checkEndpointOnlyChange(t, old, model.NewSnapshot(&renamed), ch, []*model.Proxy{p})
 	checkSnapshotFrom(t, old, model.NewSnapshot(&renamed))
 }
+
+// TestEndpointDeltaRefusesAnyOtherKindChanging: in every golden scenario,
+// dropping one resource of any kind other than the endpoint kinds, or
+// changing a ServiceEntry's hosts, ports, addresses, resolution, location
+// or exportTo, is not an endpoint-only change.
+func TestEndpointDeltaRefusesAnyOtherKindChanging(t *testing.T) {
+	endpointKinds := map[string]bool{"WorkloadEntries": true, "Pods": true}
+	seEdits := map[string]func(*networking.ServiceEntry){
+		"hosts":      func(s *networking.ServiceEntry) { s.Hosts = append(s.Hosts, "eds-extra.example.com") },
+		"ports":      func(s *networking.ServiceEntry) { s.Ports = s.Ports[:0] },
+		"addresses":  func(s *networking.ServiceEntry) { s.Addresses = append(s.Addresses, "240.9.9.9") },
+		"resolution": func(s *networking.ServiceEntry) { s.Resolution = networking.ServiceEntry_NONE + s.Resolution%2 + 1 },
+		"location":   func(s *networking.ServiceEntry) { s.Location = 1 - s.Location },
+		"exportTo":   func(s *networking.ServiceEntry) { s.ExportTo = []string{"."} },
+	}
+	cases, err := os.ReadDir("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		if !c.IsDir() {
+			continue
+		}
+		cfg, _, err := config.LoadDir(filepath.Join("testdata", c.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := model.NewSnapshot(cfg)
+		v := reflect.ValueOf(cfg).Elem()
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			if endpointKinds[f.Name] || f.Type.Kind() != reflect.Slice || v.Field(i).Len() == 0 {
+				continue
+			}
+			changed := *cfg
+			cv := reflect.ValueOf(&changed).Elem().Field(i)
+			cv.Set(cv.Slice(1, cv.Len()))
+			if _, ok := EndpointDelta(old, model.NewSnapshot(&changed)); ok {
+				t.Errorf("%s: dropping %s[0]: EndpointDelta ok", c.Name(), f.Name)
+			}
+		}
+		if len(cfg.ServiceEntries) == 0 {
+			continue
+		}
+		for name, edit := range seEdits {
+			changed := *cfg
+			changed.ServiceEntries = slices.Clone(cfg.ServiceEntries)
+			se := cfg.ServiceEntries[0]
+			c2 := &model.ServiceEntry{Meta: se.Meta, Spec: proto.Clone(se.Spec).(*networking.ServiceEntry)}
+			edit(c2.Spec)
+			changed.ServiceEntries[0] = c2
+			if _, ok := EndpointDelta(old, model.NewSnapshot(&changed)); ok {
+				t.Errorf("%s: ServiceEntry %s: EndpointDelta ok", c.Name(), name)
+			}
+		}
+	}
+}
