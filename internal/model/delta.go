@@ -280,17 +280,25 @@ func (d *deltaBuilder) host(h string) (changed, ok bool) {
 	return true, true
 }
 
-// markAddresses marks the addresses of the endpoints found in only one of
-// the two lists (a proxy there may serve or stop serving the service).
+// markAddresses marks the addresses whose endpoints differ between the
+// two lists (a proxy there may serve or stop serving the service).
 func (d *deltaBuilder) markAddresses(a, b []*Endpoint) {
-	for _, x := range a {
-		if !slices.ContainsFunc(b, func(y *Endpoint) bool { return endpointEqual(x, y) }) {
-			d.addrs[x.Address] = true
+	byAddr := func(eps []*Endpoint) map[string][]*Endpoint {
+		m := make(map[string][]*Endpoint, len(eps))
+		for _, ep := range eps {
+			m[ep.Address] = append(m[ep.Address], ep)
+		}
+		return m
+	}
+	am, bm := byAddr(a), byAddr(b)
+	for addr, x := range am {
+		if !endpointsEqual(x, bm[addr]) {
+			d.addrs[addr] = true
 		}
 	}
-	for _, y := range b {
-		if !slices.ContainsFunc(a, func(x *Endpoint) bool { return endpointEqual(x, y) }) {
-			d.addrs[y.Address] = true
+	for addr, y := range bm {
+		if _, ok := am[addr]; !ok && len(y) > 0 {
+			d.addrs[addr] = true
 		}
 	}
 }
