@@ -45,6 +45,12 @@ func TestDirLoaderReusesObjectsOfUnchangedFiles(t *testing.T) {
 	writeCacheFile(t, filepath.Join(dir, "services.yaml"), webEntryYAML)
 	writeCacheFile(t, filepath.Join(dir, "a.yaml"), workloadEntryYAML("a", "10.0.0.1"))
 	writeCacheFile(t, filepath.Join(dir, "sub/b.yaml"), workloadEntryYAML("b", "10.0.0.2"))
+	// One file old enough to be trusted by its stamp, the others checked
+	// by content.
+	past := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(filepath.Join(dir, "services.yaml"), past, past); err != nil {
+		t.Fatal(err)
+	}
 	l := NewDirLoader(dir)
 	first, _, err := l.Load()
 	if err != nil {
@@ -244,4 +250,36 @@ func writeEndpointsFile(t testing.TB, path string, i, namespaces int, moved stri
 			i, k, i%namespaces, addr, i, k%2+1)
 	}
 	writeCacheFile(t, path, b.String())
+}
+
+// TestWatchHandsBackUnchangedResourcesAsTheSameObjects: across a reload
+// after one file was rewritten (by rename, as editors do), the watcher's
+// configs share the resources of the files that did not change.
+func TestWatchHandsBackUnchangedResourcesAsTheSameObjects(t *testing.T) {
+	dir := t.TempDir()
+	writeCacheFile(t, filepath.Join(dir, "services.yaml"), webEntryYAML)
+	writeCacheFile(t, filepath.Join(dir, "a.yaml"), workloadEntryYAML("a", "10.0.0.1"))
+	results := startWatch(t, dir)
+	first := next(t, results, 10*time.Second)
+	if first.err != nil {
+		t.Fatal(first.err)
+	}
+	writeAtomic(t, filepath.Join(dir, "a.yaml"), workloadEntryYAML("a", "10.0.0.2"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := next(t, results, 10*time.Second)
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.cfg.WorkloadEntries[0].Spec.GetAddress() != "10.0.0.2" {
+			if time.Now().After(deadline) {
+				t.Fatal("the rewritten address never arrived")
+			}
+			continue
+		}
+		if r.cfg.ServiceEntries[0] != first.cfg.ServiceEntries[0] {
+			t.Error("the unchanged file's ServiceEntry is a new object")
+		}
+		return
+	}
 }
