@@ -400,7 +400,8 @@ func BenchmarkBuildEndpointsOneHost(b *testing.B) {
 }
 
 // BenchmarkEndpointDelta1000Services: one WorkloadEntry's address changed
-// in a 1000-service mesh, unchanged objects shared by pointer.
+// in a 1000-service mesh; unchanged objects shared by pointer (the file
+// source's DirLoader), or all new and compared by value (LoadDir twice).
 func BenchmarkEndpointDelta1000Services(b *testing.B) {
 	dir := b.TempDir()
 	writeSyntheticMesh(b, dir, 1000, 20)
@@ -409,15 +410,33 @@ func BenchmarkEndpointDelta1000Services(b *testing.B) {
 		b.Fatal(err)
 	}
 	old := model.NewSnapshot(cfg)
-	newCfg := mutateEndpoint(cfg, old.Service("svc-10.ns-10.svc.cluster.local"), endpointMutations[0])
-	new := model.NewSnapshot(newCfg)
-	if ch, ok := EndpointDelta(old, new); !ok || len(ch.Hosts) != 1 {
-		b.Fatalf("EndpointDelta = %+v, %v", ch, ok)
+	bench := func(b *testing.B, new *model.Snapshot) {
+		if ch, ok := EndpointDelta(old, new); !ok || len(ch.Hosts) != 1 {
+			b.Fatalf("EndpointDelta = %+v, %v", ch, ok)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			EndpointDelta(old, new)
+		}
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		EndpointDelta(old, new)
-	}
+	b.Run("by pointer", func(b *testing.B) {
+		bench(b, model.NewSnapshot(mutateEndpoint(cfg, old.Service("svc-10.ns-10.svc.cluster.local"), endpointMutations[0])))
+	})
+	b.Run("by value", func(b *testing.B) {
+		file := filepath.Join(dir, "ep-svc-10.yaml")
+		data, err := os.ReadFile(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(strings.Replace(string(data), "10.128.0.30", "10.99.0.1", 1)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		cfg2, _, err := config.LoadDir(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bench(b, model.NewSnapshot(cfg2))
+	})
 }
 
 // TestEndpointDeltaAfterDirLoaderReload: the file source's reload after
