@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/trellis-mesh/trellis/internal/inject"
+	"github.com/trellis-mesh/trellis/internal/kubesource"
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/translate"
 	"github.com/trellis-mesh/trellis/internal/xds"
@@ -81,6 +82,12 @@ type Options struct {
 	AutoScopeMetricsPort int
 	AutoScopeInterval    time.Duration
 
+	// LeaderElection tunes the election among replicas in Kubernetes mode:
+	// every replica serves xDS, only the Lease holder writes to the cluster
+	// (status, root ConfigMaps). Config is filled in; the Lease is in
+	// $POD_NAMESPACE, else IstioNamespace; zero values are defaults.
+	LeaderElection kubesource.ElectorOptions
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -111,7 +118,11 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Translate, shareKey = build, xds.TranslateShareKey
 	}
 	log := opts.Logger
-	src, err := opts.source()
+	elector, err := opts.elector()
+	if err != nil {
+		return err
+	}
+	src, err := opts.source(elector)
 	if err != nil {
 		return err
 	}
@@ -134,7 +145,7 @@ func Run(ctx context.Context, opts Options) error {
 		_ = dbg.shutdown(context.Background())
 		return err
 	}
-	rootCerts, err := newRootCertWriter(opts.Kubernetes, caSvc, log)
+	rootCerts, err := newRootCertWriter(opts.Kubernetes, caSvc, elector, log)
 	var injector *injectorService
 	if err == nil {
 		injector, err = startInjector(ctx, opts, caSvc)
@@ -160,6 +171,7 @@ func Run(ctx context.Context, opts Options) error {
 	caDone := caSvc.serve(ctx, log)
 	injectorDone := injector.serve(ctx, log)
 	rootCertsDone := rootCerts.run(ctx)
+	electorDone := elector.Run(ctx)
 	scoperDone := scoper.run(ctx, opts.AutoScopeInterval)
 	if opts.Ready != nil {
 		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr(), CA: caSvc.info(),
@@ -235,6 +247,7 @@ func Run(ctx context.Context, opts Options) error {
 	<-caDone
 	<-injectorDone
 	<-rootCertsDone
+	<-electorDone
 	<-scoperDone
 	log.Info("control plane stopped")
 	return runErr

@@ -12,6 +12,7 @@ import (
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -45,6 +46,9 @@ type Options struct {
 	Logger         *slog.Logger // nil means slog.Default()
 	// Component names the Events' source ("trellis-controlplane" if "").
 	Component string
+	// Elector, if set, is the leader election among replicas: only the
+	// leader writes status. Nil: this is the only replica, and writes.
+	Elector *Elector
 }
 
 // Source watches a cluster; see the package doc.
@@ -52,6 +56,7 @@ type Source struct {
 	opts  Options
 	kube  kubernetes.Interface
 	istio istioclient.Interface
+	dyn   dynamic.Interface
 }
 
 // New makes a Source; it does not contact the cluster until Watch.
@@ -85,7 +90,11 @@ func New(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes source: %w", err)
 	}
-	return &Source{opts: opts, kube: kube, istio: ic}, nil
+	dyn, err := dynamic.NewForConfig(opts.Config)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes source: %w", err)
+	}
+	return &Source{opts: opts, kube: kube, istio: ic, dyn: dyn}, nil
 }
 
 // LogsProblems says that Watch logs each resource's problems itself, once
@@ -177,6 +186,9 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	events := newEventReporter(ctx, s.kube, s.opts.Component)
 	defer events.shutdown()
 	st.events = events
+	st.status = &statusWriter{dyn: s.dyn, leader: s.opts.Elector}
+	// A new leader writes what it held back as a follower.
+	s.opts.Elector.OnElected(kick)
 
 	kf.Start(ctx.Done())
 	cmf.Start(ctx.Done())
@@ -201,6 +213,7 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		if err != nil {
 			onError(err)
 		}
+		st.syncStatus(ctx) // after delivery: API writes must not delay config
 	}
 	deliver()
 	select { // the informers' initial adds are in what was just built

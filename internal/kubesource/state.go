@@ -2,6 +2,7 @@ package kubesource
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -33,11 +34,13 @@ type state struct {
 	configMaps coreinformers.ConfigMapInformer
 	istio      []cache.SharedIndexInformer
 	events     *eventReporter
+	status     *statusWriter
 
 	parsed   map[string]*parsed // by "Kind ns/name"
 	mesh     *parsedMesh
-	reported map[string]string // "Kind ns/name" → the problems last reported for it
-	warned   map[string]bool   // warnings logged, so each is logged once
+	reported map[string]string  // "Kind ns/name" → the problems last reported for it
+	problems map[string][]error // "Kind ns/name" → its problems in the last build
+	warned   map[string]bool    // warnings logged, so each is logged once
 }
 
 // parsed is one Istio resource's latest version and what validation made
@@ -58,7 +61,7 @@ type parsedMesh struct {
 }
 
 func newState(s *Source) *state {
-	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, warned: map[string]bool{}}
+	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, problems: map[string][]error{}, warned: map[string]bool{}}
 }
 
 // build makes the Config the cluster holds now, and the problems of the
@@ -110,12 +113,16 @@ func (st *state) build() (*model.Config, error) {
 		key := e.Kind + " " + e.Namespace + "/" + e.Name
 		extra[key] = append(extra[key], e)
 	}
+	clear(st.problems)
 	for key, p := range st.parsed {
 		errs := extra[key]
 		if p.err != nil {
 			errs = append([]error{p.err}, errs...)
 		}
 		st.report(key, p.ref, errs)
+		if len(errs) > 0 {
+			st.problems[key] = errs
+		}
 	}
 	for key := range st.reported {
 		if st.parsed[key] == nil {
@@ -129,6 +136,25 @@ func (st *state) build() (*model.Config, error) {
 	})
 	cfg.Pods = st.podWorkloads()
 	return cfg, errors.Join(problems...)
+}
+
+// syncStatus writes the problems of the last build into the resources'
+// status (the leader only), and clears the status of those now valid.
+func (st *state) syncStatus(ctx context.Context) {
+	if st.status == nil || !st.status.leader.IsLeader() {
+		return
+	}
+	for _, inf := range st.istio {
+		for _, item := range inf.GetStore().List() {
+			o, ok := asIstio(item)
+			if !ok {
+				continue
+			}
+			if err := st.status.sync(ctx, o, st.problems[o.key()]); err != nil && ctx.Err() == nil {
+				st.warnOnce(err.Error())
+			}
+		}
+	}
 }
 
 // parse validates o unless this version of it was validated before.
