@@ -144,6 +144,7 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	st.slices = kf.Discovery().V1().EndpointSlices()
 	st.pods = kf.Core().V1().Pods()
 	st.nodes = kf.Core().V1().Nodes()
+	st.namespaces = kf.Core().V1().Namespaces()
 	st.configMaps = cmf.Core().V1().ConfigMaps()
 	st.istio = s.istioInformers(isf)
 	for _, inf := range []cache.SharedIndexInformer{st.services.Informer(), st.slices.Informer(), st.configMaps.Informer()} {
@@ -163,6 +164,20 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 			a, ok1 := o.(*corev1.Node)
 			b, ok2 := n.(*corev1.Node)
 			if !ok1 || !ok2 || !maps.Equal(a.Labels, b.Labels) {
+				kick()
+			}
+		},
+		DeleteFunc: func(any) { kick() },
+	}); err != nil {
+		return fmt.Errorf("kubernetes source: %w", err)
+	}
+	// A Namespace matters for its labels and for being deleted.
+	if _, err := st.namespaces.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { kick() },
+		UpdateFunc: func(o, n any) {
+			a, ok1 := o.(*corev1.Namespace)
+			b, ok2 := n.(*corev1.Namespace)
+			if !ok1 || !ok2 || !maps.Equal(a.Labels, b.Labels) || (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) {
 				kick()
 			}
 		},
@@ -298,11 +313,14 @@ func (s *Source) istioInformers(f istioinformers.SharedInformerFactory) []cache.
 const meshConfigMap = "istio"
 
 // stripManagedFields drops what the cache would hold for nothing: every
-// object's managed fields, and all of a Node but its metadata (its status
-// lists every image it holds).
+// object's managed fields, and all of a Node or Namespace but its metadata
+// (a Node's status lists every image it holds).
 func stripManagedFields(obj any) (any, error) {
-	if n, ok := obj.(*corev1.Node); ok {
+	switch n := obj.(type) {
+	case *corev1.Node:
 		obj = &corev1.Node{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}
+	case *corev1.Namespace:
+		obj = &corev1.Namespace{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}
 	}
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 
@@ -31,6 +32,7 @@ type state struct {
 	slices     discoveryinformers.EndpointSliceInformer
 	pods       coreinformers.PodInformer
 	nodes      coreinformers.NodeInformer
+	namespaces coreinformers.NamespaceInformer
 	configMaps coreinformers.ConfigMapInformer
 	istio      []cache.SharedIndexInformer
 	events     *eventReporter
@@ -73,13 +75,14 @@ func (st *state) build() (*model.Config, error) {
 		problems = append(problems, err)
 	}
 
+	live := st.liveNamespaces()
 	seen := map[string]bool{}
 	var objects []*config.Object
 	for _, inf := range st.istio {
 		for _, item := range inf.GetStore().List() {
 			o, ok := asIstio(item)
-			if !ok {
-				continue
+			if !ok || live[o.meta.Namespace] == nil {
+				continue // its namespace is being deleted: it goes with it
 			}
 			key := o.key()
 			seen[key] = true
@@ -130,12 +133,32 @@ func (st *state) build() (*model.Config, error) {
 		}
 	}
 
-	cfg.ServiceEntries = append(st.serviceEntries(), cfg.ServiceEntries...)
+	cfg.Namespaces = live
+	cfg.ServiceEntries = append(st.serviceEntries(live), cfg.ServiceEntries...)
 	slices.SortStableFunc(cfg.ServiceEntries, func(a, b *model.ServiceEntry) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	cfg.Pods = st.podWorkloads()
+	cfg.Pods = st.podWorkloads(live)
 	return cfg, errors.Join(problems...)
+}
+
+// liveNamespaces are the cluster's namespaces that are not being deleted,
+// with their labels (an empty map for none): Istio drops a namespace's
+// config as soon as its deletion starts, before its objects are deleted.
+func (st *state) liveNamespaces() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, item := range st.namespaces.Informer().GetStore().List() {
+		ns, ok := item.(*corev1.Namespace)
+		if !ok || ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating {
+			continue
+		}
+		labels := maps.Clone(ns.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		out[ns.Name] = labels
+	}
+	return out
 }
 
 // syncStatus writes the problems of the last build into the resources'
@@ -269,7 +292,7 @@ func (st *state) meshConfig() (*meshv1alpha1.MeshConfig, error) {
 }
 
 // serviceEntries are the cluster's Services as ServiceEntries.
-func (st *state) serviceEntries() []*model.ServiceEntry {
+func (st *state) serviceEntries(live map[string]map[string]string) []*model.ServiceEntry {
 	byService := map[string][]*discoveryv1.EndpointSlice{}
 	for _, item := range st.slices.Informer().GetStore().List() {
 		es, ok := item.(*discoveryv1.EndpointSlice)
@@ -302,7 +325,7 @@ func (st *state) serviceEntries() []*model.ServiceEntry {
 	var out []*model.ServiceEntry
 	for _, item := range st.services.Informer().GetStore().List() {
 		svc, ok := item.(*corev1.Service)
-		if !ok {
+		if !ok || live[svc.Namespace] == nil {
 			continue
 		}
 		if se := serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], look, st.s.opts.DomainSuffix); se != nil {
@@ -313,10 +336,10 @@ func (st *state) serviceEntries() []*model.ServiceEntry {
 }
 
 // podWorkloads are the cluster's Pods as WorkloadEntries, sorted.
-func (st *state) podWorkloads() []*model.WorkloadEntry {
+func (st *state) podWorkloads(live map[string]map[string]string) []*model.WorkloadEntry {
 	var out []*model.WorkloadEntry
 	for _, item := range st.pods.Informer().GetStore().List() {
-		if pod, ok := item.(*corev1.Pod); ok {
+		if pod, ok := item.(*corev1.Pod); ok && live[pod.Namespace] != nil {
 			if we := podWorkload(pod); we != nil {
 				out = append(out, we)
 			}

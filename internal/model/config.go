@@ -93,6 +93,12 @@ type Config struct {
 	// inline endpoint at a Pod's address in the entry's namespace is that
 	// Pod. Empty for the file source.
 	Pods []*WorkloadEntry
+
+	// Namespaces are a registry's namespaces (Kubernetes Namespaces) by
+	// name, each with its labels (never nil; empty if none): what Istio
+	// reads namespace labels for, such as the auto-scope opt-in. Nil for
+	// the file source, which has no Namespace objects.
+	Namespaces map[string]map[string]string
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with
