@@ -215,6 +215,8 @@ func build(mesh *meshv1alpha1.MeshConfig, docs []*document) *model.Config {
 			cfg.ServiceEntries = append(cfg.ServiceEntries, &model.ServiceEntry{Meta: d.meta, Spec: spec})
 		case *networking.WorkloadEntry:
 			cfg.WorkloadEntries = append(cfg.WorkloadEntries, &model.WorkloadEntry{Meta: d.meta, Spec: spec})
+		case *networking.WorkloadGroup:
+			cfg.WorkloadGroups = append(cfg.WorkloadGroups, &model.WorkloadGroup{Meta: d.meta, Spec: spec})
 		case *networking.Gateway:
 			cfg.Gateways = append(cfg.Gateways, &model.Gateway{Meta: d.meta, Spec: spec})
 		case *networking.Sidecar:

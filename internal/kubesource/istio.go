@@ -46,6 +46,8 @@ func asIstio(obj any) (o istioObject, ok bool) {
 		return istioObject{"ServiceEntry", networking, "serviceentries", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.WorkloadEntry:
 		return istioObject{"WorkloadEntry", networking, "workloadentries", &v.ObjectMeta, &v.Spec, &v.Status}, true
+	case *networkingv1.WorkloadGroup:
+		return istioObject{"WorkloadGroup", networking, "workloadgroups", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.Gateway:
 		return istioObject{"Gateway", networking, "gateways", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.Sidecar:

@@ -278,6 +278,7 @@ func (s *Source) istioInformers(f istioinformers.SharedInformerFactory) []cache.
 			"destinationrules": func() cache.SharedIndexInformer { return f.Networking().V1().DestinationRules().Informer() },
 			"serviceentries":   func() cache.SharedIndexInformer { return f.Networking().V1().ServiceEntries().Informer() },
 			"workloadentries":  func() cache.SharedIndexInformer { return f.Networking().V1().WorkloadEntries().Informer() },
+			"workloadgroups":   func() cache.SharedIndexInformer { return f.Networking().V1().WorkloadGroups().Informer() },
 			"gateways":         func() cache.SharedIndexInformer { return f.Networking().V1().Gateways().Informer() },
 			"sidecars":         func() cache.SharedIndexInformer { return f.Networking().V1().Sidecars().Informer() },
 		},

@@ -55,8 +55,11 @@ type (
 	DestinationRule = Resource[*networking.DestinationRule]
 	ServiceEntry    = Resource[*networking.ServiceEntry]
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
-	Gateway         = Resource[*networking.Gateway]
-	Sidecar         = Resource[*networking.Sidecar]
+	// WorkloadGroup is the template of auto-registered WorkloadEntries
+	// (internal/autoregister); it is not translated itself.
+	WorkloadGroup = Resource[*networking.WorkloadGroup]
+	Gateway       = Resource[*networking.Gateway]
+	Sidecar       = Resource[*networking.Sidecar]
 	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share the schema).
 	Telemetry = Resource[*telemetry.Telemetry]
 	// The security.istio.io kinds (v1 and v1beta1 share the schema).
@@ -99,6 +102,9 @@ type Config struct {
 	// reads namespace labels for, such as the auto-scope opt-in. Nil for
 	// the file source, which has no Namespace objects.
 	Namespaces map[string]map[string]string
+
+	// WorkloadGroups are the templates proxies auto-register with.
+	WorkloadGroups []*WorkloadGroup
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with
