@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -88,6 +89,11 @@ type Options struct {
 	// $POD_NAMESPACE, else IstioNamespace; zero values are defaults.
 	LeaderElection kubesource.ElectorOptions
 
+	// AutoRegisterGrace is how long an auto-registered WorkloadEntry
+	// outlives its proxy's last stream (istiod's
+	// PILOT_WORKLOAD_ENTRY_GRACE_PERIOD); 0 means 10 s.
+	AutoRegisterGrace time.Duration
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -132,7 +138,13 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
 	}
 	tel := newTelemetry()
-	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds})
+	autoReg, err := newAutoRegistration(opts, elector)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds,
+		OnConnect: autoReg.ctrl.OnConnect, OnDisconnect: autoReg.ctrl.OnDisconnect})
 	scoper := newAutoScoper(opts, srv)
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)
 	if err != nil {
@@ -178,7 +190,12 @@ func Run(ctx context.Context, opts Options) error {
 			WebhookAddr: injector.addr()})
 	}
 
-	onConfig := func(cfg *model.Config) {
+	// Configs from the source and re-applies with new auto-registered
+	// entries (file mode) go through here one at a time.
+	var applyMu sync.Mutex
+	var lastCfg *model.Config
+	applyLocked := func(cfg *model.Config) {
+		cfg = autoReg.accept(cfg)
 		snap := scoper.apply(srv, cfg)
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
@@ -188,6 +205,19 @@ func Run(ctx context.Context, opts Options) error {
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
 			opts.OnConfig(snap)
+		}
+	}
+	onConfig := func(cfg *model.Config) {
+		applyMu.Lock()
+		defer applyMu.Unlock()
+		lastCfg = cfg
+		applyLocked(cfg)
+	}
+	reapply := func() {
+		applyMu.Lock()
+		defer applyMu.Unlock()
+		if lastCfg != nil {
+			applyLocked(lastCfg)
 		}
 	}
 	_, selfLogging := src.(interface{ LogsProblems() bool })
@@ -201,6 +231,7 @@ func Run(ctx context.Context, opts Options) error {
 			opts.OnConfigError(err)
 		}
 	}
+	autoRegDone := autoReg.run(ctx, reapply)
 	watched := make(chan error, 1)
 	go func() { watched <- src.Watch(ctx, onConfig, onError) }()
 
@@ -248,6 +279,7 @@ func Run(ctx context.Context, opts Options) error {
 	<-injectorDone
 	<-rootCertsDone
 	<-electorDone
+	<-autoRegDone
 	<-scoperDone
 	log.Info("control plane stopped")
 	return runErr

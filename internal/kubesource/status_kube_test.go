@@ -26,21 +26,31 @@ var testLease = kubesource.ElectorOptions{LeaseDuration: 3 * time.Second, RenewD
 // ns; the returned func stops it (and waits), as killing its Pod would.
 func replica(t *testing.T, kube *kubeenv.Env, ns, identity string) (stop func()) {
 	t.Helper()
+	_, stop = replicaWith(t, kube, ns, identity, nil)
+	return stop
+}
+
+// replicaWith is replica with its options adjusted by tweak; it also
+// returns the xDS address.
+func replicaWith(t *testing.T, kube *kubeenv.Env, ns, identity string, tweak func(*controlplane.Options)) (addr string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	lease := testLease
 	lease.Identity = identity
-	ready := make(chan struct{})
+	ready := make(chan controlplane.Ready, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- controlplane.Run(ctx, controlplane.Options{
-			Kubernetes:     kube.Config(),
-			IstioNamespace: ns,
-			XDSAddress:     "127.0.0.1:0",
-			Logger:         slog.New(slog.NewTextHandler(t.Output(), nil)).With("replica", identity),
-			Ready:          func(controlplane.Ready) { close(ready) },
-			LeaderElection: lease,
-		})
-	}()
+	opts := controlplane.Options{
+		Kubernetes:     kube.Config(),
+		IstioNamespace: ns,
+		XDSAddress:     "127.0.0.1:0",
+		Logger:         slog.New(slog.NewTextHandler(t.Output(), nil)).With("replica", identity),
+		Ready:          func(r controlplane.Ready) { ready <- r },
+		LeaderElection: lease,
+	}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	go func() { done <- controlplane.Run(ctx, opts) }()
 	stopped := false
 	stop = func() {
 		if stopped {
@@ -59,13 +69,14 @@ func replica(t *testing.T, kube *kubeenv.Env, ns, identity string) (stop func())
 	}
 	t.Cleanup(stop)
 	select {
-	case <-ready:
+	case r := <-ready:
+		addr = r.XDSAddr.String()
 	case err := <-done:
 		t.Fatalf("Run %s: %v", identity, err)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("replica %s not ready", identity)
 	}
-	return stop
+	return addr, stop
 }
 
 // badWeights is a VirtualService the CRD's schema accepts and Istio's
