@@ -19,8 +19,9 @@ import (
 )
 
 // DefaultLeaseName is the coordination.k8s.io Lease the control plane's
-// replicas compete for; its holder is the one replica that writes to the
-// cluster (status, auto-registered WorkloadEntries, the root ConfigMaps).
+// replicas compete for; its holder is the one replica that writes status
+// and the root ConfigMaps. (Auto-registered WorkloadEntries are written by
+// the replica their proxy is connected to, as istiod does.)
 const DefaultLeaseName = "trellis-controlplane-leader"
 
 // Lease timings: client-go's usual values, as istiod's (15 s, 10 s, 2 s).
