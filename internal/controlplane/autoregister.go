@@ -3,11 +3,16 @@ package controlplane
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/trellis-mesh/trellis/internal/autoregister"
 	"github.com/trellis-mesh/trellis/internal/kubesource"
 	"github.com/trellis-mesh/trellis/internal/model"
 )
+
+// autoRegRetry is how soon a failed write of auto-registered entries is
+// retried.
+const autoRegRetry = 5 * time.Second
 
 // autoRegistration wires WorkloadEntry auto-registration: the xDS server's
 // connect hooks feed the controller; in file mode its entries are merged
@@ -60,15 +65,19 @@ func (a *autoRegistration) run(ctx context.Context, reapply func()) <-chan struc
 	go func() {
 		defer close(done)
 		defer func() { <-ctrlDone }()
+		var retry <-chan time.Time // after a failed write
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-a.changed:
+			case <-retry:
 			}
+			retry = nil
 			if a.writer != nil {
 				if err := a.writer.Sync(ctx, a.ctrl.Entries()); err != nil && ctx.Err() == nil {
-					a.log("auto-registration: could not write WorkloadEntries; retried at the next change", "error", err)
+					a.log("auto-registration: could not write WorkloadEntries; retrying", "in", autoRegRetry, "error", err)
+					retry = time.After(autoRegRetry)
 				}
 				continue
 			}
