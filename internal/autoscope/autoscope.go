@@ -55,8 +55,43 @@ func New(opts Options) *Learner {
 	return l
 }
 
-// Enabled reports whether namespace ns opted in.
+// Label opts a Kubernetes namespace in ("enabled") as if named in
+// Options.Namespaces, or out of "*" ("disabled"); it is read from
+// model.Config.Namespaces.
+const Label = "trellis.dev/auto-scope"
+
+// Enabled reports whether namespace ns opted in through Options.
 func (l *Learner) Enabled(ns string) bool { return l.all || l.ns[ns] }
+
+// EnabledIn reports whether ns is opted in, by Options or by its Label in
+// snap's namespaces.
+func (l *Learner) EnabledIn(snap *model.Snapshot, ns string) bool {
+	if snap != nil && snap.Config != nil {
+		switch snap.Config.Namespaces[ns][Label] {
+		case "enabled":
+			return true
+		case "disabled":
+			return l.ns[ns] // a name given outright still counts
+		}
+	}
+	return l.Enabled(ns)
+}
+
+// Any reports whether any namespace is opted in, so that nothing need be
+// scraped while none is.
+func (l *Learner) Any(snap *model.Snapshot) bool {
+	if len(l.ns) > 0 {
+		return true
+	}
+	if snap != nil && snap.Config != nil {
+		for _, labels := range snap.Config.Namespaces {
+			if labels[Label] == "enabled" {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Observe records the edges of t whose source is a workload of an opted-in
 // namespace, mapping each destination to a service of snap, and forgets
@@ -73,7 +108,7 @@ func (l *Learner) Observe(t *ui.Traffic, snap *model.Snapshot, now time.Time) bo
 		}
 		for _, e := range t.Edges {
 			src, dst := nodes[e.Source], nodes[e.Target]
-			if src.Kind != ui.KindWorkload || !l.Enabled(src.Namespace) {
+			if src.Kind != ui.KindWorkload || !l.EnabledIn(snap, src.Namespace) {
 				continue
 			}
 			host := serviceOf(snap, dst)
@@ -197,8 +232,18 @@ func (l *Learner) Sidecars(snap *model.Snapshot) map[string]*model.Sidecar {
 			namespaces[p.Namespace] = true
 		}
 	}
+	for ns, labels := range snap.Config.Namespaces {
+		if labels[Label] == "enabled" {
+			namespaces[ns] = true
+		}
+	}
 	for ns := range learned {
 		namespaces[ns] = true
+	}
+	for ns := range namespaces {
+		if !l.EnabledIn(snap, ns) {
+			delete(namespaces, ns) // labelled out of "*", or no longer labelled in
+		}
 	}
 	out := make(map[string]*model.Sidecar, len(namespaces))
 	for ns := range namespaces {

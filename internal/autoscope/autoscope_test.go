@@ -191,3 +191,20 @@ spec:
 		t.Errorf("with the frozen Sidecar: outbound clusters %v, want the learned scope's %v", got, auto)
 	}
 }
+
+// The namespace label opts a namespace in with no option, and opts one out
+// of "*".
+func TestNamespaceLabelOptsInAndOutOfStar(t *testing.T) {
+	cfg := mesh(3, 2, model.DefaultMesh())
+	cfg.Namespaces = map[string]map[string]string{"ns-00": {autoscope.Label: "enabled"}, "ns-01": {}, "ns-02": {}}
+	if got := len(outbound(build(t, cfg, autoscope.New(autoscope.Options{})))); got != 2 {
+		t.Errorf("labelled namespace, no option: %d outbound clusters, want its own 2", got)
+	}
+	cfg.Namespaces["ns-00"] = map[string]string{autoscope.Label: "disabled"}
+	if got := len(outbound(build(t, cfg, autoscope.New(autoscope.Options{Namespaces: []string{"*"}})))); got != 6 {
+		t.Errorf("namespace labelled disabled under '*': %d outbound clusters, want all 6", got)
+	}
+	if got := len(outbound(build(t, cfg, autoscope.New(autoscope.Options{Namespaces: []string{"ns-00"}})))); got != 2 {
+		t.Errorf("namespace labelled disabled but named outright: %d outbound clusters, want its own 2", got)
+	}
+}

@@ -257,6 +257,8 @@ func buildReusing(mesh *meshv1alpha1.MeshConfig, docs []*document, objs map[*doc
 			cfg.ServiceEntries = append(cfg.ServiceEntries, o)
 		case *model.WorkloadEntry:
 			cfg.WorkloadEntries = append(cfg.WorkloadEntries, o)
+		case *model.WorkloadGroup:
+			cfg.WorkloadGroups = append(cfg.WorkloadGroups, o)
 		case *model.Gateway:
 			cfg.Gateways = append(cfg.Gateways, o)
 		case *model.Sidecar:
@@ -288,6 +290,8 @@ func newObject(d *document) any {
 		return &model.ServiceEntry{Meta: d.meta, Spec: spec}
 	case *networking.WorkloadEntry:
 		return &model.WorkloadEntry{Meta: d.meta, Spec: spec}
+	case *networking.WorkloadGroup:
+		return &model.WorkloadGroup{Meta: d.meta, Spec: spec}
 	case *networking.Gateway:
 		return &model.Gateway{Meta: d.meta, Spec: spec}
 	case *networking.Sidecar:

@@ -33,6 +33,7 @@ var supportedKinds = map[string]func() proto.Message{
 	"DestinationRule": func() proto.Message { return &networking.DestinationRule{} },
 	"ServiceEntry":    func() proto.Message { return &networking.ServiceEntry{} },
 	"WorkloadEntry":   func() proto.Message { return &networking.WorkloadEntry{} },
+	"WorkloadGroup":   func() proto.Message { return &networking.WorkloadGroup{} },
 	"Gateway":         func() proto.Message { return &networking.Gateway{} },
 	"Sidecar":         func() proto.Message { return &networking.Sidecar{} },
 }
@@ -53,8 +54,8 @@ var securityKinds = map[string]func() proto.Message{
 // pendingKinds are Istio kinds Trellis knows but does not handle yet: they
 // are ignored with a warning, not rejected, so an Istio config dir loads.
 var pendingKinds = map[string]bool{
-	"WorkloadGroup": true, "EnvoyFilter": true,
-	"WasmPlugin": true,
+	"EnvoyFilter": true,
+	"WasmPlugin":  true,
 }
 
 // pendingGroups are API groups whose every kind is ignored with a warning.

@@ -52,6 +52,8 @@ func validateSpec(d *document) []fieldErr {
 		validateExportTo(&c, "spec.exportTo", spec.GetExportTo())
 	case *networking.WorkloadEntry:
 		validateWorkloadEntry(&c, "spec", spec, false)
+	case *networking.WorkloadGroup:
+		validateWorkloadGroup(&c, spec)
 	case *networking.Gateway:
 		validateGateway(&c, spec)
 	case *networking.Sidecar:

@@ -30,17 +30,34 @@ type autoScoper struct {
 	cur *model.Snapshot // the snapshot last handed to srv
 }
 
+// In Kubernetes mode there is always one, since a namespace may opt in
+// with the autoscope.Label at any time.
 func newAutoScoper(opts Options, srv *xds.Server) *autoScoper {
-	if len(opts.AutoScope) == 0 {
+	if len(opts.AutoScope) == 0 && opts.Kubernetes == nil {
 		return nil
 	}
-	return &autoScoper{
+	a := &autoScoper{
 		learner: autoscope.New(autoscope.Options{Namespaces: opts.AutoScope, TTL: opts.AutoScopeTTL}),
-		scraper: ui.NewScraper(ui.ScraperOptions{Proxies: srv, Logger: opts.Logger, Port: opts.AutoScopeMetricsPort,
-			Interval: opts.AutoScopeInterval}),
-		srv: srv,
-		log: opts.Logger,
+		srv:     srv,
+		log:     opts.Logger,
 	}
+	a.scraper = ui.NewScraper(ui.ScraperOptions{Proxies: optedIn{a}, Logger: opts.Logger, Port: opts.AutoScopeMetricsPort,
+		Interval: opts.AutoScopeInterval})
+	return a
+}
+
+// optedIn lists the proxies to scrape: all of them while any namespace is
+// opted in, none otherwise (no labelled namespace: no scraping).
+type optedIn struct{ a *autoScoper }
+
+func (o optedIn) Proxies() []xds.ProxyStatus {
+	o.a.mu.Lock()
+	cur := o.a.cur
+	o.a.mu.Unlock()
+	if !o.a.learner.Any(cur) {
+		return nil
+	}
+	return o.a.srv.Proxies()
 }
 
 // apply builds the snapshot for cfg with the current learned scopes

@@ -14,6 +14,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/trellis-mesh/trellis/internal/kubesource"
 )
 
 // Istio's mesh root ConfigMap: istiod writes it into every namespace and
@@ -34,10 +36,12 @@ type rootCertWriter struct {
 	root       string
 	log        *slog.Logger
 	configMaps corelisters.ConfigMapLister
+	leader     *kubesource.Elector // only the leader writes
+	elected    chan struct{}
 }
 
 // newRootCertWriter is nil without the Kubernetes source or the CA.
-func newRootCertWriter(cfg *rest.Config, caSvc *caService, log *slog.Logger) (*rootCertWriter, error) {
+func newRootCertWriter(cfg *rest.Config, caSvc *caService, leader *kubesource.Elector, log *slog.Logger) (*rootCertWriter, error) {
 	if cfg == nil || caSvc == nil {
 		return nil, nil
 	}
@@ -45,7 +49,14 @@ func newRootCertWriter(cfg *rest.Config, caSvc *caService, log *slog.Logger) (*r
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %s writer: %w", RootCertConfigMap, err)
 	}
-	return &rootCertWriter{kube: kube, root: string(caSvc.ready.RootPEM()), log: log}, nil
+	w := &rootCertWriter{kube: kube, root: string(caSvc.ready.RootPEM()), log: log, leader: leader, elected: make(chan struct{}, 1)}
+	leader.OnElected(func() {
+		select {
+		case w.elected <- struct{}{}:
+		default:
+		}
+	})
+	return w, nil
 }
 
 // run writes until ctx is done; the channel closes once its informers
@@ -93,7 +104,18 @@ func (w *rootCertWriter) run(ctx context.Context) <-chan struct{} {
 			UpdateFunc: func(_, obj any) { w.namespace(ctx, obj) },
 		})
 		nsf.Start(ctx.Done())
-		<-ctx.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.elected: // what a follower held back
+				if cache.WaitForCacheSync(ctx.Done(), nsInf.HasSynced) {
+					for _, obj := range nsInf.GetStore().List() {
+						w.namespace(ctx, obj)
+					}
+				}
+			}
+		}
 	}()
 	return done
 }
@@ -109,7 +131,7 @@ func (w *rootCertWriter) namespace(ctx context.Context, obj any) {
 // ensure creates or corrects the ConfigMap in ns. Failures are logged and
 // retried at the next resync.
 func (w *rootCertWriter) ensure(ctx context.Context, ns string) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || !w.leader.IsLeader() {
 		return
 	}
 	cms := w.kube.CoreV1().ConfigMaps(ns)

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/rest"
 
 	"github.com/trellis-mesh/trellis/internal/inject"
+	"github.com/trellis-mesh/trellis/internal/kubesource"
 	"github.com/trellis-mesh/trellis/internal/model"
 	"github.com/trellis-mesh/trellis/internal/translate"
 	"github.com/trellis-mesh/trellis/internal/xds"
@@ -81,6 +83,17 @@ type Options struct {
 	AutoScopeMetricsPort int
 	AutoScopeInterval    time.Duration
 
+	// LeaderElection tunes the election among replicas in Kubernetes mode:
+	// every replica serves xDS, only the Lease holder writes to the cluster
+	// (status, root ConfigMaps). Config is filled in; the Lease is in
+	// $POD_NAMESPACE, else IstioNamespace; zero values are defaults.
+	LeaderElection kubesource.ElectorOptions
+
+	// AutoRegisterGrace is how long an auto-registered WorkloadEntry
+	// outlives its proxy's last stream (istiod's
+	// PILOT_WORKLOAD_ENTRY_GRACE_PERIOD); 0 means 10 s.
+	AutoRegisterGrace time.Duration
+
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
 }
@@ -111,7 +124,11 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Translate, shareKey = build, xds.TranslateShareKey
 	}
 	log := opts.Logger
-	src, err := opts.source()
+	elector, err := opts.elector()
+	if err != nil {
+		return err
+	}
+	src, err := opts.source(elector)
 	if err != nil {
 		return err
 	}
@@ -121,7 +138,13 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("control plane: xDS listen on %s: %w", opts.XDSAddress, err)
 	}
 	tel := newTelemetry()
-	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds})
+	autoReg, err := newAutoRegistration(opts, elector)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds,
+		OnConnect: autoReg.ctrl.OnConnect, OnDisconnect: autoReg.ctrl.OnDisconnect})
 	scoper := newAutoScoper(opts, srv)
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)
 	if err != nil {
@@ -134,7 +157,7 @@ func Run(ctx context.Context, opts Options) error {
 		_ = dbg.shutdown(context.Background())
 		return err
 	}
-	rootCerts, err := newRootCertWriter(opts.Kubernetes, caSvc, log)
+	rootCerts, err := newRootCertWriter(opts.Kubernetes, caSvc, elector, log)
 	var injector *injectorService
 	if err == nil {
 		injector, err = startInjector(ctx, opts, caSvc)
@@ -160,13 +183,19 @@ func Run(ctx context.Context, opts Options) error {
 	caDone := caSvc.serve(ctx, log)
 	injectorDone := injector.serve(ctx, log)
 	rootCertsDone := rootCerts.run(ctx)
+	electorDone := elector.Run(ctx)
 	scoperDone := scoper.run(ctx, opts.AutoScopeInterval)
 	if opts.Ready != nil {
 		opts.Ready(Ready{XDSAddr: lis.Addr(), DebugAddr: dbg.addr(), XDS: srv, UIAddr: console.addr(), CA: caSvc.info(),
 			WebhookAddr: injector.addr()})
 	}
 
-	onConfig := func(cfg *model.Config) {
+	// Configs from the source and re-applies with new auto-registered
+	// entries (file mode) go through here one at a time.
+	var applyMu sync.Mutex
+	var lastCfg *model.Config
+	applyLocked := func(cfg *model.Config) {
+		cfg = autoReg.accept(cfg)
 		snap := scoper.apply(srv, cfg)
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
@@ -176,6 +205,19 @@ func Run(ctx context.Context, opts Options) error {
 			"virtual_services", len(cfg.VirtualServices), "destination_rules", len(cfg.DestinationRules))
 		if opts.OnConfig != nil {
 			opts.OnConfig(snap)
+		}
+	}
+	onConfig := func(cfg *model.Config) {
+		applyMu.Lock()
+		defer applyMu.Unlock()
+		lastCfg = cfg
+		applyLocked(cfg)
+	}
+	reapply := func() {
+		applyMu.Lock()
+		defer applyMu.Unlock()
+		if lastCfg != nil {
+			applyLocked(lastCfg)
 		}
 	}
 	_, selfLogging := src.(interface{ LogsProblems() bool })
@@ -189,6 +231,7 @@ func Run(ctx context.Context, opts Options) error {
 			opts.OnConfigError(err)
 		}
 	}
+	autoRegDone := autoReg.run(ctx, reapply)
 	watched := make(chan error, 1)
 	go func() { watched <- src.Watch(ctx, onConfig, onError) }()
 
@@ -235,6 +278,8 @@ func Run(ctx context.Context, opts Options) error {
 	<-caDone
 	<-injectorDone
 	<-rootCertsDone
+	<-electorDone
+	<-autoRegDone
 	<-scoperDone
 	log.Info("control plane stopped")
 	return runErr

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"os"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -31,16 +32,36 @@ func (d dirSource) Watch(ctx context.Context, onConfig func(*model.Config), onEr
 func (d dirSource) String() string { return string(d) }
 
 // source picks the one source opts name.
-func (opts *Options) source() (Source, error) {
+func (opts *Options) source(elector *kubesource.Elector) (Source, error) {
 	switch {
 	case opts.ConfigDir != "" && opts.Kubernetes != nil:
 		return nil, errors.New("control plane: a config directory and a Kubernetes cluster are exclusive; give one")
 	case opts.Kubernetes != nil:
-		return kubesource.New(kubesource.Options{Config: opts.Kubernetes, IstioNamespace: opts.IstioNamespace, Logger: opts.Logger})
+		return kubesource.New(kubesource.Options{Config: opts.Kubernetes, IstioNamespace: opts.IstioNamespace, Logger: opts.Logger,
+			Elector: elector})
 	case opts.ConfigDir != "":
 		return dirSource(opts.ConfigDir), nil
 	}
 	return nil, errors.New("control plane: a config directory or a Kubernetes cluster is required")
+}
+
+// elector is the leader election of Kubernetes mode; nil without it.
+func (opts *Options) elector() (*kubesource.Elector, error) {
+	if opts.Kubernetes == nil {
+		return nil, nil
+	}
+	eo := opts.LeaderElection
+	eo.Config = opts.Kubernetes
+	if eo.Namespace == "" {
+		eo.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if eo.Namespace == "" {
+		eo.Namespace = opts.IstioNamespace
+	}
+	if eo.Logger == nil {
+		eo.Logger = opts.Logger
+	}
+	return kubesource.NewElector(eo)
 }
 
 // KubernetesConfig is the client config for a cluster: from the kubeconfig

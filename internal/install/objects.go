@@ -102,6 +102,8 @@ func clusterRole(o Options) *rbacv1.ClusterRole {
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
 			{APIGroups: istioGroups, Resources: []string{"*"}, Verbs: read},
 			{APIGroups: istioGroups, Resources: []string{"*/status"}, Verbs: []string{"get", "update", "patch"}},
+			// Auto-registered WorkloadEntries (WorkloadGroup, Istio's VM onboarding).
+			{APIGroups: []string{"networking.istio.io"}, Resources: []string{"workloadentries"}, Verbs: []string{"create", "update", "patch", "delete"}},
 			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 			{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},

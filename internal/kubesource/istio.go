@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	analysisv1alpha1 "istio.io/api/analysis/v1alpha1"
+	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
@@ -14,8 +16,18 @@ import (
 // through the API: who it is and its document.
 type istioObject struct {
 	kind, apiVersion string
+	resource         string // the API resource (plural), for writing status
 	meta             *metav1.ObjectMeta
 	spec             any // the istio.io/api message, marshalled with its own JSON rules
+	status           istioStatus
+}
+
+// istioStatus is what the status writer reads of a resource's status
+// (IstioStatus; a ServiceEntry's has the same fields and more).
+type istioStatus interface {
+	GetConditions() []*metav1alpha1.IstioCondition
+	GetValidationMessages() []*analysisv1alpha1.AnalysisMessageBase
+	GetObservedGeneration() int64
 }
 
 // asIstio unwraps an informer's object; ok is false for anything else.
@@ -27,25 +39,27 @@ func asIstio(obj any) (o istioObject, ok bool) {
 	)
 	switch v := obj.(type) {
 	case *networkingv1.VirtualService:
-		return istioObject{"VirtualService", networking, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"VirtualService", networking, "virtualservices", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.DestinationRule:
-		return istioObject{"DestinationRule", networking, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"DestinationRule", networking, "destinationrules", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.ServiceEntry:
-		return istioObject{"ServiceEntry", networking, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"ServiceEntry", networking, "serviceentries", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.WorkloadEntry:
-		return istioObject{"WorkloadEntry", networking, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"WorkloadEntry", networking, "workloadentries", &v.ObjectMeta, &v.Spec, &v.Status}, true
+	case *networkingv1.WorkloadGroup:
+		return istioObject{"WorkloadGroup", networking, "workloadgroups", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.Gateway:
-		return istioObject{"Gateway", networking, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"Gateway", networking, "gateways", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *networkingv1.Sidecar:
-		return istioObject{"Sidecar", networking, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"Sidecar", networking, "sidecars", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *securityv1.PeerAuthentication:
-		return istioObject{"PeerAuthentication", security, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"PeerAuthentication", security, "peerauthentications", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *securityv1.AuthorizationPolicy:
-		return istioObject{"AuthorizationPolicy", security, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"AuthorizationPolicy", security, "authorizationpolicies", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *securityv1.RequestAuthentication:
-		return istioObject{"RequestAuthentication", security, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"RequestAuthentication", security, "requestauthentications", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	case *telemetryv1.Telemetry:
-		return istioObject{"Telemetry", telemetry, &v.ObjectMeta, &v.Spec}, true
+		return istioObject{"Telemetry", telemetry, "telemetries", &v.ObjectMeta, &v.Spec, &v.Status}, true
 	}
 	return istioObject{}, false
 }

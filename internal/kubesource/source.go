@@ -12,6 +12,7 @@ import (
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -45,6 +46,9 @@ type Options struct {
 	Logger         *slog.Logger // nil means slog.Default()
 	// Component names the Events' source ("trellis-controlplane" if "").
 	Component string
+	// Elector, if set, is the leader election among replicas: only the
+	// leader writes status. Nil: this is the only replica, and writes.
+	Elector *Elector
 }
 
 // Source watches a cluster; see the package doc.
@@ -52,6 +56,7 @@ type Source struct {
 	opts  Options
 	kube  kubernetes.Interface
 	istio istioclient.Interface
+	dyn   dynamic.Interface
 }
 
 // New makes a Source; it does not contact the cluster until Watch.
@@ -85,7 +90,11 @@ func New(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes source: %w", err)
 	}
-	return &Source{opts: opts, kube: kube, istio: ic}, nil
+	dyn, err := dynamic.NewForConfig(opts.Config)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes source: %w", err)
+	}
+	return &Source{opts: opts, kube: kube, istio: ic, dyn: dyn}, nil
 }
 
 // LogsProblems says that Watch logs each resource's problems itself, once
@@ -135,6 +144,7 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	st.slices = kf.Discovery().V1().EndpointSlices()
 	st.pods = kf.Core().V1().Pods()
 	st.nodes = kf.Core().V1().Nodes()
+	st.namespaces = kf.Core().V1().Namespaces()
 	st.configMaps = cmf.Core().V1().ConfigMaps()
 	st.istio = s.istioInformers(isf)
 	for _, inf := range []cache.SharedIndexInformer{st.services.Informer(), st.slices.Informer(), st.configMaps.Informer()} {
@@ -161,6 +171,20 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	}); err != nil {
 		return fmt.Errorf("kubernetes source: %w", err)
 	}
+	// A Namespace matters for its labels and for being deleted.
+	if _, err := st.namespaces.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { kick() },
+		UpdateFunc: func(o, n any) {
+			a, ok1 := o.(*corev1.Namespace)
+			b, ok2 := n.(*corev1.Namespace)
+			if !ok1 || !ok2 || !maps.Equal(a.Labels, b.Labels) || (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) {
+				kick()
+			}
+		},
+		DeleteFunc: func(any) { kick() },
+	}); err != nil {
+		return fmt.Errorf("kubernetes source: %w", err)
+	}
 	// A Pod's status changes often; only what the model reads matters.
 	if _, err := st.pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { kick() },
@@ -177,6 +201,9 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	events := newEventReporter(ctx, s.kube, s.opts.Component)
 	defer events.shutdown()
 	st.events = events
+	st.status = &statusWriter{dyn: s.dyn, leader: s.opts.Elector}
+	// A new leader writes what it held back as a follower.
+	s.opts.Elector.OnElected(kick)
 
 	kf.Start(ctx.Done())
 	cmf.Start(ctx.Done())
@@ -201,6 +228,7 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		if err != nil {
 			onError(err)
 		}
+		st.syncStatus(ctx) // after delivery: API writes must not delay config
 	}
 	deliver()
 	select { // the informers' initial adds are in what was just built
@@ -250,6 +278,7 @@ func (s *Source) istioInformers(f istioinformers.SharedInformerFactory) []cache.
 			"destinationrules": func() cache.SharedIndexInformer { return f.Networking().V1().DestinationRules().Informer() },
 			"serviceentries":   func() cache.SharedIndexInformer { return f.Networking().V1().ServiceEntries().Informer() },
 			"workloadentries":  func() cache.SharedIndexInformer { return f.Networking().V1().WorkloadEntries().Informer() },
+			"workloadgroups":   func() cache.SharedIndexInformer { return f.Networking().V1().WorkloadGroups().Informer() },
 			"gateways":         func() cache.SharedIndexInformer { return f.Networking().V1().Gateways().Informer() },
 			"sidecars":         func() cache.SharedIndexInformer { return f.Networking().V1().Sidecars().Informer() },
 		},
@@ -285,11 +314,14 @@ func (s *Source) istioInformers(f istioinformers.SharedInformerFactory) []cache.
 const meshConfigMap = "istio"
 
 // stripManagedFields drops what the cache would hold for nothing: every
-// object's managed fields, and all of a Node but its metadata (its status
-// lists every image it holds).
+// object's managed fields, and all of a Node or Namespace but its metadata
+// (a Node's status lists every image it holds).
 func stripManagedFields(obj any) (any, error) {
-	if n, ok := obj.(*corev1.Node); ok {
+	switch n := obj.(type) {
+	case *corev1.Node:
 		obj = &corev1.Node{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}
+	case *corev1.Namespace:
+		obj = &corev1.Namespace{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}
 	}
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)

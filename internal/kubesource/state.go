@@ -2,7 +2,9 @@ package kubesource
 
 import (
 	"cmp"
+	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 
@@ -30,14 +32,17 @@ type state struct {
 	slices     discoveryinformers.EndpointSliceInformer
 	pods       coreinformers.PodInformer
 	nodes      coreinformers.NodeInformer
+	namespaces coreinformers.NamespaceInformer
 	configMaps coreinformers.ConfigMapInformer
 	istio      []cache.SharedIndexInformer
 	events     *eventReporter
+	status     *statusWriter
 
 	parsed   map[string]*parsed // by "Kind ns/name"
 	mesh     *parsedMesh
-	reported map[string]string // "Kind ns/name" → the problems last reported for it
-	warned   map[string]bool   // warnings logged, so each is logged once
+	reported map[string]string  // "Kind ns/name" → the problems last reported for it
+	problems map[string][]error // "Kind ns/name" → its problems in the last build
+	warned   map[string]bool    // warnings logged, so each is logged once
 }
 
 // parsed is one Istio resource's latest version and what validation made
@@ -58,7 +63,7 @@ type parsedMesh struct {
 }
 
 func newState(s *Source) *state {
-	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, warned: map[string]bool{}}
+	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, problems: map[string][]error{}, warned: map[string]bool{}}
 }
 
 // build makes the Config the cluster holds now, and the problems of the
@@ -70,13 +75,14 @@ func (st *state) build() (*model.Config, error) {
 		problems = append(problems, err)
 	}
 
+	live := st.liveNamespaces()
 	seen := map[string]bool{}
 	var objects []*config.Object
 	for _, inf := range st.istio {
 		for _, item := range inf.GetStore().List() {
 			o, ok := asIstio(item)
-			if !ok {
-				continue
+			if !ok || live[o.meta.Namespace] == nil {
+				continue // its namespace is being deleted: it goes with it
 			}
 			key := o.key()
 			seen[key] = true
@@ -110,12 +116,16 @@ func (st *state) build() (*model.Config, error) {
 		key := e.Kind + " " + e.Namespace + "/" + e.Name
 		extra[key] = append(extra[key], e)
 	}
+	clear(st.problems)
 	for key, p := range st.parsed {
 		errs := extra[key]
 		if p.err != nil {
 			errs = append([]error{p.err}, errs...)
 		}
 		st.report(key, p.ref, errs)
+		if len(errs) > 0 {
+			st.problems[key] = errs
+		}
 	}
 	for key := range st.reported {
 		if st.parsed[key] == nil {
@@ -123,12 +133,51 @@ func (st *state) build() (*model.Config, error) {
 		}
 	}
 
-	cfg.ServiceEntries = append(st.serviceEntries(), cfg.ServiceEntries...)
+	cfg.Namespaces = live
+	cfg.ServiceEntries = append(st.serviceEntries(live), cfg.ServiceEntries...)
 	slices.SortStableFunc(cfg.ServiceEntries, func(a, b *model.ServiceEntry) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	cfg.Pods = st.podWorkloads()
+	cfg.Pods = st.podWorkloads(live)
 	return cfg, errors.Join(problems...)
+}
+
+// liveNamespaces are the cluster's namespaces that are not being deleted,
+// with their labels (an empty map for none): Istio drops a namespace's
+// config as soon as its deletion starts, before its objects are deleted.
+func (st *state) liveNamespaces() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, item := range st.namespaces.Informer().GetStore().List() {
+		ns, ok := item.(*corev1.Namespace)
+		if !ok || ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating {
+			continue
+		}
+		labels := maps.Clone(ns.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		out[ns.Name] = labels
+	}
+	return out
+}
+
+// syncStatus writes the problems of the last build into the resources'
+// status (the leader only), and clears the status of those now valid.
+func (st *state) syncStatus(ctx context.Context) {
+	if st.status == nil || !st.status.leader.IsLeader() {
+		return
+	}
+	for _, inf := range st.istio {
+		for _, item := range inf.GetStore().List() {
+			o, ok := asIstio(item)
+			if !ok {
+				continue
+			}
+			if err := st.status.sync(ctx, o, st.problems[o.key()]); err != nil && ctx.Err() == nil {
+				st.warnOnce(err.Error())
+			}
+		}
+	}
 }
 
 // parse validates o unless this version of it was validated before.
@@ -243,7 +292,7 @@ func (st *state) meshConfig() (*meshv1alpha1.MeshConfig, error) {
 }
 
 // serviceEntries are the cluster's Services as ServiceEntries.
-func (st *state) serviceEntries() []*model.ServiceEntry {
+func (st *state) serviceEntries(live map[string]map[string]string) []*model.ServiceEntry {
 	byService := map[string][]*discoveryv1.EndpointSlice{}
 	for _, item := range st.slices.Informer().GetStore().List() {
 		es, ok := item.(*discoveryv1.EndpointSlice)
@@ -276,7 +325,7 @@ func (st *state) serviceEntries() []*model.ServiceEntry {
 	var out []*model.ServiceEntry
 	for _, item := range st.services.Informer().GetStore().List() {
 		svc, ok := item.(*corev1.Service)
-		if !ok {
+		if !ok || live[svc.Namespace] == nil {
 			continue
 		}
 		if se := serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], look, st.s.opts.DomainSuffix); se != nil {
@@ -287,10 +336,10 @@ func (st *state) serviceEntries() []*model.ServiceEntry {
 }
 
 // podWorkloads are the cluster's Pods as WorkloadEntries, sorted.
-func (st *state) podWorkloads() []*model.WorkloadEntry {
+func (st *state) podWorkloads(live map[string]map[string]string) []*model.WorkloadEntry {
 	var out []*model.WorkloadEntry
 	for _, item := range st.pods.Informer().GetStore().List() {
-		if pod, ok := item.(*corev1.Pod); ok {
+		if pod, ok := item.(*corev1.Pod); ok && live[pod.Namespace] != nil {
 			if we := podWorkload(pod); we != nil {
 				out = append(out, we)
 			}

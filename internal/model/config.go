@@ -55,8 +55,11 @@ type (
 	DestinationRule = Resource[*networking.DestinationRule]
 	ServiceEntry    = Resource[*networking.ServiceEntry]
 	WorkloadEntry   = Resource[*networking.WorkloadEntry]
-	Gateway         = Resource[*networking.Gateway]
-	Sidecar         = Resource[*networking.Sidecar]
+	// WorkloadGroup is the template of auto-registered WorkloadEntries
+	// (internal/autoregister); it is not translated itself.
+	WorkloadGroup = Resource[*networking.WorkloadGroup]
+	Gateway       = Resource[*networking.Gateway]
+	Sidecar       = Resource[*networking.Sidecar]
 	// Telemetry is telemetry.istio.io Telemetry (v1 and v1alpha1 share the schema).
 	Telemetry = Resource[*telemetry.Telemetry]
 	// The security.istio.io kinds (v1 and v1beta1 share the schema).
@@ -93,6 +96,15 @@ type Config struct {
 	// inline endpoint at a Pod's address in the entry's namespace is that
 	// Pod. Empty for the file source.
 	Pods []*WorkloadEntry
+
+	// Namespaces are a registry's namespaces (Kubernetes Namespaces) by
+	// name, each with its labels (never nil; empty if none): what Istio
+	// reads namespace labels for, such as the auto-scope opt-in. Nil for
+	// the file source, which has no Namespace objects.
+	Namespaces map[string]map[string]string
+
+	// WorkloadGroups are the templates proxies auto-register with.
+	WorkloadGroups []*WorkloadGroup
 }
 
 // DefaultMesh returns the MeshConfig used when a source gives none, with

@@ -55,7 +55,9 @@ func EndpointDelta(old, new *Snapshot) (EndpointChange, bool) {
 			!sameResources(oc.PeerAuthentications, nc.PeerAuthentications) ||
 			!sameResources(oc.AuthorizationPolicies, nc.AuthorizationPolicies) ||
 			!sameResources(oc.RequestAuthentications, nc.RequestAuthentications) ||
-			!sameResources(oc.ProxyConfigs, nc.ProxyConfigs) {
+			!sameResources(oc.ProxyConfigs, nc.ProxyConfigs) ||
+			!sameResources(oc.WorkloadGroups, nc.WorkloadGroups) ||
+			!maps.EqualFunc(oc.Namespaces, nc.Namespaces, maps.Equal[map[string]string]) {
 			return ch, false
 		}
 	}
@@ -83,7 +85,7 @@ func EndpointDelta(old, new *Snapshot) (EndpointChange, bool) {
 var deltaConfigFields = []string{
 	"Mesh", "VirtualServices", "DestinationRules", "ServiceEntries", "WorkloadEntries",
 	"Gateways", "Sidecars", "Telemetries", "PeerAuthentications", "AuthorizationPolicies",
-	"RequestAuthentications", "ProxyConfigs", "Pods",
+	"RequestAuthentications", "ProxyConfigs", "Pods", "WorkloadGroups", "Namespaces",
 }
 
 // deltaEndpointFields are the Endpoint fields endpointEqual compares.

@@ -117,9 +117,13 @@ func (s *Server) onRequest(ctx context.Context, key streamKey, node *corev3.Node
 	}
 	st.proxy = proxy // a reconnect may bring new labels
 	st.streams++
+	first := st.streams == 1
 	s.recordReply(ss, typeURL, nonce, nack)
 	s.mu.Unlock()
 	s.log.Info("proxy connected", "proxy", proxy.ID, "delta", key.delta, "interception", proxy.Interception)
+	if first && s.onConnect != nil {
+		s.onConnect(node)
+	}
 
 	// Reconcile before the library opens the watch for this request, so a
 	// new proxy gets its config on its very first request.
@@ -195,17 +199,25 @@ func (s *Server) recordSent(key streamKey, typeURL, nonce, version string, size 
 // closeStream forgets a stream and, once a proxy has none left, schedules
 // dropping its snapshot.
 func (s *Server) closeStream(key streamKey) {
+	if id, last := s.dropStream(key); last && s.onDisconnect != nil {
+		s.onDisconnect(id)
+	}
+}
+
+// dropStream is closeStream under s.mu; last says the node has no stream
+// left.
+func (s *Server) dropStream(key streamKey) (id string, last bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.streams[key]
 	if !ok {
-		return // rejected before it was registered
+		return "", false // rejected before it was registered
 	}
 	delete(s.streams, key)
 	s.metrics.proxyDisconnected(ss.version)
 	st := s.proxies[ss.nodeID]
 	if st == nil {
-		return
+		return "", false
 	}
 	st.streams--
 	s.log.Info("proxy stream closed", "proxy", ss.nodeID, "delta", key.delta, "streams_left", st.streams)
@@ -213,6 +225,7 @@ func (s *Server) closeStream(key streamKey) {
 		id := ss.nodeID
 		st.forget = time.AfterFunc(s.forgetAfter, func() { s.forget(id, st) })
 	}
+	return ss.nodeID, st.streams == 0
 }
 
 // forget drops a disconnected proxy's snapshot, unless it reconnected.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
@@ -38,6 +39,12 @@ type Options struct {
 	// MaxInFlight bounds the responses sent and not yet ACKed across all
 	// proxies (see throttledCache); 0 means DefaultMaxInFlight.
 	MaxInFlight int
+	// OnConnect, if set, is called when a node ID's first stream is opened
+	// and its node accepted; OnDisconnect when its last stream has closed.
+	// Both are called outside the server's locks, on the stream's
+	// goroutine: they must not block.
+	OnConnect    func(node *corev3.Node)
+	OnDisconnect func(nodeID string)
 }
 
 // Server is an ADS server that keeps each connected proxy's snapshot in
@@ -49,6 +56,9 @@ type Server struct {
 	shared      shared
 	forgetAfter time.Duration
 	cache       *throttledCache
+
+	onConnect    func(node *corev3.Node)
+	onDisconnect func(nodeID string)
 
 	latest atomic.Pointer[model.Snapshot]
 	// changedAt is when the latest snapshot was given to Update (Unix ns),
@@ -87,11 +97,13 @@ func NewServer(opts Options) *Server {
 	}
 	log := opts.Logger.With("component", "xds")
 	return &Server{
-		metrics:     opts.Metrics,
-		log:         log,
-		translate:   opts.Translate,
-		shareKey:    opts.ShareKey,
-		forgetAfter: opts.ForgetAfter,
+		metrics:      opts.Metrics,
+		log:          log,
+		translate:    opts.Translate,
+		shareKey:     opts.ShareKey,
+		forgetAfter:  opts.ForgetAfter,
+		onConnect:    opts.OnConnect,
+		onDisconnect: opts.OnDisconnect,
 		// ads=true: hold EDS/RDS answers until the proxy names every
 		// resource, which is what keeps ADS updates ordered and consistent.
 		cache:   newThrottledCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}), opts.MaxInFlight),

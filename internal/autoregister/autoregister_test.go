@@ -1,0 +1,71 @@
+package autoregister
+
+import (
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/trellis-mesh/trellis/internal/model"
+	"github.com/trellis-mesh/trellis/internal/testenv/adstest"
+)
+
+func TestEntryNameIsIstios(t *testing.T) {
+	for _, tc := range []struct{ group, ip, network, want string }{
+		{"vm", "10.0.5.7", "", "vm-10.0.5.7"},
+		{"vm", "fd00::7", "", "vm-fd00--7"},
+		{"vm", "10.0.5.7", "net1", "vm-10.0.5.7-net1"},
+	} {
+		if got := EntryName(tc.group, tc.ip, tc.network); got != tc.want {
+			t.Errorf("EntryName(%q, %q, %q) = %q, want %q", tc.group, tc.ip, tc.network, got, tc.want)
+		}
+	}
+}
+
+func vmNode(ip string, labels map[string]string) *corev3.Node {
+	n := adstest.Node("sidecar~"+ip+"~vm-1.vms~vms.svc.cluster.local", labels)
+	n.Metadata.Fields[GroupMetadata] = structpb.NewStringValue("vm")
+	return n
+}
+
+// A reconnect within the grace period keeps the entry; the labels are the
+// template's, the group's and the proxy's, in rising precedence.
+func TestReconnectWithinGraceKeepsEntry(t *testing.T) {
+	c := New(Options{GracePeriod: 10 * time.Second, Identity: "cp-0"})
+	c.SetGroups([]*model.WorkloadGroup{{Meta: model.Meta{Kind: "WorkloadGroup", Namespace: "vms", Name: "vm"},
+		Spec: &networking.WorkloadGroup{
+			Metadata: &networking.WorkloadGroup_ObjectMeta{Labels: map[string]string{"app": "vm", "tier": "group"}},
+			Template: &networking.WorkloadEntry{Labels: map[string]string{"tier": "template", "t": "1"}, Ports: map[string]uint32{"http": 8080}}}}})
+	node := vmNode("10.9.0.7", map[string]string{"tier": "proxy"})
+	t0 := time.Now()
+	c.OnConnect(node)
+	c.update(t0)
+	es := c.Entries()
+	if len(es) != 1 || es[0].Name != "vm-10.9.0.7" || es[0].Spec.GetAddress() != "10.9.0.7" {
+		t.Fatalf("entries = %v", es)
+	}
+	if l := es[0].Spec.GetLabels(); l["app"] != "vm" || l["tier"] != "proxy" || l["t"] != "1" {
+		t.Errorf("labels = %v, want app=vm (group), tier=proxy (proxy wins), t=1 (template)", l)
+	}
+	c.OnDisconnect(node.GetId())
+	c.update(t0.Add(5 * time.Second))
+	if len(c.Entries()) != 1 {
+		t.Fatal("entry gone within the grace period")
+	}
+	c.OnConnect(node) // reconnect
+	if _, changed := c.update(t0.Add(30 * time.Second)); len(c.Entries()) != 1 {
+		t.Fatalf("entry dropped after a reconnect within the grace period (changed %v)", changed)
+	}
+	c.OnDisconnect(node.GetId())
+	dis := time.Now()
+	c.update(dis.Add(9 * time.Second))
+	if len(c.Entries()) != 1 {
+		t.Fatal("entry gone before the grace period ended")
+	}
+	c.update(dis.Add(11 * time.Second))
+	if len(c.Entries()) != 0 {
+		t.Fatal("entry kept after the grace period")
+	}
+}

@@ -1,0 +1,88 @@
+package controlplane
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/autoregister"
+	"github.com/trellis-mesh/trellis/internal/kubesource"
+	"github.com/trellis-mesh/trellis/internal/model"
+)
+
+// autoRegRetry is how soon a failed write of auto-registered entries is
+// retried.
+const autoRegRetry = 5 * time.Second
+
+// autoRegistration wires WorkloadEntry auto-registration: the xDS server's
+// connect hooks feed the controller; in file mode its entries are merged
+// into the served config, in Kubernetes mode written to the API server.
+type autoRegistration struct {
+	ctrl   *autoregister.Controller
+	writer *autoregister.KubeWriter // nil in file mode
+	log    func(msg string, args ...any)
+
+	changed chan struct{}
+}
+
+func newAutoRegistration(opts Options, elector *kubesource.Elector) (*autoRegistration, error) {
+	a := &autoRegistration{changed: make(chan struct{}, 1), log: opts.Logger.Warn}
+	identity, _ := os.Hostname()
+	if elector != nil {
+		identity = elector.Identity()
+	}
+	a.ctrl = autoregister.New(autoregister.Options{GracePeriod: opts.AutoRegisterGrace, Identity: identity, Logger: opts.Logger,
+		OnChange: func() {
+			select {
+			case a.changed <- struct{}{}:
+			default:
+			}
+		}})
+	if opts.Kubernetes != nil {
+		w, err := autoregister.NewKubeWriter(opts.Kubernetes, identity)
+		if err != nil {
+			return nil, err
+		}
+		a.writer = w
+	}
+	return a, nil
+}
+
+// accept takes a config from the source and returns the one to serve.
+func (a *autoRegistration) accept(cfg *model.Config) *model.Config {
+	a.ctrl.SetGroups(cfg.WorkloadGroups)
+	if a.writer != nil {
+		return cfg // the entries come back through the Kubernetes source
+	}
+	return autoregister.Merge(cfg, a.ctrl.Entries())
+}
+
+// run drives the controller and, on each change of its entries, writes
+// them (Kubernetes) or has the last config re-applied with them (files).
+func (a *autoRegistration) run(ctx context.Context, reapply func()) <-chan struct{} {
+	done := make(chan struct{})
+	ctrlDone := a.ctrl.Run(ctx)
+	go func() {
+		defer close(done)
+		defer func() { <-ctrlDone }()
+		var retry <-chan time.Time // after a failed write
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.changed:
+			case <-retry:
+			}
+			retry = nil
+			if a.writer != nil {
+				if err := a.writer.Sync(ctx, a.ctrl.Entries()); err != nil && ctx.Err() == nil {
+					a.log("auto-registration: could not write WorkloadEntries; retrying", "in", autoRegRetry, "error", err)
+					retry = time.After(autoRegRetry)
+				}
+				continue
+			}
+			reapply()
+		}
+	}()
+	return done
+}

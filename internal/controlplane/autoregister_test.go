@@ -1,0 +1,136 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/trellis-mesh/trellis/internal/autoregister"
+	"github.com/trellis-mesh/trellis/internal/testenv/adstest"
+)
+
+const vmGroup = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm-svc, namespace: vms}
+spec:
+  hosts: [vm-svc.vms.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  workloadSelector: {labels: {app: vm}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: vm, namespace: vms}
+spec:
+  metadata: {labels: {app: vm}}
+  template: {ports: {http: 8080}, serviceAccount: vm}
+`
+
+// endpointAddrs are "ip:port" of the named cluster's endpoints in r.
+func endpointAddrs(t *testing.T, r *discoveryv3.DiscoveryResponse, cluster string) []string {
+	t.Helper()
+	out := []string{}
+	for _, a := range r.Resources {
+		var cla endpointv3.ClusterLoadAssignment
+		if err := a.UnmarshalTo(&cla); err != nil {
+			t.Fatal(err)
+		}
+		if cla.ClusterName != cluster {
+			continue
+		}
+		for _, g := range cla.Endpoints {
+			for _, lb := range g.LbEndpoints {
+				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				out = append(out, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
+			}
+		}
+	}
+	return out
+}
+
+// A proxy naming a WorkloadGroup in its metadata becomes an endpoint of
+// the services selecting the group's labels while it is connected, and
+// stops being one a grace period after it disconnects (file mode: the
+// entry lives in the control plane's memory).
+func TestAutoRegisteredProxyIsAnEndpointUntilGraceAfterDisconnect(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "vm.yaml"), vmGroup)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Ready, 1)
+	done := make(chan error, 1)
+	const grace = 500 * time.Millisecond
+	go func() {
+		done <- Run(ctx, Options{ConfigDir: dir, XDSAddress: "127.0.0.1:0", AutoRegisterGrace: grace,
+			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Ready: func(r Ready) { ready <- r },
+			OnConfigError: func(err error) { t.Errorf("config error: %v", err) }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	var addr string
+	select {
+	case r := <-ready:
+		addr = r.XDSAddr.String()
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("control plane not ready")
+	}
+
+	const cluster = "outbound|80||vm-svc.vms.svc.cluster.local"
+	watcher := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~10.9.0.1~client.vms~vms.svc.cluster.local", map[string]string{"app": "client"}))
+	watcher.Request(resourcev3.ClusterType)
+	watcher.ACK(watcher.Expect(resourcev3.ClusterType, 5*time.Second))
+	watcher.Request(resourcev3.EndpointType, cluster)
+	await := func(what string, want []string) {
+		t.Helper()
+		start := time.Now()
+		for {
+			left := 10*time.Second - time.Since(start)
+			if left <= 0 {
+				t.Fatalf("%s: endpoints %v not seen within 10s", what, want)
+			}
+			r := watcher.ExpectACKingOthers(resourcev3.EndpointType, left)
+			watcher.ACK(r, cluster)
+			if got := endpointAddrs(t, r, cluster); slices.Equal(got, want) {
+				t.Logf("%s after %v", what, time.Since(start).Round(time.Millisecond))
+				return
+			}
+		}
+	}
+	await("no VM yet", []string{})
+
+	vmConn := adstest.Dial(t, addr)
+	node := adstest.Node("sidecar~10.9.0.7~vm-1.vms~vms.svc.cluster.local", nil)
+	node.Metadata.Fields[autoregister.GroupMetadata] = structpb.NewStringValue("vm")
+	vm := adstest.NewSotW(t, vmConn, node)
+	vm.Request(resourcev3.ClusterType)
+	await("VM registered", []string{"10.9.0.7:8080"})
+
+	disconnected := time.Now()
+	if err := vmConn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	await("VM gone after the grace period", []string{})
+	if d := time.Since(disconnected); d < grace {
+		t.Errorf("entry removed %v after disconnect, before the %v grace period", d, grace)
+	}
+}
