@@ -41,6 +41,9 @@ func (s *Server) push(ctx context.Context) {
 
 	classes := map[string][]member{}
 	for _, mb := range s.connected() {
+		if mb.meshSeq >= m.seq {
+			continue // joined its class for this mesh when it connected
+		}
 		mb.key, mb.shared = s.classKey(m.snap, mb.proxy)
 		classes[mb.key] = append(classes[mb.key], mb)
 	}

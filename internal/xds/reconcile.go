@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -130,23 +131,25 @@ func checkAndEncode(t typed, old *typeSnap) (*typeSnap, error) {
 
 // encode validates and encodes one resource; old's copy when equal.
 func encode(url, kind, name string, r types.Resource, old *typeSnap) (*resource, error) {
+	buf, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: marshal: %w", kind, name, err)
+	}
+	// The same bytes as the resource old holds: that one was validated and
+	// hashed already, and most of a class's resources do not change.
+	if old != nil {
+		if o := old.index[name]; o != nil && bytes.Equal(o.any.GetValue(), buf) {
+			return o, nil
+		}
+	}
 	if v, ok := r.(validator); ok {
 		if err := v.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("%s %q: %w", kind, name, err)
 		}
 	}
-	buf, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("%s %q: marshal: %w", kind, name, err)
-	}
 	// Interned: an unchanged resource keeps the very strings its proxies
 	// were last sent, and comparisons are pointer checks.
 	version := unique.Make(cachev3.HashResource(buf)).Value()
-	if old != nil {
-		if o := old.index[name]; o != nil && o.version == version {
-			return o, nil
-		}
-	}
 	name = unique.Make(name).Value()
 	a := &anypb.Any{TypeUrl: url, Value: buf}
 	return &resource{name: name, version: version, any: a,

@@ -283,6 +283,7 @@ func (str *stream) pushSotw(t int, cur *typeSnap) error {
 	if err := str.sendSotw(resp); err != nil {
 		return err
 	}
+	str.s.throttle.sent(slotKey{str.key, t})
 	ts.sent, ts.nonce, ts.version = cur, nonce, cur.version
 	ts.pending, ts.full, ts.force = false, false, false
 	str.s.recordSent(str, t, cur.version, sotwSize(resp))
@@ -418,6 +419,7 @@ func (str *stream) pushDelta(t int, cur *typeSnap) error {
 	if err := str.sendDelta(resp); err != nil {
 		return err
 	}
+	str.s.throttle.sent(slotKey{str.key, t})
 	ts.known, ts.exc, ts.first = cur, nil, false
 	ts.nonce, ts.version = nonce, cur.version
 	str.s.recordSent(str, t, cur.version, deltaSize(resp))

@@ -18,8 +18,9 @@ const (
 // each get their whole config (megabytes at 1000 services) queued on their
 // connection at the same time: gigabytes, all resident until slow readers
 // drain them. A stream takes a slot before it builds a response; the
-// proxy's ACK or NACK of that type gives it back (or inFlightHold passes:
-// a proxy that never answers must not wedge others).
+// proxy's ACK or NACK of that type gives it back (or inFlightHold passes
+// after the response was written: a proxy that never answers must not
+// wedge others).
 type throttle struct {
 	slots chan struct{}
 
@@ -57,8 +58,23 @@ func (c *throttle) acquire(ctx context.Context, key slotKey) bool {
 		<-c.slots
 		return true
 	}
-	c.held[key] = time.AfterFunc(inFlightHold, func() { c.release(key) })
+	c.held[key] = nil // the hold starts once the response is sent (see sent)
 	return true
+}
+
+// sent starts the hold of key's slot: its response is written. Until then
+// the slot is held however long the send takes, so that slow readers (a
+// starved machine) cannot let more responses queue up in memory than the
+// throttle allows.
+func (c *throttle) sent(key slotKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.held[key]; ok {
+		if t != nil {
+			t.Stop()
+		}
+		c.held[key] = time.AfterFunc(inFlightHold, func() { c.release(key) })
+	}
 }
 
 // release gives back key's slot, if it holds one: its proxy answered.
@@ -66,7 +82,9 @@ func (c *throttle) release(key slotKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t, ok := c.held[key]; ok {
-		t.Stop()
+		if t != nil {
+			t.Stop()
+		}
 		delete(c.held, key)
 		<-c.slots
 	}
