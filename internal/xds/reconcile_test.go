@@ -29,6 +29,15 @@ func stubResources(t *testing.T) *Resources {
 	return res
 }
 
+// buildSnapshot builds res as a class snapshot from scratch.
+func buildSnapshot(res *Resources) (*classSnap, map[string]string, error) {
+	b, err := build(res, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, b.versions, nil
+}
+
 func TestBuildSnapshotRejectsWhatTheCacheWouldServeWrongly(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -109,14 +118,14 @@ func TestSnapshotResourcesEncodeExactlyAsTranslated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, typ := range res.byType() {
-		got := snap.GetResources(typ.url)
-		if len(got) != len(typ.items) {
-			t.Fatalf("%s: %d resources in the snapshot, want %d", typ.url, len(got), len(typ.items))
+	for i, typ := range res.byType() {
+		got := snap.types[i]
+		if got.url != typ.url || len(got.items) != len(typ.items) {
+			t.Fatalf("%s: %d resources of %s in the snapshot, want %d", typ.url, len(got.items), got.url, len(typ.items))
 		}
 		for _, want := range typ.items {
 			name := cachev3.GetResourceName(want)
-			pre, ok := got[name]
+			pre, ok := got.index[name]
 			if !ok {
 				t.Fatalf("%s %q: not in the snapshot", typ.url, name)
 			}
@@ -124,9 +133,9 @@ func TestSnapshotResourcesEncodeExactlyAsTranslated(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			gotBytes, err := cachev3.MarshalResource(pre)
-			if err != nil {
-				t.Fatal(err)
+			gotBytes := pre.any.GetValue()
+			if pre.any.GetTypeUrl() != typ.url || pre.delta.GetResource() != pre.any || pre.delta.GetVersion() != cachev3.HashResource(wantBytes) {
+				t.Errorf("%s %q: wire form has type %s, delta version %s", typ.url, name, pre.any.GetTypeUrl(), pre.delta.GetVersion())
 			}
 			if !bytes.Equal(gotBytes, wantBytes) {
 				t.Errorf("%s %q: encodes differently from the translated resource", typ.url, name)

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -37,44 +36,66 @@ type Options struct {
 	// snapshot (see ShareKeyFunc); nil translates every proxy on its own.
 	ShareKey ShareKeyFunc
 	// MaxInFlight bounds the responses sent and not yet ACKed across all
-	// proxies (see throttledCache); 0 means DefaultMaxInFlight.
+	// proxies (see throttle); 0 means DefaultMaxInFlight.
 	MaxInFlight int
-	// OnConnect, if set, is called when a node ID's first stream is opened
-	// and its node accepted; OnDisconnect when its last stream has closed.
-	// Both are called outside the server's locks, on the stream's
-	// goroutine: they must not block.
+
+	// EndpointDelta reports, for a new mesh snapshot, which service
+	// hostnames' endpoints changed when nothing else did (ok false:
+	// anything else changed, or unsure: translate everything).
+	EndpointDelta func(old, new *model.Snapshot) (hosts []string, ok bool)
+	// TranslateEndpoints returns the ClusterLoadAssignments that Translate
+	// would give proxy for the clusters of these hosts (same names, same
+	// bytes), and nothing else. With EndpointDelta, an endpoint-only change
+	// replaces just those in each class's snapshot.
+	TranslateEndpoints func(snap *model.Snapshot, proxy *model.Proxy, hosts []string) ([]*endpointv3.ClusterLoadAssignment, error)
+
+	// OnConnect is called once when a node ID gets its first open stream,
+	// after its node was accepted; OnDisconnect when its last stream
+	// closes. Both are called outside any server lock, in order, never
+	// concurrently for the same node.
 	OnConnect    func(node *corev3.Node)
 	OnDisconnect func(nodeID string)
 }
 
-// Server is an ADS server that keeps each connected proxy's snapshot in
-// step with the latest mesh snapshot given to Update.
+// Server is an ADS server that keeps each connected proxy's config in
+// step with the latest mesh snapshot given to Update. Proxies of one class
+// (see ShareKeyFunc) share one translated, encoded snapshot; streams hold
+// pointers into it, not copies.
 type Server struct {
-	log         *slog.Logger
-	translate   TranslateFunc
-	shareKey    ShareKeyFunc
-	shared      shared
-	forgetAfter time.Duration
-	cache       *throttledCache
+	log                *slog.Logger
+	translate          TranslateFunc
+	shareKey           ShareKeyFunc
+	endpointDelta      func(old, new *model.Snapshot) ([]string, bool)
+	translateEndpoints func(*model.Snapshot, *model.Proxy, []string) ([]*endpointv3.ClusterLoadAssignment, error)
+	onConnect          func(*corev3.Node)
+	onDisconnect       func(string)
+	classes            classes
+	forgetAfter        time.Duration
+	throttle           *throttle
+	streamIDs          atomic.Int64
 
-	onConnect    func(node *corev3.Node)
-	onDisconnect func(nodeID string)
-
-	latest atomic.Pointer[model.Snapshot]
-	// changedAt is when the latest snapshot was given to Update (Unix ns),
-	// the start of a config change's convergence.
-	changedAt atomic.Int64
-	metrics   *Metrics
+	latest  atomic.Pointer[mesh]
+	meshSeq atomic.Uint64
+	pushed  *mesh // the mesh the push worker last pushed; its own
+	metrics *Metrics
 	// kick wakes the push worker; capacity 1 so bursts of Update coalesce
 	// into one pass over the proxies with whatever snapshot is latest then.
 	kick chan struct{}
 
 	mu      sync.Mutex
 	proxies map[string]*proxyState
-	streams map[streamKey]*streamState
+	streams map[streamKey]*stream
 	stop    context.CancelFunc // ends Serve
 	done    chan struct{}      // closed when Serve has returned
 	grpc    *grpc.Server
+}
+
+// mesh is one snapshot given to Update, numbered in order, with when it
+// was given (the start of its convergence).
+type mesh struct {
+	snap *model.Snapshot
+	seq  uint64
+	at   time.Time
 }
 
 // NewServer returns a Server that serves nothing until Serve is called.
@@ -96,21 +117,23 @@ func NewServer(opts Options) *Server {
 		opts.Metrics = NewMetrics(nil)
 	}
 	log := opts.Logger.With("component", "xds")
-	return &Server{
+	srv := &Server{
 		metrics:      opts.Metrics,
 		log:          log,
 		translate:    opts.Translate,
 		shareKey:     opts.ShareKey,
 		forgetAfter:  opts.ForgetAfter,
+		throttle:     newThrottle(opts.MaxInFlight),
+		kick:         make(chan struct{}, 1),
+		proxies:      map[string]*proxyState{},
+		streams:      map[streamKey]*stream{},
 		onConnect:    opts.OnConnect,
 		onDisconnect: opts.OnDisconnect,
-		// ads=true: hold EDS/RDS answers until the proxy names every
-		// resource, which is what keeps ADS updates ordered and consistent.
-		cache:   newThrottledCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log}), opts.MaxInFlight),
-		kick:    make(chan struct{}, 1),
-		proxies: map[string]*proxyState{},
-		streams: map[streamKey]*streamState{},
 	}
+	if opts.EndpointDelta != nil && opts.TranslateEndpoints != nil {
+		srv.endpointDelta, srv.translateEndpoints = opts.EndpointDelta, opts.TranslateEndpoints
+	}
+	return srv
 }
 
 // Update makes snap the mesh snapshot every proxy is reconciled against. It
@@ -120,8 +143,7 @@ func (s *Server) Update(snap *model.Snapshot) {
 	if snap == nil {
 		return
 	}
-	s.changedAt.Store(time.Now().UnixNano())
-	s.latest.Store(snap)
+	s.latest.Store(&mesh{snap: snap, seq: s.meshSeq.Add(1), at: time.Now()})
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -140,10 +162,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	// The xDS server's context ends every open stream on shutdown; without
-	// that GracefulStop would wait forever on long-lived ADS streams.
-	xs := serverv3.NewServer(ctx, s.cache, callbacks{s: s, ctx: ctx})
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	// Serve's context ends every open stream on shutdown; without that
+	// GracefulStop would wait forever on long-lived ADS streams.
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, adsService{s: s, ctx: ctx})
 
 	s.mu.Lock()
 	if s.done != nil {
@@ -204,30 +225,6 @@ func (s *Server) pushLoop(ctx context.Context) {
 			return
 		case <-s.kick:
 		}
-		start := time.Now()
-		changedAt := time.Unix(0, s.changedAt.Load())
-		states := s.connected()
-		for _, st := range states {
-			if ctx.Err() != nil {
-				return
-			}
-			s.metrics.queueTime.Observe(time.Since(changedAt).Seconds())
-			s.reconcileChange(ctx, st, changedAt)
-		}
-		s.log.Debug("pushed config", "proxies", len(states), "took", time.Since(start))
+		s.push(ctx)
 	}
-}
-
-// connected returns the proxies with at least one open stream, in no
-// particular order.
-func (s *Server) connected() []*proxyState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*proxyState, 0, len(s.proxies))
-	for _, st := range s.proxies {
-		if st.streams > 0 {
-			out = append(out, st)
-		}
-	}
-	return out
 }

@@ -216,9 +216,8 @@ func TestTranslationErrorKeepsThatProxysPreviousSnapshot(t *testing.T) {
 	if p.Versions[resourcev3.EndpointType] != versionBefore {
 		t.Fatalf("version moved to %s after a failed translation", p.Versions[resourcev3.EndpointType])
 	}
-	snap, err := srv.cache.GetSnapshot(productpageID)
-	if err != nil || snap.GetVersion(resourcev3.EndpointType) != before.VersionInfo {
-		t.Fatalf("cache lost the last good snapshot: %v", err)
+	if snap := srv.snapshotOf(productpageID); snap == nil || snap.versions[resourcev3.EndpointType] != before.VersionInfo {
+		t.Fatal("server lost the last good snapshot")
 	}
 
 	stub.setFail(productpageID, nil)
@@ -319,8 +318,8 @@ func TestProxyForgottenAfterLastStreamCloses(t *testing.T) {
 	}
 	cancel()
 	eventually(t, 2*time.Second, "proxy forgotten", func() bool { return len(srv.Proxies()) == 0 })
-	if _, err := srv.cache.GetSnapshot(productpageID); err == nil {
-		t.Fatal("snapshot still cached for a forgotten proxy")
+	if srv.snapshotOf(productpageID) != nil {
+		t.Fatal("snapshot still held for a forgotten proxy")
 	}
 
 	// It comes back as new when it reconnects.

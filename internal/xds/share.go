@@ -73,46 +73,65 @@ func namesService(labels map[string]string) bool {
 	return false
 }
 
-// shared holds the snapshots built for the latest mesh, by share key. Only
-// the latest mesh's entries are kept: a reconcile against an older mesh
-// (a stream that loaded it just before an Update) builds its own.
-type shared struct {
+// classes holds the class snapshots built for the latest mesh, by class
+// key, so that a proxy connecting between pushes joins its class's
+// snapshot. Only the latest mesh's entries are kept: a build against an
+// older mesh is not cached.
+type classes struct {
 	mu      sync.Mutex
-	mesh    *model.Snapshot
-	entries map[string]*sharedEntry
+	seq     uint64 // mesh number the entries are for
+	entries map[string]*classEntry
 }
 
-type sharedEntry struct {
-	once  sync.Once
-	built *built
-	err   error
+type classEntry struct {
+	once sync.Once
+	snap *classSnap
+	err  error
 }
 
-// get returns the entry for key under mesh, building it with build once
-// however many proxies ask at the same time; nil when mesh is not latest.
-func (c *shared) get(mesh, latest *model.Snapshot, key string, build func() (*built, error)) *sharedEntry {
+// get returns key's class snapshot for mesh m, building it with build once
+// however many callers ask at the same time.
+func (c *classes) get(m, latest *mesh, key string, build func() (*classSnap, error)) (*classSnap, error) {
+	e := c.entry(m, latest, key)
+	if e == nil {
+		return build()
+	}
+	e.once.Do(func() { e.snap, e.err = build() })
+	return e.snap, e.err
+}
+
+// put records snap as key's class snapshot for m, unless one is there.
+func (c *classes) put(m, latest *mesh, key string, snap *classSnap) {
+	if e := c.entry(m, latest, key); e != nil {
+		e.once.Do(func() { e.snap = snap })
+	}
+}
+
+// entry is key's entry for m; nil when m is not the latest mesh.
+func (c *classes) entry(m, latest *mesh, key string) *classEntry {
 	c.mu.Lock()
-	if c.mesh != mesh {
-		if mesh != latest {
-			c.mu.Unlock()
+	defer c.mu.Unlock()
+	if c.seq != m.seq {
+		if m != latest {
 			return nil
 		}
-		c.mesh, c.entries = mesh, map[string]*sharedEntry{}
+		c.seq, c.entries = m.seq, map[string]*classEntry{}
 	}
 	e := c.entries[key]
 	if e == nil {
-		e = &sharedEntry{}
+		e = &classEntry{}
 		c.entries[key] = e
 	}
-	c.mu.Unlock()
-	e.once.Do(func() {
-		e.built, e.err = build()
-		if e.err == nil {
-			// The cache builds a snapshot's per-resource versions (delta)
-			// lazily and without a lock; build them now, before the
-			// snapshot is shared between proxies' goroutines.
-			e.err = e.built.snap.ConstructVersionMap()
-		}
-	})
 	return e
+}
+
+// classKey is proxy's class under mesh: its ShareKey, or its own node ID
+// (a class of one) when it is not shared. shared reports which.
+func (s *Server) classKey(mesh *model.Snapshot, proxy *model.Proxy) (key string, shared bool) {
+	if s.shareKey != nil {
+		if k, ok := s.shareKey(mesh, proxy); ok {
+			return "s\x00" + k, true
+		}
+	}
+	return "p\x00" + proxy.ID, false
 }

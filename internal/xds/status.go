@@ -4,19 +4,27 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
-// proxyState is what the server knows about one node ID. Fields other than
-// mu and forgotten are guarded by Server.mu.
+// proxyState is what the server knows about one node ID, guarded by
+// Server.mu.
 type proxyState struct {
-	mu        sync.Mutex // serializes reconciles of this proxy
-	forgotten bool       // guarded by mu: dropped from the server, never push again
+	forgotten bool // dropped from the server, never push again
 
-	proxy       *model.Proxy
+	proxy *model.Proxy
+	// cur is the proxy's class snapshot (shared with its class), built for
+	// mesh number meshSeq under class key classKey.
+	cur      *classSnap
+	meshSeq  uint64
+	classKey string
+	members  map[*stream]struct{} // open streams, notified of a new cur
+	// hooks are OnConnect/OnDisconnect calls queued for runHooks.
+	hooks       []func()
+	hookRunning bool
+
 	streams     int
 	connectedAt time.Time
 	forget      *time.Timer

@@ -70,13 +70,7 @@ func (st *stubTranslator) translate(snap *model.Snapshot, p *model.Proxy) (*Reso
 		for _, port := range svc.Ports {
 			name := fmt.Sprintf("outbound|%d||%s", port.Number, svc.Hostname)
 			res.Clusters = append(res.Clusters, edsCluster(name))
-			cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-			var lbs []*endpointv3.LbEndpoint
-			for _, ep := range svc.Endpoints {
-				lbs = append(lbs, lbEndpoint(ep.Address, ep.PortFor(port)))
-			}
-			cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
-			res.Endpoints = append(res.Endpoints, cla)
+			res.Endpoints = append(res.Endpoints, stubCLA(svc, port))
 			vhosts = append(vhosts, &routev3.VirtualHost{
 				Name:    fmt.Sprintf("%s:%d", svc.Hostname, port.Number),
 				Domains: []string{fmt.Sprintf("%s:%d", svc.Hostname, port.Number)},
@@ -97,6 +91,17 @@ func (st *stubTranslator) translate(snap *model.Snapshot, p *model.Proxy) (*Reso
 	res.Routes = []*routev3.RouteConfiguration{{Name: "15001", VirtualHosts: vhosts}}
 	res.Listeners = []*listenerv3.Listener{outboundListener(p.IP)}
 	return res, nil
+}
+
+// stubCLA is the stub's endpoints of one service port.
+func stubCLA(svc *model.Service, port *model.Port) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: fmt.Sprintf("outbound|%d||%s", port.Number, svc.Hostname)}
+	var lbs []*endpointv3.LbEndpoint
+	for _, ep := range svc.Endpoints {
+		lbs = append(lbs, lbEndpoint(ep.Address, ep.PortFor(port)))
+	}
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+	return cla
 }
 
 func adsSource() *corev3.ConfigSource {

@@ -60,3 +60,23 @@ func TestPushThrottleSlotReturnsOnDeltaACKWithoutNode(t *testing.T) {
 	first.ACK(cds) // the first request carried the node; this one does not
 	second.Expect(resourcev3.ClusterType, inFlightHold/2)
 }
+
+// The bound is across streams and types: with two slots, two proxies'
+// unanswered clusters hold them both, and a third proxy's listeners wait
+// until one of them ACKs.
+func TestPushThrottleBoundsResponsesAcrossStreams(t *testing.T) {
+	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight = 2 })
+	srv.Update(meshSnapshot("127.0.1.3"))
+	a := adstest.NewSotW(t, conn, node(productpageID))
+	a.Request(resourcev3.ClusterType)
+	cds := a.Expect(resourcev3.ClusterType, 5*time.Second)
+	b := adstest.NewSotW(t, conn, node(reviewsID))
+	b.Request(resourcev3.ClusterType)
+	b.Expect(resourcev3.ClusterType, 5*time.Second)
+
+	c := adstest.NewSotW(t, conn, node("sidecar~127.0.1.6~details-v1.default~default.svc.cluster.local"))
+	c.Request(resourcev3.ListenerType)
+	c.ExpectNone(inFlightHold / 4)
+	a.ACK(cds)
+	c.Expect(resourcev3.ListenerType, inFlightHold/2)
+}

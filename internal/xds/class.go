@@ -1,0 +1,174 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// typeURLs are the served types in ADS order (and metric index order): a
+// proxy learns clusters and their endpoints before the listeners and
+// routes that name them.
+var typeURLs = [numTypes]string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+
+// resource is one resource of a class snapshot, encoded once and shared by
+// every stream it is sent on: streams send these very Anys.
+type resource struct {
+	name    string // interned
+	version string // interned hash of the encoding (what delta clients echo back)
+	any     *anypb.Any
+	delta   *discoveryv3.Resource // name, version and the same Any
+}
+
+// classSnap is what one class of identical proxies is served for one mesh
+// snapshot. Immutable once built; every stream of the class points at it.
+type classSnap struct {
+	types    [numTypes]*typeSnap
+	versions map[string]string // type URL → version; shared, never mutated
+}
+
+// typeSnap is one type's resources in a class snapshot. An unchanged type
+// keeps its typeSnap across mesh snapshots, so "nothing to send" is a
+// pointer comparison.
+type typeSnap struct {
+	url     string
+	seq     uint64 // identifies it in other snapshots' caches without keeping it alive
+	version string
+	items   []*resource // by name
+	index   map[string]*resource
+
+	// Responses' shared parts, built on first use by any stream.
+	mu    sync.Mutex
+	lists map[listKey][]*anypb.Any
+	diffs map[listKey]*deltaDiff
+}
+
+// listKey names a cached list: the resources of names (nil: all of them),
+// restricted to those changed since the typeSnap numbered from (0: all).
+type listKey struct {
+	from  uint64
+	names *nameSet
+}
+
+// deltaDiff is what a delta client that knew one typeSnap must be told to
+// know another.
+type deltaDiff struct {
+	changed []*discoveryv3.Resource
+	removed []string
+}
+
+// maxCached bounds a typeSnap's response caches: past it, the cache starts
+// over (subscriptions that differ per stream would otherwise grow it).
+const maxCached = 64
+
+var typeSnapSeq atomic.Uint64
+
+func newTypeSnap(url string, items []*resource) *typeSnap {
+	t := &typeSnap{url: url, seq: typeSnapSeq.Add(1), items: items, index: make(map[string]*resource, len(items))}
+	for _, r := range items {
+		t.index[r.name] = r
+	}
+	t.version = typeVersion(items)
+	return t
+}
+
+// typeVersion hashes the sorted (name, version) pairs: the same content
+// gives the same version however it was built (in full or patched).
+func typeVersion(items []*resource) string {
+	h := sha256.New()
+	for _, r := range items {
+		h.Write([]byte(strconv.Itoa(len(r.name)) + ":" + r.name + ":" + r.version + ";"))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// list returns the resources a state-of-the-world response carries: those
+// of names (nil: every one), and of those only the ones whose version
+// differs from the typeSnap from when from is not nil. Shared by every
+// stream that asks the same; callers must not modify it.
+func (t *typeSnap) list(from *typeSnap, names *nameSet) []*anypb.Any {
+	key := listKey{names: names}
+	if from != nil {
+		key.from = from.seq
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l, ok := t.lists[key]; ok {
+		return l
+	}
+	var out []*anypb.Any
+	add := func(r *resource) {
+		if r == nil {
+			return
+		}
+		if from != nil {
+			if old := from.index[r.name]; old != nil && old.version == r.version {
+				return
+			}
+		}
+		out = append(out, r.any)
+	}
+	if names == nil {
+		out = make([]*anypb.Any, 0, len(t.items))
+		for _, r := range t.items {
+			add(r)
+		}
+	} else {
+		for _, n := range names.names {
+			add(t.index[n])
+		}
+	}
+	if t.lists == nil || len(t.lists) >= maxCached {
+		t.lists = map[listKey][]*anypb.Any{}
+	}
+	t.lists[key] = out
+	return out
+}
+
+// diff returns what a delta client that knows from, restricted to names
+// (nil: wildcard), must be told to know t. Computed once per (from, names)
+// for every stream of the class.
+func (t *typeSnap) diff(from *typeSnap, names *nameSet) *deltaDiff {
+	key := listKey{from: from.seq, names: names}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d, ok := t.diffs[key]; ok {
+		return d
+	}
+	d := &deltaDiff{}
+	in := func(name string) bool { return names == nil || names.has(name) }
+	for _, r := range t.items {
+		if !in(r.name) {
+			continue
+		}
+		if old := from.index[r.name]; old == nil || old.version != r.version {
+			d.changed = append(d.changed, r.delta)
+		}
+	}
+	for _, r := range from.items {
+		if in(r.name) && t.index[r.name] == nil {
+			d.removed = append(d.removed, r.name)
+		}
+	}
+	if t.diffs == nil || len(t.diffs) >= maxCached {
+		t.diffs = map[listKey]*deltaDiff{}
+	}
+	t.diffs[key] = d
+	return d
+}
+
+// withType returns a copy of c with typ's snapshot replaced.
+func (c *classSnap) withType(typ int, t *typeSnap) *classSnap {
+	out := &classSnap{types: c.types, versions: make(map[string]string, numTypes)}
+	out.types[typ] = t
+	for i, ts := range out.types {
+		out.versions[typeURLs[i]] = ts.version
+	}
+	return out
+}
