@@ -62,16 +62,21 @@ func (o optedIn) Proxies() []xds.ProxyStatus {
 
 // apply builds the snapshot for cfg with the current learned scopes
 // attached and hands it to the xDS server. One lock covers both, so a
-// re-push of learned scopes never overtakes a newer config.
-func (a *autoScoper) apply(srv *xds.Server, cfg *model.Config) *model.Snapshot {
+// re-push of learned scopes never overtakes a newer config. The snapshot
+// reuses the services of prev (or of the last one applied here) that cfg
+// did not change, which keeps an endpoint change cheap at scale.
+func (a *autoScoper) apply(srv *xds.Server, cfg *model.Config, prev *model.Snapshot) *model.Snapshot {
 	if a == nil {
-		snap := model.NewSnapshot(cfg)
+		snap := model.NewSnapshotFrom(prev, cfg)
 		srv.Update(snap)
 		return snap
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	snap := model.NewSnapshot(cfg)
+	if a.cur != nil {
+		prev = a.cur
+	}
+	snap := model.NewSnapshotFrom(prev, cfg)
 	translate.SetAutoScope(snap, a.learner.Sidecars(snap))
 	a.cfg, a.cur = cfg, snap
 	srv.Update(snap)
@@ -128,7 +133,7 @@ func (a *autoScoper) observe(now time.Time) {
 	stale := a.cfg != cfg // a newer config was applied meanwhile, with these scopes
 	a.mu.Unlock()
 	if !stale {
-		a.apply(a.srv, cfg)
+		a.apply(a.srv, cfg, nil)
 	}
 }
 

@@ -120,8 +120,12 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Logger = slog.Default()
 	}
 	var shareKey xds.ShareKeyFunc // a test's Translate may read anything of the proxy
+	var endpointDelta func(old, new *model.Snapshot) (model.EndpointChange, bool)
 	if opts.Translate == nil {
 		opts.Translate, shareKey = build, xds.TranslateShareKey
+		// An endpoint-only change replaces just the changed load
+		// assignments in each class's snapshot (docs/endpoint-updates.md).
+		endpointDelta = translate.EndpointDelta
 	}
 	log := opts.Logger
 	elector, err := opts.elector()
@@ -144,6 +148,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds,
+		EndpointDelta: endpointDelta, TranslateEndpoints: translate.BuildEndpoints,
 		OnConnect: autoReg.ctrl.OnConnect, OnDisconnect: autoReg.ctrl.OnDisconnect})
 	scoper := newAutoScoper(opts, srv)
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)
@@ -194,9 +199,11 @@ func Run(ctx context.Context, opts Options) error {
 	// entries (file mode) go through here one at a time.
 	var applyMu sync.Mutex
 	var lastCfg *model.Config
+	var lastSnap *model.Snapshot
 	applyLocked := func(cfg *model.Config) {
 		cfg = autoReg.accept(cfg)
-		snap := scoper.apply(srv, cfg)
+		snap := scoper.apply(srv, cfg, lastSnap)
+		lastSnap = snap
 		tel.state.Applied(cfg, snap)
 		console.accept(snap)
 		caSvc.accept(cfg)

@@ -169,15 +169,15 @@ func TestDeltaReconnectWithInitialVersionsGetsOnlyWhatDiffers(t *testing.T) {
 
 // fakeEndpointDelta is EndpointDelta for the stub's meshes: the hosts
 // whose endpoint addresses differ, when the services are otherwise alike.
-func fakeEndpointDelta(old, new *model.Snapshot) ([]string, bool) {
+func fakeEndpointDelta(old, new *model.Snapshot) (model.EndpointChange, bool) {
 	if len(old.Services) != len(new.Services) {
-		return nil, false
+		return model.EndpointChange{}, false
 	}
 	var hosts []string
 	for i, o := range old.Services {
 		n := new.Services[i]
 		if o.Hostname != n.Hostname || len(o.Ports) != len(n.Ports) {
-			return nil, false
+			return model.EndpointChange{}, false
 		}
 		addr := func(s *model.Service) []string {
 			var out []string
@@ -190,7 +190,7 @@ func fakeEndpointDelta(old, new *model.Snapshot) ([]string, bool) {
 			hosts = append(hosts, n.Hostname)
 		}
 	}
-	return hosts, true
+	return model.EndpointChange{Hosts: hosts}, true
 }
 
 // An endpoint-only change patches each class's snapshot with the CLAs of

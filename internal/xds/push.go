@@ -33,10 +33,10 @@ func (s *Server) push(ctx context.Context) {
 	start := time.Now()
 	prev := s.pushed
 	s.pushed = m
-	var hosts []string
+	var change model.EndpointChange
 	endpointsOnly := false
 	if prev != nil && s.endpointDelta != nil {
-		hosts, endpointsOnly = s.endpointDelta(prev.snap, m.snap)
+		change, endpointsOnly = s.endpointDelta(prev.snap, m.snap)
 	}
 
 	classes := map[string][]member{}
@@ -53,7 +53,7 @@ func (s *Server) push(ctx context.Context) {
 	for range min(runtime.GOMAXPROCS(0), len(keys)) {
 		wg.Go(func() {
 			for key := range work {
-				s.pushClass(m, prev, classes[key], endpointsOnly, hosts)
+				s.pushClass(m, prev, classes[key], endpointsOnly, change)
 			}
 		})
 	}
@@ -70,7 +70,7 @@ func (s *Server) push(ctx context.Context) {
 
 // pushClass builds one class's snapshot for m and installs it on each of
 // its proxies.
-func (s *Server) pushClass(m, prev *mesh, members []member, endpointsOnly bool, hosts []string) {
+func (s *Server) pushClass(m, prev *mesh, members []member, endpointsOnly bool, change model.EndpointChange) {
 	slices.SortFunc(members, func(a, b member) int { return strings.Compare(a.proxy.ID, b.proxy.ID) })
 	rep := members[0]
 	for range members {
@@ -80,8 +80,8 @@ func (s *Server) pushClass(m, prev *mesh, members []member, endpointsOnly bool, 
 	latest := s.latest.Load()
 	var snap *classSnap
 	var err error
-	if endpointsOnly && inStep(members, prev) {
-		snap, err = s.patchClass(m, rep, hosts)
+	if endpointsOnly && inStep(members, prev) && !anyAt(members, change.Addresses) {
+		snap, err = s.patchClass(m, rep, change.Hosts)
 		if err == nil {
 			s.classes.put(m, latest, rep.key, snap)
 		} else {
@@ -117,6 +117,17 @@ func inStep(members []member, prev *mesh) bool {
 		}
 	}
 	return true
+}
+
+// anyAt reports whether a member's proxy sits at one of addrs (sorted): a
+// workload there changed, and with it maybe the proxy's inbound listeners.
+func anyAt(members []member, addrs []string) bool {
+	for _, mb := range members {
+		if _, found := slices.BinarySearch(addrs, mb.proxy.IP); found {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) patchClass(m *mesh, rep member, hosts []string) (*classSnap, error) {

@@ -38,11 +38,17 @@ type Options struct {
 	// MaxInFlight bounds the responses sent and not yet ACKed across all
 	// proxies (see throttle); 0 means DefaultMaxInFlight.
 	MaxInFlight int
+	// UnthrottledBytes: responses whose resources encode to at most this
+	// many bytes skip the throttle (0 means DefaultUnthrottledBytes; a
+	// negative value throttles every response).
+	UnthrottledBytes int
 
 	// EndpointDelta reports, for a new mesh snapshot, which service
-	// hostnames' endpoints changed when nothing else did (ok false:
-	// anything else changed, or unsure: translate everything).
-	EndpointDelta func(old, new *model.Snapshot) (hosts []string, ok bool)
+	// hostnames' endpoints changed when nothing else did, and the
+	// addresses of the workloads that changed (ok false: anything else
+	// changed, or unsure: translate everything). A proxy at one of those
+	// addresses is translated in full: its own inbound side may differ.
+	EndpointDelta func(old, new *model.Snapshot) (change model.EndpointChange, ok bool)
 	// TranslateEndpoints returns the ClusterLoadAssignments that Translate
 	// would give proxy for the clusters of these hosts (same names, same
 	// bytes), and nothing else. With EndpointDelta, an endpoint-only change
@@ -65,7 +71,7 @@ type Server struct {
 	log                *slog.Logger
 	translate          TranslateFunc
 	shareKey           ShareKeyFunc
-	endpointDelta      func(old, new *model.Snapshot) ([]string, bool)
+	endpointDelta      func(old, new *model.Snapshot) (model.EndpointChange, bool)
 	translateEndpoints func(*model.Snapshot, *model.Proxy, []string) ([]*endpointv3.ClusterLoadAssignment, error)
 	onConnect          func(*corev3.Node)
 	onDisconnect       func(string)
@@ -123,7 +129,7 @@ func NewServer(opts Options) *Server {
 		translate:    opts.Translate,
 		shareKey:     opts.ShareKey,
 		forgetAfter:  opts.ForgetAfter,
-		throttle:     newThrottle(opts.MaxInFlight),
+		throttle:     newThrottle(opts.MaxInFlight, opts.UnthrottledBytes),
 		kick:         make(chan struct{}, 1),
 		proxies:      map[string]*proxyState{},
 		streams:      map[streamKey]*stream{},
