@@ -204,9 +204,10 @@ func (str *stream) nextNonce() string {
 	return strconv.FormatUint(str.nonce, 10)
 }
 
-// acquire takes t's throttle slot; an error if the stream ended waiting.
-func (str *stream) acquire(t int) error {
-	if !str.s.throttle.acquire(str.ctx, slotKey{str.key, t}) {
+// acquire takes t's throttle slot for a response of size bytes; an error
+// if the stream ended waiting.
+func (str *stream) acquire(t, size int) error {
+	if !str.s.throttle.acquire(str.ctx, slotKey{str.key, t}, size) {
 		return str.ctx.Err()
 	}
 	return nil
@@ -275,7 +276,8 @@ func (str *stream) pushSotw(t int, cur *typeSnap) error {
 	default:
 		res = cur.list(nil, ts.names)
 	}
-	if err := str.acquire(t); err != nil {
+	size := anysSize(res)
+	if err := str.acquire(t, size); err != nil {
 		return err
 	}
 	nonce := str.nextNonce()
@@ -286,7 +288,7 @@ func (str *stream) pushSotw(t int, cur *typeSnap) error {
 	str.s.throttle.sent(slotKey{str.key, t})
 	ts.sent, ts.nonce, ts.version = cur, nonce, cur.version
 	ts.pending, ts.full, ts.force = false, false, false
-	str.s.recordSent(str, t, cur.version, sotwSize(resp))
+	str.s.recordSent(str, t, cur.version, size)
 	return nil
 }
 
@@ -411,18 +413,20 @@ func (str *stream) pushDelta(t int, cur *typeSnap) error {
 		ts.known, ts.exc = cur, nil
 		return nil
 	}
-	if err := str.acquire(t); err != nil {
+	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: cur.version, Resources: changed, RemovedResources: removed, TypeUrl: cur.url}
+	size := deltaSize(resp)
+	if err := str.acquire(t, size); err != nil {
 		return err
 	}
 	nonce := str.nextNonce()
-	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: cur.version, Resources: changed, RemovedResources: removed, TypeUrl: cur.url, Nonce: nonce}
+	resp.Nonce = nonce
 	if err := str.sendDelta(resp); err != nil {
 		return err
 	}
 	str.s.throttle.sent(slotKey{str.key, t})
 	ts.known, ts.exc, ts.first = cur, nil, false
 	ts.nonce, ts.version = nonce, cur.version
-	str.s.recordSent(str, t, cur.version, deltaSize(resp))
+	str.s.recordSent(str, t, cur.version, size)
 	return nil
 }
 

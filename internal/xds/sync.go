@@ -5,6 +5,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Sync states of one xDS type of one proxy, as istioctl proxy-status prints
@@ -52,11 +53,11 @@ func nodeInfoOf(node *corev3.Node) nodeInfo {
 	return info
 }
 
-// sotwSize is the encoded size of a response's resources, what
+// anysSize is the encoded size of a response's resources, what
 // pilot_xds_config_size_bytes measures; it reads lengths only.
-func sotwSize(r *discoveryv3.DiscoveryResponse) int {
+func anysSize(anys []*anypb.Any) int {
 	n := 0
-	for _, a := range r.GetResources() {
+	for _, a := range anys {
 		n += len(a.GetValue())
 	}
 	return n

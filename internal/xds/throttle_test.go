@@ -12,7 +12,7 @@ import (
 // With room for one response in flight, a second proxy's config waits until
 // the first proxy ACKs what it was sent, then arrives.
 func TestPushThrottleHoldsResponsesUntilInFlightOnesAreACKed(t *testing.T) {
-	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight = 1 })
+	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight, o.UnthrottledBytes = 1, -1 })
 	srv.Update(meshSnapshot("127.0.1.3"))
 
 	first := adstest.NewSotW(t, conn, node(productpageID))
@@ -31,7 +31,7 @@ func TestPushThrottleHoldsResponsesUntilInFlightOnesAreACKed(t *testing.T) {
 
 // A proxy that never ACKs does not hold the slot for ever.
 func TestPushThrottleSlotOfASilentProxyExpires(t *testing.T) {
-	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight = 1 })
+	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight, o.UnthrottledBytes = 1, -1 })
 	srv.Update(meshSnapshot("127.0.1.3"))
 
 	silent := adstest.NewSotW(t, conn, node(productpageID))
@@ -46,7 +46,7 @@ func TestPushThrottleSlotOfASilentProxyExpires(t *testing.T) {
 // Delta ACKs carry no node after the first request; they still return the
 // slot (else every response would wait out inFlightHold).
 func TestPushThrottleSlotReturnsOnDeltaACKWithoutNode(t *testing.T) {
-	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight = 1 })
+	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight, o.UnthrottledBytes = 1, -1 })
 	srv.Update(meshSnapshot("127.0.1.3"))
 
 	first := adstest.NewDelta(t, conn, node(productpageID))
@@ -65,7 +65,7 @@ func TestPushThrottleSlotReturnsOnDeltaACKWithoutNode(t *testing.T) {
 // unanswered clusters hold them both, and a third proxy's listeners wait
 // until one of them ACKs.
 func TestPushThrottleBoundsResponsesAcrossStreams(t *testing.T) {
-	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight = 2 })
+	srv, conn := startServer(t, newStub(), func(o *Options) { o.MaxInFlight, o.UnthrottledBytes = 2, -1 })
 	srv.Update(meshSnapshot("127.0.1.3"))
 	a := adstest.NewSotW(t, conn, node(productpageID))
 	a.Request(resourcev3.ClusterType)
