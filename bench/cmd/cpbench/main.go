@@ -44,6 +44,7 @@ type config struct {
 	note             string
 	section          string
 	convergeTimeout  time.Duration
+	memLimit         string
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&c.note, "note", "", "a line for the report's header")
 	flag.StringVar(&c.section, "section", "scale", "name of this run's section in the report (several runs keep one section each)")
 	flag.DurationVar(&c.convergeTimeout, "converge-timeout", 5*time.Minute, "give up on a run whose clients have not all converged by then")
+	flag.StringVar(&c.memLimit, "memlimit", "", "GOMEMLIMIT for the control plane only (e.g. 250MiB), as a Deployment sets it from its memory limit; empty: none")
 	flag.Parse()
 	for _, s := range strings.Split(scales, ",") {
 		n, err := strconv.Atoi(s)
@@ -171,6 +173,9 @@ func (r *run) do(c *config) error {
 		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort),
 		"--debug-address", fmt.Sprintf("127.0.0.1:%d", debugPort), "--ca-address", "", "--log-level", "warn")
 	cp.Env = append(os.Environ(), fmt.Sprintf("TRELLIS_PPROF_ADDR=127.0.0.1:%d", pprofPort))
+	if c.memLimit != "" {
+		cp.Env = append(cp.Env, "GOMEMLIMIT="+c.memLimit)
+	}
 	cp.Stdout, cp.Stderr = cpLog, cpLog
 	cp.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cp.Start(); err != nil {

@@ -27,7 +27,13 @@ func writeReport(c *config, runs []*run) error {
 		"%d ADS clients (REDIRECT sidecars, one gRPC connection each) from a separate process (bench/cmd/xdsload). "+
 		"The control plane, `trellis controlplane --config-dir`, shares the machine's CPUs with the load process. "+
 		"Endpoint change: one WorkloadEntry's address rewritten in its file; latency is from the write to each client's receipt of the "+
-		"new ClusterLoadAssignment, and **includes the file watcher's 100 ms debounce**.\n\n", c.services, c.namespaces, c.clients)
+		"new ClusterLoadAssignment, and **includes the file watcher's 100 ms debounce**.", c.services, c.namespaces, c.clients)
+	if c.memLimit != "" {
+		w(" The control plane runs with `GOMEMLIMIT=%s`, as `trellis install`'s Deployment sets it from the container's memory limit (the load process runs without).", c.memLimit)
+	} else {
+		w(" No GOMEMLIMIT: the Go runtime's default heap growth (GOGC=100).")
+	}
+	w("\n\n")
 	w("| size | xDS | clients converged | convergence | CPU to converge | RSS idle → converged (peak) | endpoint change p50 / p99 (max) | CPU per change | bytes per change, all clients (EDS / CDS+LDS+RDS) | full config per client |\n")
 	w("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
