@@ -9,6 +9,7 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -45,8 +46,16 @@ type typeSnap struct {
 
 	// Responses' shared parts, built on first use by any stream.
 	mu    sync.Mutex
-	lists map[listKey][]*anypb.Any
+	lists map[listKey]*sotwList
 	diffs map[listKey]*deltaDiff
+}
+
+// sotwList is what a state-of-the-world response of a typeSnap carries,
+// and that response encoded but for its nonce (see rawResponse).
+type sotwList struct {
+	anys []*anypb.Any
+	size int // the resources' encoded size
+	body []byte
 }
 
 // listKey names a cached list: the resources of names (nil: all of them),
@@ -57,11 +66,17 @@ type listKey struct {
 }
 
 // deltaDiff is what a delta client that knew one typeSnap must be told to
-// know another.
+// know another, and that response encoded but for its nonce.
 type deltaDiff struct {
 	changed []*discoveryv3.Resource
 	removed []string
+	size    int // the changed resources' encoded size
+	body    []byte
 }
+
+// emptyTypeSnap is what a new delta client knows: nothing. Diffs from it
+// are a type's whole subscription, shared by every new stream of a class.
+var emptyTypeSnap = &typeSnap{seq: typeSnapSeq.Add(1)}
 
 // maxCached bounds a typeSnap's response caches: past it, the cache starts
 // over (subscriptions that differ per stream would otherwise grow it).
@@ -92,7 +107,7 @@ func typeVersion(items []*resource) string {
 // of names (nil: every one), and of those only the ones whose version
 // differs from the typeSnap from when from is not nil. Shared by every
 // stream that asks the same; callers must not modify it.
-func (t *typeSnap) list(from *typeSnap, names *nameSet) []*anypb.Any {
+func (t *typeSnap) list(from *typeSnap, names *nameSet) (*sotwList, error) {
 	key := listKey{names: names}
 	if from != nil {
 		key.from = from.seq
@@ -100,7 +115,7 @@ func (t *typeSnap) list(from *typeSnap, names *nameSet) []*anypb.Any {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if l, ok := t.lists[key]; ok {
-		return l
+		return l, nil
 	}
 	var out []*anypb.Any
 	add := func(r *resource) {
@@ -124,22 +139,30 @@ func (t *typeSnap) list(from *typeSnap, names *nameSet) []*anypb.Any {
 			add(t.index[n])
 		}
 	}
-	if t.lists == nil || len(t.lists) >= maxCached {
-		t.lists = map[listKey][]*anypb.Any{}
+	l := &sotwList{anys: out, size: anysSize(out)}
+	if len(out) > 0 {
+		var err error
+		l.body, err = gproto.Marshal(&discoveryv3.DiscoveryResponse{VersionInfo: t.version, Resources: out, TypeUrl: t.url})
+		if err != nil {
+			return nil, err
+		}
 	}
-	t.lists[key] = out
-	return out
+	if t.lists == nil || len(t.lists) >= maxCached {
+		t.lists = map[listKey]*sotwList{}
+	}
+	t.lists[key] = l
+	return l, nil
 }
 
 // diff returns what a delta client that knows from, restricted to names
 // (nil: wildcard), must be told to know t. Computed once per (from, names)
 // for every stream of the class.
-func (t *typeSnap) diff(from *typeSnap, names *nameSet) *deltaDiff {
+func (t *typeSnap) diff(from *typeSnap, names *nameSet) (*deltaDiff, error) {
 	key := listKey{from: from.seq, names: names}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d, ok := t.diffs[key]; ok {
-		return d
+		return d, nil
 	}
 	d := &deltaDiff{}
 	in := func(name string) bool { return names == nil || names.has(name) }
@@ -156,11 +179,17 @@ func (t *typeSnap) diff(from *typeSnap, names *nameSet) *deltaDiff {
 			d.removed = append(d.removed, r.name)
 		}
 	}
+	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: t.version, Resources: d.changed, RemovedResources: d.removed, TypeUrl: t.url}
+	d.size = deltaSize(resp)
+	var err error
+	if d.body, err = gproto.Marshal(resp); err != nil {
+		return nil, err
+	}
 	if t.diffs == nil || len(t.diffs) >= maxCached {
 		t.diffs = map[listKey]*deltaDiff{}
 	}
 	t.diffs[key] = d
-	return d
+	return d, nil
 }
 
 // withType returns a copy of c with typ's snapshot replaced.

@@ -167,6 +167,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// NATs and load balancers from dropping it, and drop dead peers.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Responses shared by a class are encoded once (see rawResponse).
+		grpc.ForceServerCodecV2(newCodec()),
 	)
 	// Serve's context ends every open stream on shutdown; without that
 	// GracefulStop would wait forever on long-lived ADS streams.

@@ -12,7 +12,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // streamKey identifies a stream.
@@ -39,8 +38,9 @@ type stream struct {
 	nonce uint64
 	types [numTypes]typeState
 
-	sendSotw  func(*discoveryv3.DiscoveryResponse) error
-	sendDelta func(*discoveryv3.DeltaDiscoveryResponse) error
+	// send writes a response: a *DiscoveryResponse or
+	// *DeltaDiscoveryResponse, or a *rawResponse (see codec).
+	send func(any) error
 }
 
 // typeState is one type's state on a stream.
@@ -75,13 +75,13 @@ type adsService struct {
 
 func (a adsService) StreamAggregatedResources(gs discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	str := a.s.newStream(gs.Context(), false)
-	str.sendSotw = gs.Send
+	str.send = gs.SendMsg
 	return runStream(a.ctx, str, gs.Recv, (*discoveryv3.DiscoveryRequest).GetTypeUrl, (*discoveryv3.DiscoveryRequest).GetResponseNonce, str.onSotwRequest)
 }
 
 func (a adsService) DeltaAggregatedResources(gs discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
 	str := a.s.newStream(gs.Context(), true)
-	str.sendDelta = gs.Send
+	str.send = gs.SendMsg
 	return runStream(a.ctx, str, gs.Recv, (*discoveryv3.DeltaDiscoveryRequest).GetTypeUrl, (*discoveryv3.DeltaDiscoveryRequest).GetResponseNonce, str.onDeltaRequest)
 }
 
@@ -261,28 +261,35 @@ func (str *stream) pushSotw(t int, cur *typeSnap) error {
 	if !ts.pending || cur == nil || (ts.sent == cur && !ts.force && !ts.full) {
 		return nil
 	}
-	var res []*anypb.Any
+	var list *sotwList
+	var err error
 	switch {
 	case ts.wildcard:
-		res = cur.list(nil, nil)
+		list, err = cur.list(nil, nil)
 	case !ts.full && !ts.force && ts.sent != nil && (t == typeEDS || t == typeRDS):
-		res = cur.list(ts.sent, ts.names)
-		if len(res) == 0 {
+		list, err = cur.list(ts.sent, ts.names)
+		if err == nil && len(list.anys) == 0 {
 			// Nothing the client asked for changed: it is already in step.
 			ts.sent, ts.version = cur, cur.version
 			str.s.recordInStep(str, t, cur.version)
 			return nil
 		}
 	default:
-		res = cur.list(nil, ts.names)
+		list, err = cur.list(nil, ts.names)
 	}
-	size := anysSize(res)
+	if err != nil {
+		return status.Errorf(codes.Internal, "encode %s response: %v", shortType(cur.url), err)
+	}
+	size := list.size
 	if err := str.acquire(t, size); err != nil {
 		return err
 	}
 	nonce := str.nextNonce()
-	resp := &discoveryv3.DiscoveryResponse{VersionInfo: cur.version, Resources: res, TypeUrl: cur.url, Nonce: nonce}
-	if err := str.sendSotw(resp); err != nil {
+	var resp any = &rawResponse{body: list.body, nonce: nonce}
+	if list.body == nil { // no resources: nothing was encoded
+		resp = &discoveryv3.DiscoveryResponse{VersionInfo: cur.version, TypeUrl: cur.url, Nonce: nonce}
+	}
+	if err := str.send(resp); err != nil {
 		return err
 	}
 	str.s.throttle.sent(slotKey{str.key, t})
@@ -394,33 +401,51 @@ func (str *stream) pushDelta(t int, cur *typeSnap) error {
 	if !ts.subscribed || cur == nil || (ts.known == cur && ts.exc == nil && !ts.first) {
 		return nil
 	}
-	var changed []*discoveryv3.Resource
-	var removed []string
+	var d *deltaDiff
+	var err error
+	names := ts.names
+	if ts.wildcard {
+		names = nil
+	}
 	switch {
 	case !ts.wildcard && ts.names == nil:
-		// Subscribed to nothing (yet).
+		d = &deltaDiff{} // subscribed to nothing (yet)
 	case ts.exc == nil && ts.known != nil:
-		names := ts.names
-		if ts.wildcard {
-			names = nil
-		}
-		d := cur.diff(ts.known, names)
-		changed, removed = d.changed, d.removed
+		d, err = cur.diff(ts.known, names)
+	case ts.exc == nil:
+		// A new client: its whole subscription, as every new client of the
+		// class with that subscription is sent.
+		d, err = cur.diff(emptyTypeSnap, names)
 	default:
-		changed, removed = ts.compare(cur)
+		d = &deltaDiff{}
+		d.changed, d.removed = ts.compare(cur)
 	}
-	if len(changed) == 0 && len(removed) == 0 && !ts.first {
+	if err != nil {
+		return status.Errorf(codes.Internal, "encode %s response: %v", shortType(cur.url), err)
+	}
+	if len(d.changed) == 0 && len(d.removed) == 0 && !ts.first {
 		ts.known, ts.exc = cur, nil
 		return nil
 	}
-	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: cur.version, Resources: changed, RemovedResources: removed, TypeUrl: cur.url}
-	size := deltaSize(resp)
+	size := d.size
+	var resp any
+	if d.body != nil {
+		resp = &rawResponse{body: d.body}
+	} else {
+		r := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: cur.version, Resources: d.changed, RemovedResources: d.removed, TypeUrl: cur.url}
+		size, resp = deltaSize(r), r
+	}
 	if err := str.acquire(t, size); err != nil {
 		return err
 	}
 	nonce := str.nextNonce()
-	resp.Nonce = nonce
-	if err := str.sendDelta(resp); err != nil {
+	switch r := resp.(type) {
+	case *rawResponse:
+		r.nonce = nonce
+	case *discoveryv3.DeltaDiscoveryResponse:
+		r.Nonce = nonce
+	}
+	if err := str.send(resp); err != nil {
 		return err
 	}
 	str.s.throttle.sent(slotKey{str.key, t})
