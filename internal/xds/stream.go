@@ -361,6 +361,12 @@ func (str *stream) onDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error 
 		ts.names.release()
 		ts.names = internNames(names)
 	}
+	if ts.known == nil && !slices.ContainsFunc(slices.Collect(maps.Values(ts.exc)), func(v string) bool { return v != "" }) {
+		// The client has nothing of its subscription (a new stream asking
+		// for endpoints by name): that is the class's shared diff from
+		// nothing, not a response built for this stream alone.
+		ts.exc = nil
+	}
 	return nil
 }
 
