@@ -94,14 +94,17 @@ bench-ui: chromium
 	$(GO) test -run '^$$' -bench BenchmarkConsole -benchtime 5x ./internal/ui/uitest/
 
 # The control plane at scale: `trellis controlplane` on a synthetic mesh (1000 services, 2000 ADS
-# clients from bench/cmd/xdsload, SotW and delta), then the growth at 2x and 4x of a tenth of that.
+# clients from bench/cmd/xdsload, SotW and delta), again with GOMEMLIMIT=250MiB on the control plane (a
+# Deployment with that memory limit), then the growth at 2x and 4x of a tenth of that.
 # Loopback only, stops by itself; writes its sections of bench/RESULTS.md and bench/out/cp/.
 # BENCH_QUICK=1: a tenth of the size (100 services, 200 clients), a couple of minutes.
 ifeq ($(BENCH_QUICK),1)
 CP_SCALE_FLAGS = -services 100 -clients 200 -changes 10 -scales 1 -section "quick: 100 services, 200 clients"
+CP_LIMIT_FLAGS = -services 100 -clients 200 -changes 10 -scales 1 -memlimit 250MiB -section "quick: 100 services, 200 clients, GOMEMLIMIT"
 CP_GROWTH_FLAGS = -services 50 -clients 100 -changes 5 -scale-changes 5 -scales 1,2,4 -section "quick growth"
 else
 CP_SCALE_FLAGS = -services 1000 -clients 2000 -changes 10 -scales 1 -section "1000 services, 2000 clients"
+CP_LIMIT_FLAGS = -services 1000 -clients 2000 -changes 10 -scales 1 -memlimit 250MiB -section "1000 services, 2000 clients, GOMEMLIMIT=250MiB"
 CP_GROWTH_FLAGS = -services 100 -clients 200 -changes 5 -scale-changes 5 -scales 1,2,4 -section "growth (100 services, 200 clients at 1x)"
 endif
 bench-controlplane:
@@ -110,6 +113,7 @@ bench-controlplane:
 	$(GO) build -o bench/out/xdsload ./bench/cmd/xdsload
 	$(GO) build -o bench/out/cpbench ./bench/cmd/cpbench
 	bench/out/cpbench $(CP_SCALE_FLAGS) $(BENCH_FLAGS)
+	bench/out/cpbench $(CP_LIMIT_FLAGS) $(BENCH_FLAGS)
 	bench/out/cpbench $(CP_GROWTH_FLAGS) $(BENCH_FLAGS)
 
 bench-micro:
