@@ -348,13 +348,7 @@ func endpointIdentities(svc *Service) []string {
 		if !ep.HasSidecar() {
 			continue
 		}
-		ns, sa := svc.Namespace, ep.ServiceAccount
-		if ep.Workload != nil {
-			ns = ep.Workload.Namespace
-		}
-		if sa == "" {
-			sa = "default"
-		}
+		ns, sa := svc.Identity(ep)
 		ids = append(ids, ns+"/"+sa)
 	}
 	slices.Sort(ids)

@@ -74,6 +74,20 @@ func (s *Service) Port(number uint32) *Port {
 	return nil
 }
 
+// Identity is the namespace and service account ep's workload runs as,
+// which its SPIFFE identity names: the workload's namespace (else the
+// service's) and its service account, "default" when none is given.
+func (s *Service) Identity(ep *Endpoint) (namespace, serviceAccount string) {
+	namespace, serviceAccount = s.Namespace, ep.ServiceAccount
+	if ep.Workload != nil {
+		namespace = ep.Workload.Namespace
+	}
+	if serviceAccount == "" {
+		serviceAccount = "default"
+	}
+	return namespace, serviceAccount
+}
+
 // Snapshot is an immutable, indexed view of one Config. Build it once per
 // config change with NewSnapshot; it is safe for concurrent reads.
 type Snapshot struct {

@@ -369,13 +369,7 @@ func (e *env) serviceIdentities(svc *model.Service) []string {
 		if !hasSidecar(ep) {
 			continue
 		}
-		ns, sa := svc.Namespace, ep.ServiceAccount
-		if ep.Workload != nil {
-			ns = ep.Workload.Namespace
-		}
-		if sa == "" {
-			sa = "default"
-		}
+		ns, sa := svc.Identity(ep)
 		ids = append(ids, "spiffe://"+td+"/ns/"+ns+"/sa/"+sa)
 	}
 	if svc.Entry != nil {
