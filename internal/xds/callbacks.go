@@ -117,6 +117,7 @@ func (s *Server) recordReply(str *stream, t int, version, nonce string, nack *re
 
 func (s *Server) recordSent(str *stream, t int, version string, size int) {
 	s.metrics.sent(t, size)
+	s.memory.add(size)
 	url := typeURLs[t]
 	s.mu.Lock()
 	defer s.mu.Unlock()

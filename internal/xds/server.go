@@ -75,6 +75,7 @@ type Server struct {
 	translateEndpoints func(*model.Snapshot, *model.Proxy, []string) ([]*endpointv3.ClusterLoadAssignment, error)
 	onConnect          func(*corev3.Node)
 	onDisconnect       func(string)
+	memory             memoryReleaser
 	classes            classes
 	forgetAfter        time.Duration
 	throttle           *throttle
@@ -187,6 +188,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.log.Info("serving xDS (ADS, SotW and delta)", "address", lis.Addr().String())
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pushLoop(ctx) })
+	wg.Go(func() { s.memory.run(ctx, freeOSMemory) })
 	wg.Go(func() {
 		<-ctx.Done()
 		gs.GracefulStop()
