@@ -28,8 +28,10 @@ type memoryReleaser struct {
 func (m *memoryReleaser) add(n int) { m.sent.Add(int64(n)) }
 
 // run releases memory after each quiet spell that follows a burst, until
-// ctx ends; free is debug.FreeOSMemory but for tests.
-func (m *memoryReleaser) run(ctx context.Context, free func()) {
+// ctx ends; free is debug.FreeOSMemory but for tests. busy reports
+// responses still awaiting their ACKs: a pause in sending while proxies
+// digest their config is not the end of the burst.
+func (m *memoryReleaser) run(ctx context.Context, busy func() bool, free func()) {
 	t := time.NewTicker(releaseTick)
 	defer t.Stop()
 	last, quietSince := m.sent.Load(), time.Now()
@@ -44,7 +46,7 @@ func (m *memoryReleaser) run(ctx context.Context, free func()) {
 				last, quietSince = cur, now
 				continue
 			}
-			if cur-released >= releaseAfterBytes && now.Sub(quietSince) >= releaseQuiet {
+			if cur-released >= releaseAfterBytes && now.Sub(quietSince) >= releaseQuiet && !busy() {
 				free()
 				released = cur
 			}

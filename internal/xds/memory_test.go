@@ -12,9 +12,10 @@ import (
 func TestMemoryIsReleasedOnceAfterAQuietBurst(t *testing.T) {
 	var m memoryReleaser
 	var frees atomic.Int32
+	var busy atomic.Bool
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); m.run(ctx, func() { frees.Add(1) }) }()
+	go func() { defer close(done); m.run(ctx, busy.Load, func() { frees.Add(1) }) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	// A burst spread over longer than the quiet period: no release while
@@ -27,6 +28,13 @@ func TestMemoryIsReleasedOnceAfterAQuietBurst(t *testing.T) {
 	if n := frees.Load(); n != 0 {
 		t.Fatalf("memory released %d times while sending", n)
 	}
+	// Responses awaiting ACKs: the burst is not over, however quiet.
+	busy.Store(true)
+	time.Sleep(releaseQuiet + 3*releaseTick)
+	if n := frees.Load(); n != 0 {
+		t.Fatalf("memory released %d times while responses awaited ACKs", n)
+	}
+	busy.Store(false)
 	deadline := time.Now().Add(releaseQuiet + 10*releaseTick)
 	for frees.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(releaseTick / 2)

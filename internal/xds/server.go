@@ -188,7 +188,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.log.Info("serving xDS (ADS, SotW and delta)", "address", lis.Addr().String())
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pushLoop(ctx) })
-	wg.Go(func() { s.memory.run(ctx, freeOSMemory) })
+	wg.Go(func() { s.memory.run(ctx, s.throttle.busy, freeOSMemory) })
 	wg.Go(func() {
 		<-ctx.Done()
 		gs.GracefulStop()

@@ -94,6 +94,9 @@ func (c *throttle) sent(key slotKey) {
 	}
 }
 
+// busy reports whether any response holds a slot (awaits its ACK).
+func (c *throttle) busy() bool { return len(c.slots) > 0 }
+
 // release gives back key's slot, if it holds one: its proxy answered.
 func (c *throttle) release(key slotKey) {
 	c.mu.Lock()
