@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/security/ca"
 	"github.com/trellis-mesh/trellis/internal/testenv/kubeenv"
 	"github.com/trellis-mesh/trellis/manifests/crds"
@@ -114,7 +115,8 @@ func TestInstallMistakesAreReported(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no CA root", []string{"install", "--image", "x", "--ca-dir", empty}, "pass --ca-bundle FILE"},
+		{"--ca-dir without a CA root", []string{"install", "--image", "x", "--ca-dir", empty}, "pass --ca-bundle FILE"},
+		{"--cacerts without a CA root", []string{"install", "--image", "x", "--cacerts", empty}, "pass --ca-bundle FILE"},
 		{"missing CA bundle file", []string{"install", "--image", "x", "--ca-bundle", empty + "/nope.pem"}, "--ca-bundle: open"},
 		{"no image", []string{"install", "--ca-bundle", "../../internal/install/testdata/root-cert.pem"}, "image: required"},
 		{"both CRD switches", []string{"install", "--crds-only", "--skip-crds"}, "none of the others can be"},
@@ -125,6 +127,54 @@ func TestInstallMistakesAreReported(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// With no CA flag and no CA in the default directory, install prints the
+// webhooks without caBundle (the control plane fills it in) instead of
+// failing; a CA in the default directory is still used.
+func TestInstallWithoutCAFlagsLeavesCABundleEmpty(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	hook := func() admissionregistrationv1.MutatingWebhookConfiguration {
+		t.Helper()
+		out, err := runCLI(context.Background(), "install", "--skip-crds", "--image", "x")
+		if err != nil {
+			t.Fatalf("trellis install without a CA: %v\n%s", err, out)
+		}
+		var hook admissionregistrationv1.MutatingWebhookConfiguration
+		decodeKind(t, out, "MutatingWebhookConfiguration", &hook)
+		return hook
+	}
+	for _, w := range hook().Webhooks {
+		if len(w.ClientConfig.CABundle) != 0 {
+			t.Errorf("webhook %s: caBundle %q, want none", w.Name, w.ClientConfig.CABundle)
+		}
+	}
+	dir, err := controlplane.DefaultCADir()
+	must(t, err)
+	auth, err := ca.LoadOrCreateDir(dir, ca.Options{})
+	must(t, err)
+	for _, w := range hook().Webhooks {
+		if string(w.ClientConfig.CABundle) != string(auth.RootPEM()) {
+			t.Errorf("webhook %s: caBundle is not the root in the default CA directory", w.Name)
+		}
+	}
+}
+
+// decodeKind decodes the first object of kind in install's output into into.
+func decodeKind(t *testing.T, out, kind string, into any) {
+	t.Helper()
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	for {
+		var obj map[string]any
+		if err := dec.Decode(&obj); err != nil {
+			t.Fatalf("no %s in the output: %v", kind, err)
+		}
+		if obj["kind"] == kind {
+			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(obj, into))
+			return
+		}
 	}
 }
 
