@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellis-mesh/trellis/internal/install"
+	"github.com/trellis-mesh/trellis/internal/kubesource"
 	"github.com/trellis-mesh/trellis/internal/testenv/kubeenv"
 )
 
@@ -111,4 +112,97 @@ func TestWebhookCABundleIsPatchedWithTheCARoot(t *testing.T) {
 	if o, err := hooks.Get(ctx, other.Name, metav1.GetOptions{}); err != nil || len(o.Webhooks[0].ClientConfig.CABundle) != 0 {
 		t.Errorf("another webhook configuration was touched (err %v)", err)
 	}
+}
+
+// Only the Lease holder writes the caBundle, and a replica that takes the
+// Lease over patches at once, without waiting for the object to change.
+// The two replicas have different roots here (their own CA directories) so
+// that the bundle shows who wrote it; installed replicas share one.
+func TestWebhookCABundleIsWrittenByTheLeader(t *testing.T) {
+	kube := kubeenv.Start(t)
+	kube.InstallIstioCRDs(t)
+	istioNS := kube.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	hooks := kube.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
+	url := "https://127.0.0.1:1/inject"
+	none := admissionv1.SideEffectClassNone
+	if _, err := hooks.Create(ctx, &admissionv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: install.WebhookName},
+		Webhooks: []admissionv1.MutatingWebhook{{Name: "namespace.sidecar-injector.istio.io", ClientConfig: admissionv1.WebhookClientConfig{URL: &url},
+			SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": "matches"}}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	replica := func(identity string) (root []byte, stop func()) {
+		readyCh := make(chan Ready, 1)
+		runCtx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(runCtx, Options{
+				Kubernetes: kube.Config(), IstioNamespace: istioNS,
+				XDSAddress: "127.0.0.1:0", CAAddress: "127.0.0.1:0", CADir: t.TempDir(), WebhookAddress: "127.0.0.1:0",
+				Logger: slog.New(slog.NewTextHandler(t.Output(), nil)).With("replica", identity),
+				Ready:  func(r Ready) { readyCh <- r },
+				LeaderElection: kubesource.ElectorOptions{Identity: identity,
+					LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 250 * time.Millisecond},
+			})
+		}()
+		stopped := false
+		stop = func() {
+			if stopped {
+				return
+			}
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run %s: %v", identity, err)
+			}
+		}
+		t.Cleanup(stop)
+		select {
+		case r := <-readyCh:
+			return r.CA.RootPEM(), stop
+		case err := <-done:
+			t.Fatalf("Run %s: %v", identity, err)
+		case <-ctx.Done():
+			t.Fatalf("%s never ready", identity)
+		}
+		return nil, nil
+	}
+	// Within half the resync period: the write must come from an event or
+	// the election, not from the periodic re-check.
+	waitBundle := func(why string, want []byte) {
+		t.Helper()
+		deadline := time.Now().Add(caBundleResync / 2)
+		for {
+			got, err := hooks.Get(ctx, install.WebhookName, metav1.GetOptions{})
+			if err == nil && bytes.Equal(got.Webhooks[0].ClientConfig.CABundle, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the caBundle never became the expected root (last: %v)", why, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	rootA, stopA := replica("a")
+	waitBundle("a alone", rootA)
+	rootB, _ := replica("b")
+	if bytes.Equal(rootA, rootB) {
+		t.Fatal("the replicas share a root; the test cannot tell who wrote")
+	}
+	got, err := hooks.Get(ctx, install.WebhookName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Webhooks[0].ClientConfig.CABundle = nil
+	if _, err := hooks.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBundle("reset while a leads", rootA)
+	stopA()
+	waitBundle("b took the Lease over", rootB)
 }
