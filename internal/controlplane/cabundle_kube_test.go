@@ -80,8 +80,10 @@ func TestWebhookCABundleIsPatchedWithTheCARoot(t *testing.T) {
 	if _, err := hooks.Create(ctx, mwc(install.WebhookName), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Within half the resync period: the write must follow the event.
 	waitPatched := func(why string) {
 		t.Helper()
+		deadline := time.Now().Add(caBundleResync / 2)
 		for {
 			got, err := hooks.Get(ctx, install.WebhookName, metav1.GetOptions{})
 			patched := err == nil
@@ -91,7 +93,7 @@ func TestWebhookCABundleIsPatchedWithTheCARoot(t *testing.T) {
 			if patched {
 				return
 			}
-			if ctx.Err() != nil {
+			if time.Now().After(deadline) {
 				t.Fatalf("%s: the caBundle never became the CA's root (last: %v)", why, err)
 			}
 			time.Sleep(50 * time.Millisecond)
