@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/security/ca"
 	"github.com/trellis-mesh/trellis/internal/testenv/kubeenv"
 	"github.com/trellis-mesh/trellis/manifests/crds"
@@ -114,7 +115,8 @@ func TestInstallMistakesAreReported(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no CA root", []string{"install", "--image", "x", "--ca-dir", empty}, "pass --ca-bundle FILE"},
+		{"--ca-dir without a CA root", []string{"install", "--image", "x", "--ca-dir", empty}, "pass --ca-bundle FILE"},
+		{"--cacerts without a CA root", []string{"install", "--image", "x", "--cacerts", empty}, "pass --ca-bundle FILE"},
 		{"missing CA bundle file", []string{"install", "--image", "x", "--ca-bundle", empty + "/nope.pem"}, "--ca-bundle: open"},
 		{"no image", []string{"install", "--ca-bundle", "../../internal/install/testdata/root-cert.pem"}, "image: required"},
 		{"both CRD switches", []string{"install", "--crds-only", "--skip-crds"}, "none of the others can be"},
@@ -128,25 +130,102 @@ func TestInstallMistakesAreReported(t *testing.T) {
 	}
 }
 
+// With no CA flag and no CA in the default directory, install prints the
+// webhooks without caBundle (the control plane fills it in) instead of
+// failing; a CA in the default directory is still used.
+func TestInstallWithoutCAFlagsLeavesCABundleEmpty(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	hook := func() admissionregistrationv1.MutatingWebhookConfiguration {
+		t.Helper()
+		out, err := runCLI(context.Background(), "install", "--skip-crds", "--image", "x")
+		if err != nil {
+			t.Fatalf("trellis install without a CA: %v\n%s", err, out)
+		}
+		var hook admissionregistrationv1.MutatingWebhookConfiguration
+		decodeKind(t, out, "MutatingWebhookConfiguration", &hook)
+		return hook
+	}
+	for _, w := range hook().Webhooks {
+		if len(w.ClientConfig.CABundle) != 0 {
+			t.Errorf("webhook %s: caBundle %q, want none", w.Name, w.ClientConfig.CABundle)
+		}
+	}
+	dir, err := controlplane.DefaultCADir()
+	must(t, err)
+	auth, err := ca.LoadOrCreateDir(dir, ca.Options{})
+	must(t, err)
+	for _, w := range hook().Webhooks {
+		if string(w.ClientConfig.CABundle) != string(auth.RootPEM()) {
+			t.Errorf("webhook %s: caBundle is not the root in the default CA directory", w.Name)
+		}
+	}
+}
+
+// decodeKind decodes the first object of kind in install's output into into.
+func decodeKind(t *testing.T, out, kind string, into any) {
+	t.Helper()
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	for {
+		var obj map[string]any
+		if err := dec.Decode(&obj); err != nil {
+			t.Fatalf("no %s in the output: %v", kind, err)
+		}
+		if obj["kind"] == kind {
+			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(obj, into))
+			return
+		}
+	}
+}
+
 // TestInstalledControlPlaneBecomesReady runs `trellis controlplane` with the
 // installed command line against a real API server (--kubernetes swapped
-// for --kubeconfig, $(POD_NAMESPACE) expanded as the kubelet does, the
-// cacerts Secret made by docs/install.md's recipe, loopback ports in place
-// of the pod's): it reaches /ready, the readiness probe's endpoint, serves
-// xDS, signs with the cacerts root, and, with install's
-// MutatingWebhookConfiguration registered (by URL on loopback, same
-// caBundle), injects a Pod created in an istio-injection=enabled namespace
-// and writes istio-ca-root-cert there.
+// for --kubeconfig, $(POD_NAMESPACE) expanded as the kubelet does, loopback
+// ports in place of the pod's), with install's MutatingWebhookConfiguration
+// registered first (by URL on loopback, its caBundle as install printed
+// it). It reaches /ready, the readiness probe's endpoint, serves xDS,
+// keeps the webhooks' caBundle equal to its CA's root, put back after a
+// reset by hand, injects a Pod created in an istio-injection=enabled
+// namespace (so the API server verified the webhook with that caBundle)
+// and writes istio-ca-root-cert there. Its CA is the cacerts Secret when
+// the user made one (docs/install.md's recipe), else the self-signed root
+// it keeps in istio-ca-secret, which install, run with no CA flag, could
+// not know: it prints no caBundle and the control plane fills it in.
 func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 	kube := kubeenv.Shared(t)
 	kube.InstallIstioCRDs(t)
+	t.Run("cacerts Secret", func(t *testing.T) { testInstalledControlPlane(t, kube, true) })
+	t.Run("no CA flag: self-signed root in istio-ca-secret", func(t *testing.T) { testInstalledControlPlane(t, kube, false) })
+}
+
+func testInstalledControlPlane(t *testing.T, kube *kubeenv.Env, cacerts bool) {
 	istioNS := kube.Namespace(t)
-	caDir := t.TempDir()
-	if _, err := ca.LoadOrCreateDir(caDir, ca.Options{}); err != nil {
-		t.Fatal(err)
+	ctx, cancelAPI := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancelAPI()
+	t.Setenv("XDG_STATE_HOME", t.TempDir()) // no CA in install's default directory
+	args := []string{"install", "--skip-crds", "--image", "example.com/trellis:test", "--namespace", istioNS}
+	var root []byte
+	if cacerts {
+		// The cacerts Secret, made from a self-signed root as docs/install.md
+		// does from the user's PKI; install is given its root-cert.pem.
+		caDir, files := t.TempDir(), t.TempDir()
+		if _, err := ca.LoadOrCreateDir(caDir, ca.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cacerts"}, Data: map[string][]byte{}}
+		for name, from := range map[string]string{"ca-cert.pem": "ca-cert.pem", "ca-key.pem": "ca-key.pem", "root-cert.pem": "ca-cert.pem"} {
+			b, err := os.ReadFile(filepath.Join(caDir, from))
+			must(t, err)
+			must(t, os.WriteFile(filepath.Join(files, name), b, 0o600))
+			secret.Data[name] = b
+		}
+		root = secret.Data["root-cert.pem"]
+		if _, err := kube.Client().CoreV1().Secrets(istioNS).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--cacerts", files)
 	}
-	out, err := runCLI(context.Background(), "install", "--skip-crds", "--image", "example.com/trellis:test", "--ca-dir", caDir,
-		"--namespace", istioNS)
+	out, err := runCLI(context.Background(), args...)
 	if err != nil {
 		t.Fatalf("trellis install: %v\n%s", err, out)
 	}
@@ -155,47 +234,23 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 		cm   corev1.ConfigMap
 		hook admissionregistrationv1.MutatingWebhookConfiguration
 	)
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
-	for {
-		var obj map[string]any
-		if err := dec.Decode(&obj); err != nil {
-			break
-		}
-		var into any
-		switch obj["kind"] {
-		case "Deployment":
-			into = &dep
-		case "ConfigMap":
-			into = &cm
-		case "MutatingWebhookConfiguration":
-			into = &hook
-		default:
-			continue
-		}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, into); err != nil {
-			t.Fatal(err)
-		}
-	}
+	decodeKind(t, out, "Deployment", &dep)
+	decodeKind(t, out, "ConfigMap", &cm)
+	decodeKind(t, out, "MutatingWebhookConfiguration", &hook)
 	if cm.Data["mesh"] == "" || len(dep.Spec.Template.Spec.Containers) == 0 || len(hook.Webhooks) == 0 {
 		t.Fatal("install printed no istio ConfigMap, Deployment or MutatingWebhookConfiguration")
 	}
-	ctx, cancelAPI := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancelAPI()
+	for _, w := range hook.Webhooks {
+		if got := w.ClientConfig.CABundle; string(got) != string(root) {
+			t.Fatalf("install printed caBundle %q for %s, want %q", got, w.Name, root)
+		}
+	}
 	if _, err := kube.Client().CoreV1().ConfigMaps(istioNS).Create(ctx, &cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The cacerts Secret, made from the self-signed root.
-	cacerts := t.TempDir()
-	for name, from := range map[string]string{"ca-cert.pem": "ca-cert.pem", "ca-key.pem": "ca-key.pem", "root-cert.pem": "ca-cert.pem"} {
-		b, err := os.ReadFile(filepath.Join(caDir, from))
-		must(t, err)
-		must(t, os.WriteFile(filepath.Join(cacerts, name), b, 0o600))
-	}
-	root, err := os.ReadFile(filepath.Join(cacerts, "root-cert.pem"))
-	must(t, err)
 
 	ports := map[string]int{}
-	var args []string
+	args = nil
 	for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
 		name, value, _ := strings.Cut(a, "=")
 		switch {
@@ -203,8 +258,6 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 			name, value = "--kubeconfig", kube.Kubeconfig
 		case value == "$(POD_NAMESPACE)":
 			value = istioNS
-		case value == "/etc/cacerts":
-			value = cacerts
 		case strings.HasSuffix(name, "-address"):
 			ports[name] = freePort(t)
 			value = "127.0.0.1:" + strconv.Itoa(ports[name])
@@ -218,6 +271,25 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 	if ports["--webhook-address"] == 0 {
 		t.Fatalf("installed args %q serve no webhook", args)
 	}
+	if len(dep.Spec.Template.Spec.Volumes) != 1 || dep.Spec.Template.Spec.Volumes[0].Name != "tmp" {
+		t.Errorf("the Deployment mounts %+v; want only its tmp volume (the CA reads its Secrets through the API)",
+			dep.Spec.Template.Spec.Volumes)
+	}
+
+	// install's webhook configuration, applied before the control plane
+	// starts, as `kubectl apply` of install's output does, reached by URL:
+	// the API server runs on this host.
+	url := fmt.Sprintf("https://127.0.0.1:%d%s", ports["--webhook-address"], *hook.Webhooks[0].ClientConfig.Service.Path)
+	for i := range hook.Webhooks {
+		hook.Webhooks[i].ClientConfig.Service = nil
+		hook.Webhooks[i].ClientConfig.URL = &url
+	}
+	hooks := kube.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if _, err := hooks.Create(ctx, &hook, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("register the webhook: %v", err)
+	}
+	t.Cleanup(func() { _ = hooks.Delete(context.Background(), hook.Name, metav1.DeleteOptions{}) })
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var log string
@@ -264,27 +336,41 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 		fail("xDS: %v", err)
 	}
 	c.Close()
+	if !cacerts {
+		s, err := kube.Client().CoreV1().Secrets(istioNS).Get(ctx, "istio-ca-secret", metav1.GetOptions{})
+		if err != nil {
+			fail("no istio-ca-secret: %v", err)
+		}
+		root = s.Data["ca-cert.pem"]
+	}
+	waitCABundle := func(why string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			got, err := hooks.Get(ctx, hook.Name, metav1.GetOptions{})
+			patched := err == nil
+			for _, w := range got.Webhooks {
+				patched = patched && string(w.ClientConfig.CABundle) == string(root)
+			}
+			if patched {
+				return
+			}
+			if time.Now().After(deadline) {
+				fail("%s: the webhooks' caBundle never became the CA's root (last: %v)", why, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitCABundle("at start")
 
-	// install's webhook, reached by URL: the API server runs on this host.
-	url := fmt.Sprintf("https://127.0.0.1:%d%s", ports["--webhook-address"], *hook.Webhooks[0].ClientConfig.Service.Path)
-	hook.Name = hook.Name + "-" + istioNS
-	for i := range hook.Webhooks {
-		hook.Webhooks[i].ClientConfig.Service = nil
-		hook.Webhooks[i].ClientConfig.URL = &url
-	}
-	hooks := kube.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
-	if _, err := hooks.Create(ctx, &hook, metav1.CreateOptions{}); err != nil {
-		fail("register the webhook: %v", err)
-	}
-	t.Cleanup(func() { _ = hooks.Delete(context.Background(), hook.Name, metav1.DeleteOptions{}) })
 	appNS := kube.Namespace(t)
 	if _, err := kube.Client().CoreV1().Namespaces().Patch(ctx, appNS, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"istio-injection":"enabled"}}}`), metav1.PatchOptions{}); err != nil {
 		fail("label the namespace: %v", err)
 	}
 
-	// The API server picks the webhook up within a moment: until then pods
-	// come back as sent.
+	// The API server picks the webhook and its caBundle up within a moment:
+	// until then pods come back as sent, or are refused (failurePolicy Fail).
 	pods := kube.Client().CoreV1().Pods(appNS)
 	var pod *corev1.Pod
 	deadline = time.Now().Add(60 * time.Second)
@@ -317,13 +403,29 @@ func TestInstalledControlPlaneBecomesReady(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			fail("istio-ca-root-cert in %s never held the cacerts root (last: %v)", appNS, err)
+			fail("istio-ca-root-cert in %s never held the CA's root (last: %v)", appNS, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	// Reset by hand (or by an apply of an older caBundle): patched back.
+	reset, err := hooks.Get(ctx, hook.Name, metav1.GetOptions{})
+	if err != nil {
+		fail("get the webhook: %v", err)
+	}
+	reset.Webhooks[0].ClientConfig.CABundle = nil
+	if _, err := hooks.Update(ctx, reset, metav1.UpdateOptions{}); err != nil {
+		fail("reset the caBundle: %v", err)
+	}
+	waitCABundle("after a reset")
+
 	stop()
-	if !strings.Contains(log, "cacerts "+cacerts) {
-		t.Errorf("the CA does not sign with the cacerts root:\n%s", log)
+	want := "Secret " + istioNS + "/istio-ca-secret"
+	if cacerts {
+		want = "Secret " + istioNS + "/cacerts"
+	}
+	if !strings.Contains(log, `root="`+want+`"`) {
+		t.Errorf("the CA does not sign with the root in %s:\n%s", want, log)
 	}
 	if !strings.Contains(log, "sidecar injected") {
 		t.Errorf("the webhook did not log the injection:\n%s", log)

@@ -85,7 +85,7 @@ type Options struct {
 
 	// LeaderElection tunes the election among replicas in Kubernetes mode:
 	// every replica serves xDS, only the Lease holder writes to the cluster
-	// (status, root ConfigMaps). Config is filled in; the Lease is in
+	// (status, root ConfigMaps, the webhook's caBundle). Config is filled in; the Lease is in
 	// $POD_NAMESPACE, else IstioNamespace; zero values are defaults.
 	LeaderElection kubesource.ElectorOptions
 
@@ -167,6 +167,12 @@ func Run(ctx context.Context, opts Options) error {
 	if err == nil {
 		injector, err = startInjector(ctx, opts, caSvc)
 	}
+	var caBundle *caBundlePatcher
+	if err == nil {
+		if caBundle, err = newCABundlePatcher(opts, caSvc, elector); err != nil {
+			injector.close()
+		}
+	}
 	var console console
 	if err == nil {
 		if console, err = startConsole(opts, srv); err != nil {
@@ -188,6 +194,7 @@ func Run(ctx context.Context, opts Options) error {
 	caDone := caSvc.serve(ctx, log)
 	injectorDone := injector.serve(ctx, log)
 	rootCertsDone := rootCerts.run(ctx)
+	caBundleDone := caBundle.run(ctx)
 	electorDone := elector.Run(ctx)
 	scoperDone := scoper.run(ctx, opts.AutoScopeInterval)
 	if opts.Ready != nil {
@@ -285,6 +292,7 @@ func Run(ctx context.Context, opts Options) error {
 	<-caDone
 	<-injectorDone
 	<-rootCertsDone
+	<-caBundleDone
 	<-electorDone
 	<-autoRegDone
 	<-scoperDone

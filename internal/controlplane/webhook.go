@@ -70,7 +70,8 @@ func webhookHosts(namespace string) []string {
 
 // startInjector binds the webhook's port and fills its cluster cache; nil
 // when opts.WebhookAddress is "". Its certificate comes from the CA, whose
-// root is the caBundle install registers.
+// root is the caBundle the leader keeps in install's webhook configuration
+// (cabundle.go).
 func startInjector(ctx context.Context, opts Options, caSvc *caService) (*injectorService, error) {
 	if opts.WebhookAddress == "" {
 		return nil, nil

@@ -10,6 +10,9 @@ import (
 	"github.com/trellis-mesh/trellis/internal/security/ca"
 )
 
+// ErrNoCARoot is CABundleFromDir's error for a directory without a root.
+var ErrNoCARoot = errors.New("no CA root")
+
 // CABundleFromDir returns the root certificate of the CA kept in dir: the
 // root-cert.pem of Istio's cacerts layout, else the ca-cert.pem of the
 // self-signed root `trellis controlplane` creates in its --ca-dir.
@@ -23,6 +26,6 @@ func CABundleFromDir(dir string) ([]byte, error) {
 			return nil, fmt.Errorf("CA bundle: %w", err)
 		}
 	}
-	return nil, fmt.Errorf("CA bundle: no CA root in %s (neither %s nor %s): pass --ca-bundle FILE, or create the root first (trellis controlplane creates one in its --ca-dir)",
-		dir, ca.RootCertFile, ca.CACertFile)
+	return nil, fmt.Errorf("CA bundle: %w in %s (neither %s nor %s): pass --ca-bundle FILE, or no CA flag at all for the control plane to fill in the caBundle",
+		ErrNoCARoot, dir, ca.RootCertFile, ca.CACertFile)
 }

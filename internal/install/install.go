@@ -29,10 +29,11 @@ const (
 	MeshConfigMap = "istio"
 	MeshKey       = "mesh"
 	// CACertsSecret is Istio's plugged-in CA Secret (ca-cert.pem,
-	// ca-key.pem, root-cert.pem, cert-chain.pem), mounted for --cacerts.
+	// ca-key.pem, root-cert.pem, cert-chain.pem), which the control plane
+	// reads through the API when it exists.
 	CACertsSecret = "cacerts"
-	// SelfSignedCASecret is where the Kubernetes source will keep a
-	// self-signed root (internal/security/ca.LoadKubernetes).
+	// SelfSignedCASecret is where the control plane keeps a self-signed
+	// root without CACertsSecret (internal/security/ca.LoadKubernetes).
 	SelfSignedCASecret = "istio-ca-secret"
 	// RootCertConfigMap is Istio's mesh root ConfigMap, which the control
 	// plane writes into every namespace for injected proxies.
@@ -67,7 +68,8 @@ type Options struct {
 	Replicas    int32  // 0 means DefaultReplicas
 	TrustDomain string // MeshConfig trustDomain; "" means DefaultTrustDomain
 	// CABundle is the PEM root that signed the webhook's serving
-	// certificate; required unless CRDsOnly.
+	// certificate; empty leaves the webhooks' caBundle out, for the control
+	// plane's leader to fill in with its CA's root.
 	CABundle []byte
 	Include  Include
 }
@@ -108,11 +110,15 @@ func (o Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// checkCABundle accepts PEM holding certificates only: what the API server
-// needs to verify the webhook, and never a private key by mistake.
+// checkCABundle accepts nothing (the control plane patches it in) or PEM
+// holding certificates only: what the API server needs to verify the
+// webhook, and never a private key by mistake.
 func checkCABundle(data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return errors.New("required (the PEM root that signed the webhook's certificate)")
+		return errors.New("blank (leave it out for the control plane to fill in)")
 	}
 	n := 0
 	for rest := data; ; {

@@ -204,7 +204,7 @@ func TestRenderRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		{"no image", func(o *Options) { o.Image = "" }, "image: required"},
-		{"no CA bundle", func(o *Options) { o.CABundle = nil }, "CA bundle: required"},
+		{"blank CA bundle", func(o *Options) { o.CABundle = []byte("\n") }, "CA bundle: blank"},
 		{"CA bundle not PEM", func(o *Options) { o.CABundle = []byte("hello") }, "CA bundle: not PEM"},
 		{"private key as CA bundle", func(o *Options) { o.CABundle = key }, `"PRIVATE KEY": want CERTIFICATE only`},
 		{"bad namespace", func(o *Options) { o.Namespace = "Istio_System" }, `namespace "Istio_System"`},
@@ -220,6 +220,28 @@ func TestRenderRejectsBadOptions(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// Without a CA bundle the webhooks are printed without caBundle, for the
+// control plane's leader to fill in (cmd/trellis's
+// TestInstallWithoutCARootIsPatchedByTheControlPlane applies this to a real
+// API server).
+func TestRenderWithoutCABundleLeavesItToTheControlPlane(t *testing.T) {
+	o := goldenOptions(t)
+	o.CABundle = nil
+	out, err := Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _, _ := unstructured.NestedSlice(find(t, decode(t, out), "MutatingWebhookConfiguration", WebhookName).Object, "webhooks")
+	if len(hooks) != 2 {
+		t.Fatalf("%d webhooks, want 2", len(hooks))
+	}
+	for _, h := range hooks {
+		if b, found, _ := unstructured.NestedFieldNoCopy(h.(map[string]any), "clientConfig", "caBundle"); found {
+			t.Errorf("webhook %v has caBundle %v, want none", h.(map[string]any)["name"], b)
+		}
 	}
 }
 
@@ -285,7 +307,7 @@ func TestCABundleFromDir(t *testing.T) {
 	}
 
 	_, err = CABundleFromDir(t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "--ca-bundle") {
+	if !errors.Is(err, ErrNoCARoot) || !strings.Contains(err.Error(), "--ca-bundle") {
 		t.Errorf("empty dir: error %v, want one that names --ca-bundle", err)
 	}
 }

@@ -14,13 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Where the Deployment mounts its inputs.
-const caCertsDir = "/etc/cacerts" // the cacerts Secret
-
 // ControlPlaneArgs are the container's arguments: `trellis controlplane`
 // reading the cluster with its service account (the istio ConfigMap
 // included, so no config volume), serving xDS, the CA and the injection
-// webhook. Ports listen on all addresses of the pod, except the console,
+// webhook. The CA reads the cacerts Secret through the API when there is
+// one, else keeps a self-signed root in istio-ca-secret, as istiod; so no
+// Secret is mounted. Ports listen on all addresses of the pod, except the console,
 // whose weight editor has no authentication: it stays on the pod's
 // loopback, for `kubectl port-forward`.
 func ControlPlaneArgs() []string {
@@ -32,7 +31,6 @@ func ControlPlaneArgs() []string {
 		"--istio-namespace=$(POD_NAMESPACE)",
 		fmt.Sprintf("--xds-address=:%d", PortXDS),
 		fmt.Sprintf("--ca-address=:%d", PortCA),
-		"--cacerts=" + caCertsDir,
 		fmt.Sprintf("--debug-address=:%d", PortMonitoring),
 		fmt.Sprintf("--webhook-address=:%d", PortWebhook),
 		fmt.Sprintf("--ui-address=127.0.0.1:%d", PortConsole),
@@ -88,7 +86,7 @@ var istioGroups = []string{"networking.istio.io", "security.istio.io", "telemetr
 // clusterRole is what the control plane needs across namespaces: read the
 // mesh (Services, EndpointSlices, Pods, Namespaces, Nodes for locality,
 // Istio's resources), write only status and events, review tokens for the
-// CA, patch its own webhook's caBundle, and keep Istio's mesh root
+// CA, keep its own webhook's caBundle (watched by name), and keep Istio's mesh root
 // ConfigMap (istio-ca-root-cert) in every namespace, which injected proxies
 // mount. No Secret is readable here, nor any other ConfigMap: the CA's
 // Secrets are in the Role of its own namespace.
@@ -113,7 +111,7 @@ func clusterRole(o Options) *rbacv1.ClusterRole {
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{RootCertConfigMap},
 				Verbs: []string{"get", "list", "watch", "update"}},
 			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
-				ResourceNames: []string{WebhookName}, Verbs: []string{"get", "update", "patch"}},
+				ResourceNames: []string{WebhookName}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
 		},
 	}
 }
@@ -230,12 +228,10 @@ func deployment(o Options) *appsv1.Deployment {
 				{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1")}}},
 			},
 			VolumeMounts: []corev1.VolumeMount{
-				{Name: "cacerts", MountPath: caCertsDir, ReadOnly: true},
 				{Name: "tmp", MountPath: "/tmp"},
 			},
 		}},
 		Volumes: []corev1.Volume{
-			{Name: "cacerts", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: CACertsSecret}}},
 			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		},
 		// Spread replicas over nodes: a node going down must not take the
