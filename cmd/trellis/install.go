@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/install"
 )
 
@@ -25,10 +23,9 @@ func newInstallCmd() *cobra.Command {
 			"Deployment, PodDisruptionBudget and Services, the istio ConfigMap (MeshConfig\n" +
 			"under `mesh`) and the sidecar injector's MutatingWebhookConfiguration:\n\n" +
 			"  trellis install --image IMAGE | kubectl apply --server-side -f -\n\n" +
-			"The webhook's caBundle is --ca-bundle, else the root in --cacerts, else the\n" +
-			"root in --ca-dir (default: the CA directory of `trellis controlplane` if it\n" +
-			"holds one), else left empty: the control plane's leader keeps it equal to\n" +
-			"its CA's root (the cacerts Secret if you create one, else istio-ca-secret).\n" +
+			"The webhook's caBundle is --ca-bundle, else the root in --cacerts or --ca-dir,\n" +
+			"else left empty: the control plane's leader keeps it equal to its CA's root\n" +
+			"(the cacerts Secret if you create one, else istio-ca-secret), as istiod.\n" +
 			"See docs/install.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,16 +48,9 @@ func newInstallCmd() *cobra.Command {
 				case caDir != "":
 					opts.CABundle, err = install.CABundleFromDir(caDir)
 				default:
-					// No root at hand is fine: the control plane's leader
-					// patches its own into the webhooks.
-					var dir string
-					if dir, err = controlplane.DefaultCADir(); err != nil {
-						return err
-					}
-					opts.CABundle, err = install.CABundleFromDir(dir)
-					if errors.Is(err, install.ErrNoCARoot) {
-						opts.CABundle, err = nil, nil
-					}
+					// No root is needed: the control plane's leader patches
+					// its own into the webhooks. The local CA directory of
+					// `trellis up` is not the cluster's CA and is not read.
 				}
 				if err != nil {
 					return err
@@ -81,7 +71,7 @@ func newInstallCmd() *cobra.Command {
 	f.StringVar(&opts.TrustDomain, "trust-domain", install.DefaultTrustDomain, "MeshConfig trustDomain in the istio ConfigMap")
 	f.StringVar(&caBundle, "ca-bundle", "", "PEM file of the root that signed the webhook's certificate")
 	f.StringVar(&caCerts, "cacerts", "", "directory in Istio's cacerts layout; its root-cert.pem is the CA bundle")
-	f.StringVar(&caDir, "ca-dir", "", "CA directory of `trellis controlplane` whose ca-cert.pem is the CA bundle (default $XDG_STATE_HOME/trellis/ca or ~/.trellis/ca, if it holds one)")
+	f.StringVar(&caDir, "ca-dir", "", "CA directory of `trellis controlplane --ca-dir` whose ca-cert.pem is the CA bundle")
 	f.BoolVar(&crdsOnly, "crds-only", false, "print Istio's CRDs only")
 	f.BoolVar(&noCRDs, "skip-crds", false, "leave Istio's CRDs out (they are installed already)")
 	cmd.MarkFlagsMutuallyExclusive("crds-only", "skip-crds")
