@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,8 +35,18 @@ func startWithCA(t *testing.T, configDir, caDir string) Ready {
 // startRun runs Run on ephemeral ports until the test ends.
 func startRun(t *testing.T, opts Options) Ready {
 	t.Helper()
+	r, _ := startRunStoppable(t, opts)
+	return r
+}
+
+// startRunStoppable is startRun with a stop that ends Run before the test
+// does (and is a no-op after). opts.Logger, if set, is kept.
+func startRunStoppable(t *testing.T, opts Options) (Ready, func()) {
+	t.Helper()
 	opts.XDSAddress = "127.0.0.1:0"
-	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Ready, 1)
 	done := make(chan error, 1)
@@ -43,26 +54,30 @@ func startRun(t *testing.T, opts Options) Ready {
 		opts.Ready = func(r Ready) { ready <- r }
 		done <- Run(ctx, opts)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return after cancel")
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case r := <-ready:
-		return r
+		return r, stop
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute): // informers sync first in Kubernetes mode
 		t.Fatal("control plane not ready")
 	}
-	return Ready{}
+	return Ready{}, stop
 }
 
 // requestCert does what a proxy's identity agent does: a CSR for id, the

@@ -26,31 +26,10 @@ func TestWebhookCABundleIsPatchedWithTheCARoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	readyCh := make(chan Ready, 1)
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{
-			Kubernetes: kube.Config(), IstioNamespace: istioNS,
-			XDSAddress: "127.0.0.1:0", CAAddress: "127.0.0.1:0", WebhookAddress: "127.0.0.1:0",
-			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:  func(r Ready) { readyCh <- r },
-		})
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	ready := startRun(t, Options{
+		Kubernetes: kube.Config(), IstioNamespace: istioNS,
+		CAAddress: "127.0.0.1:0", WebhookAddress: "127.0.0.1:0",
 	})
-	var ready Ready
-	select {
-	case ready = <-readyCh:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-ctx.Done():
-		t.Fatal("never ready")
-	}
 	secret, err := kube.Client().CoreV1().Secrets(istioNS).Get(ctx, install.SelfSignedCASecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the CA kept no root in %s: %v", install.SelfSignedCASecret, err)
@@ -138,40 +117,14 @@ func TestWebhookCABundleIsWrittenByTheLeader(t *testing.T) {
 	}
 
 	replica := func(identity string) (root []byte, stop func()) {
-		readyCh := make(chan Ready, 1)
-		runCtx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- Run(runCtx, Options{
-				Kubernetes: kube.Config(), IstioNamespace: istioNS,
-				XDSAddress: "127.0.0.1:0", CAAddress: "127.0.0.1:0", CADir: t.TempDir(), WebhookAddress: "127.0.0.1:0",
-				Logger: slog.New(slog.NewTextHandler(t.Output(), nil)).With("replica", identity),
-				Ready:  func(r Ready) { readyCh <- r },
-				LeaderElection: kubesource.ElectorOptions{Identity: identity,
-					LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 250 * time.Millisecond},
-			})
-		}()
-		stopped := false
-		stop = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run %s: %v", identity, err)
-			}
-		}
-		t.Cleanup(stop)
-		select {
-		case r := <-readyCh:
-			return r.CA.RootPEM(), stop
-		case err := <-done:
-			t.Fatalf("Run %s: %v", identity, err)
-		case <-ctx.Done():
-			t.Fatalf("%s never ready", identity)
-		}
-		return nil, nil
+		r, stop := startRunStoppable(t, Options{
+			Kubernetes: kube.Config(), IstioNamespace: istioNS,
+			CAAddress: "127.0.0.1:0", CADir: t.TempDir(), WebhookAddress: "127.0.0.1:0",
+			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)).With("replica", identity),
+			LeaderElection: kubesource.ElectorOptions{Identity: identity,
+				LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 250 * time.Millisecond},
+		})
+		return r.CA.RootPEM(), stop
 	}
 	// Within half the resync period: the write must come from an event or
 	// the election, not from the periodic re-check.
