@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -24,31 +23,10 @@ func TestKubernetesModeCAKeepsItsRootInASecretAndAcceptsServiceAccountTokens(t *
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	readyCh := make(chan Ready, 1)
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{
-			Kubernetes: kube.Config(), IstioNamespace: istioNS,
-			XDSAddress: "127.0.0.1:0", CAAddress: "127.0.0.1:0",
-			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:  func(r Ready) { readyCh <- r },
-		})
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	ready := startRun(t, Options{
+		Kubernetes: kube.Config(), IstioNamespace: istioNS,
+		CAAddress: "127.0.0.1:0",
 	})
-	var ready Ready
-	select {
-	case ready = <-readyCh:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-ctx.Done():
-		t.Fatal("never ready")
-	}
 
 	secret, err := kube.Client().CoreV1().Secrets(istioNS).Get(ctx, ca.SelfSignedSecret, metav1.GetOptions{})
 	if err != nil {

@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -44,31 +43,10 @@ func TestConsoleWritesWeightsBackToTheClusterInKubernetesMode(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	readyCh := make(chan Ready, 1)
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{
-			Kubernetes: kube.Config(), IstioNamespace: istioNS,
-			XDSAddress: "127.0.0.1:0", UIAddress: "127.0.0.1:0", DebugAddress: "",
-			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:  func(r Ready) { readyCh <- r },
-		})
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	ready := startRun(t, Options{
+		Kubernetes: kube.Config(), IstioNamespace: istioNS,
+		UIAddress: "127.0.0.1:0", DebugAddress: "",
 	})
-	var ready Ready
-	select {
-	case ready = <-readyCh:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-ctx.Done():
-		t.Fatal("never ready")
-	}
 	url := "http://" + ready.UIAddr.String() + "/api/virtualservices/" + ns + "/reviews/http/0/weights"
 
 	// The console knows the VirtualService once the source has delivered it.

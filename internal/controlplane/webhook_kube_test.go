@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -38,31 +37,10 @@ func TestKubernetesModeKeepsRootCertAndServesWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	readyCh := make(chan Ready, 1)
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{
-			Kubernetes: kube.Config(), IstioNamespace: istioNS,
-			XDSAddress: "127.0.0.1:0", CAAddress: "127.0.0.1:0", CADir: t.TempDir(), WebhookAddress: "127.0.0.1:0",
-			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:  func(r Ready) { readyCh <- r },
-		})
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	ready := startRun(t, Options{
+		Kubernetes: kube.Config(), IstioNamespace: istioNS,
+		CAAddress: "127.0.0.1:0", CADir: t.TempDir(), WebhookAddress: "127.0.0.1:0",
 	})
-	var ready Ready
-	select {
-	case ready = <-readyCh:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-ctx.Done():
-		t.Fatal("never ready")
-	}
 	if ready.WebhookAddr == nil || ready.CA == nil {
 		t.Fatalf("Ready without the webhook or the CA: %+v", ready)
 	}
