@@ -361,7 +361,7 @@ func (str *stream) onDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error 
 		ts.names.release()
 		ts.names = internNames(names)
 	}
-	if ts.known == nil && !slices.ContainsFunc(slices.Collect(maps.Values(ts.exc)), func(v string) bool { return v != "" }) {
+	if ts.known == nil && hasNone(ts.exc) {
 		// The client has nothing of its subscription (a new stream asking
 		// for endpoints by name): that is the class's shared diff from
 		// nothing, not a response built for this stream alone.
@@ -496,4 +496,15 @@ func (ts *typeState) compare(cur *typeSnap) (changed []*discoveryv3.Resource, re
 		gone(n)
 	}
 	return changed, removed
+}
+
+// hasNone reports whether a client's versions by name say it has none of
+// the resources (every version empty).
+func hasNone(versions map[string]string) bool {
+	for _, v := range versions {
+		if v != "" {
+			return false
+		}
+	}
+	return true
 }
