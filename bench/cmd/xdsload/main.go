@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,7 +48,18 @@ func main() {
 	nsCount := flag.Int("namespaces", 20, "clients are spread over this many namespaces, ns-0 ...")
 	changeTimeout := flag.Duration("change-timeout", 10*time.Second, "give up waiting for a change after this long")
 	dialRate := flag.Int("dial-parallel", 64, "clients connecting at once")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the load process to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *mode != "sotw" && *mode != "delta" {
 		log.Fatalf("-mode %q: want sotw or delta", *mode)
 	}
