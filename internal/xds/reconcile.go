@@ -126,7 +126,7 @@ func checkAndEncode(t typed, old *typeSnap) (*typeSnap, error) {
 	if old != nil && old.version == ts.version {
 		return old, nil
 	}
-	return ts, nil
+	return internTypeSnap(ts), nil
 }
 
 // encode validates and encodes one resource; old's copy when equal.
@@ -142,6 +142,11 @@ func encode(url, kind, name string, r types.Resource, old *typeSnap) (*resource,
 			return o, nil
 		}
 	}
+	version := cachev3.HashResource(buf)
+	// The same bytes as another class holds: validated there already.
+	if shared := sharedResource(url, name, version, buf); shared != nil {
+		return shared, nil
+	}
 	if v, ok := r.(validator); ok {
 		if err := v.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("%s %q: %w", kind, name, err)
@@ -149,11 +154,11 @@ func encode(url, kind, name string, r types.Resource, old *typeSnap) (*resource,
 	}
 	// Interned: an unchanged resource keeps the very strings its proxies
 	// were last sent, and comparisons are pointer checks.
-	version := unique.Make(cachev3.HashResource(buf)).Value()
+	version = unique.Make(version).Value()
 	name = unique.Make(name).Value()
 	a := &anypb.Any{TypeUrl: url, Value: buf}
-	return &resource{name: name, version: version, any: a,
-		delta: &discoveryv3.Resource{Name: name, Version: version, Resource: a}}, nil
+	return internResource(url, &resource{name: name, version: version, any: a,
+		delta: &discoveryv3.Resource{Name: name, Version: version, Resource: a}}), nil
 }
 
 // patchEndpoints returns old with only the given ClusterLoadAssignments
@@ -190,7 +195,7 @@ func patchEndpoints(old *classSnap, clas []*endpointv3.ClusterLoadAssignment) (*
 	if !changed {
 		return old, nil
 	}
-	return old.withType(typeEDS, newTypeSnap(resourcev3.EndpointType, items)), nil
+	return old.withType(typeEDS, internTypeSnap(newTypeSnap(resourcev3.EndpointType, items))), nil
 }
 
 func shortType(url resourcev3.Type) string {
