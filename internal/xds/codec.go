@@ -1,6 +1,7 @@
 package xds
 
 import (
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -36,4 +37,16 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	// SliceBuffers are not pooled: gRPC's Free of them after the write
 	// leaves the shared body alone.
 	return mem.BufferSlice{mem.SliceBuffer(r.body), mem.SliceBuffer(tail)}, nil
+}
+
+// Unmarshal decodes state-of-the-world requests with unmarshalRequest;
+// everything else as gRPC's proto codec does.
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	req, ok := v.(*discoveryv3.DiscoveryRequest)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return unmarshalRequest(buf.ReadOnlyData(), req)
 }

@@ -13,7 +13,11 @@ type nameSet struct {
 	key   string   // the sorted names joined with "\x00"
 	names []string // sorted, unique
 	set   map[string]struct{}
-	refs  int // guarded by nameSets.mu
+	// from is the request's list it was interned from. Requests that carry
+	// the same encoded list share one decoded slice (see unmarshalRequest),
+	// so a client restating its subscription is recognised by pointer.
+	from []string
+	refs int // guarded by nameSets.mu
 }
 
 var nameSets = struct {
@@ -35,6 +39,9 @@ func (n *nameSet) has(name string) bool {
 func (n *nameSet) equals(names []string) bool {
 	if n == nil {
 		return len(names) == 0
+	}
+	if len(names) > 0 && len(names) == len(n.from) && &names[0] == &n.from[0] {
+		return true
 	}
 	if len(names) < len(n.names) {
 		return false
@@ -69,7 +76,7 @@ func internNames(names []string) *nameSet {
 	defer nameSets.mu.Unlock()
 	n := nameSets.m[key]
 	if n == nil {
-		n = &nameSet{key: key, names: sorted, set: make(map[string]struct{}, len(sorted))}
+		n = &nameSet{key: key, names: sorted, set: make(map[string]struct{}, len(sorted)), from: names}
 		for _, x := range sorted {
 			n.set[x] = struct{}{}
 		}
