@@ -27,7 +27,7 @@ func BuildEndpoints(snap *model.Snapshot, proxy *model.Proxy, hosts []string) ([
 	if proxy == nil {
 		return nil, errors.New("translate: nil proxy")
 	}
-	e := newEnv(snap, proxy)
+	e := newEnvOf(snap, proxy, func(labels map[string]string) *model.Snapshot { return hostsView(snap, proxy, labels, hosts) })
 	services := make([]*model.Service, 0, len(hosts))
 	for _, h := range hosts {
 		if svc := e.snap.Service(h); svc != nil {

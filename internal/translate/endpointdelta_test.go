@@ -399,6 +399,28 @@ func BenchmarkBuildEndpointsOneHost(b *testing.B) {
 	}
 }
 
+// BenchmarkBuildEndpointsOneHostNewSnapshot: the same on a snapshot no
+// proxy was translated for yet, as after every endpoint change.
+func BenchmarkBuildEndpointsOneHostNewSnapshot(b *testing.B) {
+	dir := b.TempDir()
+	writeSyntheticMesh(b, dir, 1000, 20)
+	cfg, _, err := config.LoadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := syntheticProxies(b, 20)[0]
+	hosts := []string{"svc-10.ns-10.svc.cluster.local"}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		snap := model.NewSnapshot(cfg)
+		b.StartTimer()
+		if _, err := BuildEndpoints(snap, p, hosts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkEndpointDelta1000Services: one WorkloadEntry's address changed
 // in a 1000-service mesh; unchanged objects shared by pointer (the file
 // source's DirLoader), or all new and compared by value (LoadDir twice).

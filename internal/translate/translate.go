@@ -114,6 +114,11 @@ type env struct {
 }
 
 func newEnv(snap *model.Snapshot, proxy *model.Proxy) *env {
+	return newEnvOf(snap, proxy, func(labels map[string]string) *model.Snapshot { return visibleSnapshot(snap, proxy, labels) })
+}
+
+// newEnvOf is newEnv with the proxy's view made by view, from its labels.
+func newEnvOf(snap *model.Snapshot, proxy *model.Proxy, view func(labels map[string]string) *model.Snapshot) *env {
 	e := &env{snap: snap, proxy: proxy, workload: snap.WorkloadAt(proxy.IP)}
 	if e.workload != nil {
 		e.labels = e.workload.Spec.GetLabels()
@@ -122,7 +127,7 @@ func newEnv(snap *model.Snapshot, proxy *model.Proxy) *env {
 		e.labels = proxy.Labels
 	}
 	// scope.go: from here on the snapshot is what this proxy may see.
-	e.snap = visibleSnapshot(snap, proxy, e.labels)
+	e.snap = view(e.labels)
 	return e
 }
 

@@ -84,21 +84,33 @@ const maxCached = 64
 
 var typeSnapSeq atomic.Uint64
 
-func newTypeSnap(url string, items []*resource) *typeSnap {
-	t := &typeSnap{url: url, seq: typeSnapSeq.Add(1), items: items, index: make(map[string]*resource, len(items))}
+// typeSnapOf returns the type snapshot of items, sorted by name: old if
+// it has the same content, else one that another class holds with the
+// same content (see internTypeSnap), else a new one.
+func typeSnapOf(url string, items []*resource, old *typeSnap) *typeSnap {
+	version := typeVersion(items)
+	if old != nil && old.version == version {
+		return old
+	}
+	if shared := sharedTypeSnaps.load(typeSnapKey{url, version}); shared != nil && sameItems(shared.items, items) {
+		return shared
+	}
+	t := &typeSnap{url: url, seq: typeSnapSeq.Add(1), version: version, items: items, index: make(map[string]*resource, len(items))}
 	for _, r := range items {
 		t.index[r.name] = r
 	}
-	t.version = typeVersion(items)
-	return t
+	return internTypeSnap(t)
 }
 
 // typeVersion hashes the sorted (name, version) pairs: the same content
 // gives the same version however it was built (in full or patched).
 func typeVersion(items []*resource) string {
 	h := sha256.New()
+	var buf []byte
 	for _, r := range items {
-		h.Write([]byte(strconv.Itoa(len(r.name)) + ":" + r.name + ":" + r.version + ";"))
+		buf = strconv.AppendInt(buf[:0], int64(len(r.name)), 10)
+		buf = append(append(append(append(append(buf, ':'), r.name...), ':'), r.version...), ';')
+		h.Write(buf)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }

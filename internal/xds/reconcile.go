@@ -122,11 +122,7 @@ func checkAndEncode(t typed, old *typeSnap) (*typeSnap, error) {
 		items = append(items, enc)
 	}
 	slices.SortFunc(items, func(a, b *resource) int { return strings.Compare(a.name, b.name) })
-	ts := newTypeSnap(t.url, items)
-	if old != nil && old.version == ts.version {
-		return old, nil
-	}
-	return internTypeSnap(ts), nil
+	return typeSnapOf(t.url, items, old), nil
 }
 
 // encode validates and encodes one resource; old's copy when equal.
@@ -195,7 +191,7 @@ func patchEndpoints(old *classSnap, clas []*endpointv3.ClusterLoadAssignment) (*
 	if !changed {
 		return old, nil
 	}
-	return old.withType(typeEDS, internTypeSnap(newTypeSnap(resourcev3.EndpointType, items))), nil
+	return old.withType(typeEDS, typeSnapOf(resourcev3.EndpointType, items, nil)), nil
 }
 
 func shortType(url resourcev3.Type) string {
