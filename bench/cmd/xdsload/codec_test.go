@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"net"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -15,6 +19,8 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -239,5 +245,89 @@ func TestCodecFallsBackToProtoForOtherMessages(t *testing.T) {
 	}
 	if !proto.Equal(req, &back) {
 		t.Errorf("round trip: got %v, want %v", &back, req)
+	}
+}
+
+// rawBytes is sent as is by rawServerCodec: a response the test forges.
+type rawBytes []byte
+
+type rawServerCodec struct{ loadCodec }
+
+func (c rawServerCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(rawBytes); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return c.loadCodec.Marshal(v)
+}
+
+// adsForger answers a stream's first request with its body.
+type adsForger struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	body []byte
+}
+
+func (f adsForger) StreamAggregatedResources(st discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	if err := st.SendMsg(rawBytes(f.body)); err != nil {
+		return err
+	}
+	<-st.Context().Done()
+	return nil
+}
+
+func (f adsForger) DeltaAggregatedResources(st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	if err := st.SendMsg(rawBytes(f.body)); err != nil {
+		return err
+	}
+	<-st.Context().Done()
+	return nil
+}
+
+// A client sent a cut-off response over real gRPC stops with an error,
+// which the summary reports, rather than panicking or counting it.
+func TestClientFailsOnAMalformedResponse(t *testing.T) {
+	for name, b := range encodedResponses(t) {
+		if !strings.HasSuffix(name, " Cluster") {
+			continue
+		}
+		delta := strings.HasPrefix(name, "delta")
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer(grpc.ForceServerCodecV2(rawServerCodec{newLoadCodec()}))
+			discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, adsForger{body: b[:len(b)/2]})
+			go func() { _ = srv.Serve(ln) }()
+			t.Cleanup(srv.Stop)
+			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			c := &client{id: "sidecar~10.0.0.1~load-0.ns-0~ns-0.svc.cluster.local", delta: delta, start: time.Now(), onConverged: func() {}}
+			done := make(chan struct{})
+			go func() { c.run(ctx, conn); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the client did not stop on a malformed response")
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.err == nil || !strings.Contains(c.err.Error(), "decoding response") {
+				t.Errorf("client error = %v, want a decoding error", c.err)
+			}
+			if c.responses != [4]int64{} {
+				t.Errorf("responses counted from a malformed one: %v", c.responses)
+			}
+		})
 	}
 }
