@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"strings"
@@ -10,13 +9,10 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -55,6 +51,17 @@ func (c *client) expect(ch *change) {
 	c.mu.Lock()
 	c.pending, c.pendingSeen = ch, time.Time{}
 	c.mu.Unlock()
+}
+
+// pendingChange is the change the client still waits for, if any; the
+// codec looks for it in endpoint responses as it decodes them.
+func (c *client) pendingChange() *change {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pendingSeen.IsZero() {
+		return c.pending
+	}
+	return nil
 }
 
 func (c *client) seen(ch *change) (time.Duration, bool) {
@@ -99,13 +106,17 @@ func (c *client) run(ctx context.Context, conn *grpc.ClientConn) {
 }
 
 func (c *client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) error {
-	st, err := ads.StreamAggregatedResources(ctx)
+	st, err := ads.StreamAggregatedResources(ctx, grpc.ForceCodecV2(adsCodec))
 	if err != nil {
 		return err
 	}
 	node := c.node()
+	first := true
 	send := func(r *discoveryv3.DiscoveryRequest) error {
-		r.Node = node // sent on every request: cheap, and the server reads only the first
+		// As Istio's bootstrap: set_node_on_first_message_only.
+		if first {
+			r.Node, first = node, false
+		}
 		return st.Send(r)
 	}
 	for _, url := range typeOrder[:2] {
@@ -114,21 +125,21 @@ func (c *client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscover
 		}
 	}
 	versions := map[string]string{}
+	r := &response{pending: c.pendingChange}
 	for {
-		r, err := st.Recv()
-		if err != nil {
+		if err := st.RecvMsg(r); err != nil {
 			return err
 		}
 		now := time.Now()
-		url := r.GetTypeUrl()
+		url := r.typeURL
 		t := typeIdx(url)
 		if t < 0 {
 			continue
 		}
 		prevWant := c.wants(nextType(t))
-		names, follow := c.absorb(t, r.GetResources(), now, false)
-		versions[url] = r.GetVersionInfo()
-		ack := &discoveryv3.DiscoveryRequest{TypeUrl: url, VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}
+		names, follow := c.absorb(t, r, now, false)
+		versions[url] = r.version
+		ack := &discoveryv3.DiscoveryRequest{TypeUrl: url, VersionInfo: r.version, ResponseNonce: r.nonce}
 		if url == resourcev3.EndpointType || url == resourcev3.RouteType {
 			ack.ResourceNames = c.wants(t)
 		}
@@ -146,7 +157,7 @@ func (c *client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscover
 }
 
 func (c *client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) error {
-	st, err := ads.DeltaAggregatedResources(ctx)
+	st, err := ads.DeltaAggregatedResources(ctx, grpc.ForceCodecV2(adsCodec))
 	if err != nil {
 		return err
 	}
@@ -163,35 +174,31 @@ func (c *client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscove
 			return err
 		}
 	}
+	r := &response{delta: true, pending: c.pendingChange}
 	for {
-		r, err := st.Recv()
-		if err != nil {
+		if err := st.RecvMsg(r); err != nil {
 			return err
 		}
 		now := time.Now()
-		url := r.GetTypeUrl()
+		url := r.typeURL
 		t := typeIdx(url)
 		if t < 0 {
 			continue
-		}
-		anys := make([]*anypb.Any, 0, len(r.GetResources()))
-		for _, res := range r.GetResources() {
-			anys = append(anys, res.GetResource())
 		}
 		c.mu.Lock()
 		if c.got[t] == nil {
 			c.got[t] = map[string]bool{}
 		}
-		for _, res := range r.GetResources() {
-			c.got[t][res.GetName()] = true
+		for _, name := range r.names {
+			c.got[t][name] = true
 		}
-		for _, name := range r.GetRemovedResources() {
+		for _, name := range r.removed {
 			delete(c.got[t], name)
 		}
 		c.mu.Unlock()
 		prevWant := c.wants(nextType(t))
-		names, follow := c.absorb(t, anys, now, true)
-		if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: url, ResponseNonce: r.GetNonce()}); err != nil {
+		names, follow := c.absorb(t, r, now, true)
+		if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: url, ResponseNonce: r.nonce}); err != nil {
 			return err
 		}
 		if follow != "" {
@@ -245,46 +252,30 @@ func (c *client) wants(t int) []string {
 	return nil
 }
 
-// absorb counts a response's resources and, for clusters and listeners,
-// returns the names to ask for next and their type. For endpoints it checks
-// the pending change. SotW responses of EDS/RDS carry exactly the names asked
-// for, so their names are not decoded.
-func (c *client) absorb(t int, anys []*anypb.Any, now time.Time, delta bool) ([]string, string) {
-	var size int64
-	for _, a := range anys {
-		size += int64(len(a.GetValue()))
-	}
+// absorb counts a decoded response's resources and, for clusters and
+// listeners, returns the names to ask for next and their type. For
+// endpoints it notes the pending change if the response carries it. SotW
+// responses of EDS/RDS carry exactly the names asked for, so their names
+// are not decoded.
+func (c *client) absorb(t int, r *response, now time.Time, delta bool) ([]string, string) {
 	c.mu.Lock()
-	c.bytes[t] += size
+	c.bytes[t] += r.size
 	c.responses[t]++
-	c.resources[t] += int64(len(anys))
+	c.resources[t] += int64(r.resources)
 	if c.convergedAt.IsZero() {
-		c.initBytes += size
+		c.initBytes += r.size
 	}
-	ch := c.pending
-	if ch != nil && c.pendingSeen.IsZero() && typeOrder[t] == resourcev3.EndpointType {
-		for _, a := range anys {
-			// The cluster name and the new address both appear verbatim in
-			// the encoded assignment; no need to decode all of them.
-			if bytes.Contains(a.GetValue(), ch.addr) && bytes.Contains(a.GetValue(), []byte(ch.cluster)) {
-				c.pendingSeen = now
-				break
-			}
-		}
+	if r.seen != nil && r.seen == c.pending && c.pendingSeen.IsZero() {
+		c.pendingSeen = now
 	}
 	if !delta && (typeOrder[t] == resourcev3.EndpointType || typeOrder[t] == resourcev3.RouteType) {
-		c.got[t] = map[string]bool{"": len(anys) > 0}
+		c.got[t] = map[string]bool{"": r.resources > 0}
 	}
 	c.mu.Unlock()
 
 	switch typeOrder[t] {
 	case resourcev3.ClusterType:
-		var names []string
-		for _, a := range anys {
-			if name, eds := edsCluster(a.GetValue()); eds {
-				names = append(names, name)
-			}
-		}
+		names := r.edsNames
 		slices.Sort(names)
 		c.mu.Lock()
 		if delta && len(c.wantEDS) > 0 {
@@ -296,23 +287,7 @@ func (c *client) absorb(t int, anys []*anypb.Any, now time.Time, delta bool) ([]
 		c.mu.Unlock()
 		return names, resourcev3.EndpointType
 	case resourcev3.ListenerType:
-		var names []string
-		for _, a := range anys {
-			var l listenerv3.Listener
-			if err := a.UnmarshalTo(&l); err != nil {
-				continue
-			}
-			for _, fc := range l.GetFilterChains() {
-				for _, f := range fc.GetFilters() {
-					var h hcmv3.HttpConnectionManager
-					if f.GetTypedConfig().MessageIs(&h) && f.GetTypedConfig().UnmarshalTo(&h) == nil {
-						if n := h.GetRds().GetRouteConfigName(); n != "" && !slices.Contains(names, n) {
-							names = append(names, n)
-						}
-					}
-				}
-			}
-		}
+		names := r.rdsNames
 		slices.Sort(names)
 		c.mu.Lock()
 		if delta {

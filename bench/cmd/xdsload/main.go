@@ -3,7 +3,10 @@
 // listeners, then for the endpoints of the EDS clusters and the routes the
 // listeners name, and ACKs every response. It measures per client the time
 // to full config and the bytes received, and for endpoint changes the time
-// from the change to each client's receipt.
+// from the change to each client's receipt. Like Istio's bootstrap, a
+// client sends its node on the first request only. Responses are read
+// straight from the wire for what the load measures (codec.go), not
+// proto-decoded: the load shares the machine's CPUs with the control plane.
 //
 // It is driven over stdin, one command per line:
 //
