@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // nonceField is the field number of nonce in both DiscoveryResponse and
@@ -39,14 +40,15 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(r.body), mem.SliceBuffer(tail)}, nil
 }
 
-// Unmarshal decodes state-of-the-world requests with unmarshalRequest;
-// everything else as gRPC's proto codec does.
+// Unmarshal decodes ADS requests with unmarshalRequest; everything else
+// as gRPC's proto codec does.
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	req, ok := v.(*discoveryv3.DiscoveryRequest)
-	if !ok {
+	switch v.(type) {
+	case *discoveryv3.DiscoveryRequest, *discoveryv3.DeltaDiscoveryRequest:
+	default:
 		return c.CodecV2.Unmarshal(data, v)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return unmarshalRequest(buf.ReadOnlyData(), req)
+	return unmarshalRequest(buf.ReadOnlyData(), v.(gproto.Message))
 }

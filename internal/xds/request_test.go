@@ -20,20 +20,27 @@ func clusterNames(n int) []string {
 	return names
 }
 
-// checkDecodesAsProto decodes b both ways and fails unless they agree.
+// checkDecodesAsProto decodes b both ways, as each request type, and
+// fails unless they agree; it returns the DiscoveryRequest.
 func checkDecodesAsProto(t *testing.T, b []byte) *discoveryv3.DiscoveryRequest {
 	t.Helper()
-	want := &discoveryv3.DiscoveryRequest{}
-	wantErr := proto.Unmarshal(b, want)
-	got := &discoveryv3.DiscoveryRequest{}
-	err := unmarshalRequest(b, got)
-	if (err != nil) != (wantErr != nil) {
-		t.Fatalf("error %v, proto.Unmarshal's %v", err, wantErr)
+	var sotw *discoveryv3.DiscoveryRequest
+	for _, m := range []proto.Message{&discoveryv3.DiscoveryRequest{}, &discoveryv3.DeltaDiscoveryRequest{}} {
+		want := m.ProtoReflect().New().Interface()
+		wantErr := proto.Unmarshal(b, want)
+		got := m.ProtoReflect().New().Interface()
+		err := unmarshalRequest(b, got)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("%T: error %v, proto.Unmarshal's %v", m, err, wantErr)
+		}
+		if err == nil && !proto.Equal(got, want) {
+			t.Fatalf("%T: decoded %v\nproto.Unmarshal: %v", m, got, want)
+		}
+		if r, ok := got.(*discoveryv3.DiscoveryRequest); ok {
+			sotw = r
+		}
 	}
-	if err == nil && !proto.Equal(got, want) {
-		t.Fatalf("decoded %v\nproto.Unmarshal: %v", got, want)
-	}
-	return got
+	return sotw
 }
 
 func TestRequestDecodesAsProtoUnmarshalWithNamesShared(t *testing.T) {
@@ -50,6 +57,11 @@ func TestRequestDecodesAsProtoUnmarshalWithNamesShared(t *testing.T) {
 	again := checkDecodesAsProto(t, append([]byte(nil), b...))
 	if &first.ResourceNames[0] != &again.ResourceNames[0] {
 		t.Error("two requests with the same names decoded them twice")
+	}
+	delta := &discoveryv3.DeltaDiscoveryRequest{}
+	db, _ := proto.Marshal(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: full.ResourceNames})
+	if err := unmarshalRequest(db, delta); err != nil || &delta.ResourceNamesSubscribe[0] != &first.ResourceNames[0] {
+		t.Errorf("a delta subscription to the same names did not share them (err %v)", err)
 	}
 	other := proto.Clone(full).(*discoveryv3.DiscoveryRequest)
 	other.ResourceNames[99] = "outbound|80||other.ns.svc.cluster.local"

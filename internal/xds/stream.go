@@ -349,12 +349,15 @@ func (str *stream) onDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error 
 	}
 	if len(add) > 0 || len(drop) > 0 {
 		names := slices.DeleteFunc(slices.Clone(namesOf(ts.names)), func(n string) bool { return slices.Contains(drop, n) })
-		if ts.exc == nil {
+		// A client that has nothing is sent the class's diff from nothing
+		// (below): no need to note, name by name, that it has none.
+		knowsNothing := ts.known == nil && hasNone(ts.exc)
+		if ts.exc == nil && !knowsNothing {
 			ts.exc = map[string]string{}
 		}
 		for _, n := range add {
 			names = append(names, n)
-			if _, ok := ts.exc[n]; !ok {
+			if _, ok := ts.exc[n]; !ok && !knowsNothing {
 				ts.exc[n] = "" // the client has none: send it
 			}
 		}

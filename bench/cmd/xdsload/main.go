@@ -92,7 +92,11 @@ func main() {
 		wg.Go(func() {
 			sem <- struct{}{}
 			conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)),
+				// Envoy's HTTP/2 flow-control windows (Http2ProtocolOptions
+				// defaults: 16 MiB per stream, 24 MiB per connection), not
+				// gRPC-Go's 64 KiB that grows by estimate.
+				grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(24<<20))
 			<-sem
 			if err != nil {
 				c.fail(err)
