@@ -214,6 +214,8 @@ func (s *Server) generate(mesh *model.Snapshot, proxy *model.Proxy) (*classSnap,
 }
 
 func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy, prev *classSnap) (b *classSnap, err error) {
+	s.translating <- struct{}{}
+	defer func() { <-s.translating }()
 	// A translator bug for one proxy must not take down the control plane
 	// serving every other proxy.
 	defer func() {

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
@@ -80,6 +82,10 @@ type Server struct {
 	forgetAfter        time.Duration
 	throttle           *throttle
 	streamIDs          atomic.Int64
+	// translating bounds translations in flight to the CPUs: 2000 proxies
+	// connecting at once start twenty classes' translations, and each
+	// holds its resources (10 MB at 1000 services) until encoded.
+	translating chan struct{}
 
 	latest  atomic.Pointer[mesh]
 	meshSeq atomic.Uint64
@@ -131,6 +137,7 @@ func NewServer(opts Options) *Server {
 		shareKey:     opts.ShareKey,
 		forgetAfter:  opts.ForgetAfter,
 		throttle:     newThrottle(opts.MaxInFlight, opts.UnthrottledBytes),
+		translating:  make(chan struct{}, runtime.GOMAXPROCS(0)),
 		kick:         make(chan struct{}, 1),
 		proxies:      map[string]*proxyState{},
 		streams:      map[streamKey]*stream{},
