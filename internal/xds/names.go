@@ -23,7 +23,11 @@ type nameSet struct {
 var nameSets = struct {
 	mu sync.Mutex
 	m  map[string]*nameSet
-}{m: map[string]*nameSet{}}
+	// byFrom finds a set by the request list it was interned from, so
+	// the streams of a class, whose requests share one decoded list, do
+	// not each sort and join a thousand names to find it.
+	byFrom map[*string]*nameSet
+}{m: map[string]*nameSet{}, byFrom: map[*string]*nameSet{}}
 
 // has reports whether name is in the set; a nil set holds nothing.
 func (n *nameSet) has(name string) bool {
@@ -70,6 +74,13 @@ func internNames(names []string) *nameSet {
 	if len(names) == 0 {
 		return nil
 	}
+	nameSets.mu.Lock()
+	if n := nameSets.byFrom[&names[0]]; n != nil && len(n.from) == len(names) {
+		n.refs++
+		nameSets.mu.Unlock()
+		return n
+	}
+	nameSets.mu.Unlock()
 	sorted := uniqueSorted(names)
 	key := strings.Join(sorted, "\x00")
 	nameSets.mu.Lock()
@@ -81,6 +92,7 @@ func internNames(names []string) *nameSet {
 			n.set[x] = struct{}{}
 		}
 		nameSets.m[key] = n
+		nameSets.byFrom[&names[0]] = n
 	}
 	n.refs++
 	return n
@@ -96,5 +108,8 @@ func (n *nameSet) release() {
 	n.refs--
 	if n.refs == 0 && nameSets.m[n.key] == n {
 		delete(nameSets.m, n.key)
+		if nameSets.byFrom[&n.from[0]] == n {
+			delete(nameSets.byFrom, &n.from[0])
+		}
 	}
 }

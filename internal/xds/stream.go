@@ -349,6 +349,9 @@ func (str *stream) onDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error 
 	}
 	if len(add) > 0 || len(drop) > 0 {
 		names := slices.DeleteFunc(slices.Clone(namesOf(ts.names)), func(n string) bool { return slices.Contains(drop, n) })
+		// Exactly the request's list: intern that very slice, which the
+		// class's other streams share (see unmarshalRequest).
+		asRequested := len(names) == 0 && len(add) == len(subscribe)
 		// A client that has nothing is sent the class's diff from nothing
 		// (below): no need to note, name by name, that it has none.
 		knowsNothing := ts.known == nil && hasNone(ts.exc)
@@ -356,10 +359,15 @@ func (str *stream) onDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error 
 			ts.exc = map[string]string{}
 		}
 		for _, n := range add {
-			names = append(names, n)
+			if !asRequested {
+				names = append(names, n)
+			}
 			if _, ok := ts.exc[n]; !ok && !knowsNothing {
 				ts.exc[n] = "" // the client has none: send it
 			}
+		}
+		if asRequested {
+			names = subscribe
 		}
 		ts.names.release()
 		ts.names = internNames(names)

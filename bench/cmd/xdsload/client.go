@@ -353,7 +353,7 @@ func edsCluster(b []byte) (name string, eds bool) {
 			if m < 0 {
 				return "", false
 			}
-			name, b = string(v), b[m:]
+			name, b = intern(v), b[m:]
 			continue
 		case num == 2 && typ == protowire.VarintType:
 			v, m := protowire.ConsumeVarint(b)
