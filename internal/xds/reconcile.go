@@ -2,14 +2,17 @@ package xds
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"unique"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -138,7 +141,7 @@ func encode(url, kind, name string, r types.Resource, old *typeSnap) (*resource,
 			return o, nil
 		}
 	}
-	version := cachev3.HashResource(buf)
+	version := resourceVersion(buf)
 	// The same bytes as another class holds: validated there already.
 	if shared := sharedResource(url, name, version, buf); shared != nil {
 		return shared, nil
@@ -243,4 +246,13 @@ func (s *Server) translateEndpointsSafe(mesh *model.Snapshot, proxy *model.Proxy
 		}
 	}()
 	return s.translateEndpoints(mesh, proxy, hosts)
+}
+
+// resourceVersion is a resource's version: 64 bits of the SHA-256 of its
+// encoding, as hex. Delta sends it with every resource and clients echo it
+// back; go-control-plane's whole 256-bit hash was 48 more bytes per
+// resource, 6% of a delta proxy's first config at 1000 services.
+func resourceVersion(buf []byte) string {
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:8])
 }

@@ -134,7 +134,7 @@ func TestSnapshotResourcesEncodeExactlyAsTranslated(t *testing.T) {
 				t.Fatal(err)
 			}
 			gotBytes := pre.any.GetValue()
-			if pre.any.GetTypeUrl() != typ.url || pre.delta.GetResource() != pre.any || pre.delta.GetVersion() != cachev3.HashResource(wantBytes) {
+			if pre.any.GetTypeUrl() != typ.url || pre.delta.GetResource() != pre.any || pre.delta.GetVersion() != resourceVersion(wantBytes) {
 				t.Errorf("%s %q: wire form has type %s, delta version %s", typ.url, name, pre.any.GetTypeUrl(), pre.delta.GetVersion())
 			}
 			if !bytes.Equal(gotBytes, wantBytes) {

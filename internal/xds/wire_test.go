@@ -81,7 +81,7 @@ func TestProxiesOfOneClassReceiveTheTranslatedBytes(t *testing.T) {
 		}
 		// The version a proxy echoes back on reconnect must be the one
 		// the cache compares with: the hash of the encoding.
-		if r.GetVersion() != cachev3.HashResource(buf) {
+		if r.GetVersion() != resourceVersion(buf) {
 			t.Fatalf("delta CDS: cluster %q version %q, want the hash of its encoding", r.GetName(), r.GetVersion())
 		}
 	}

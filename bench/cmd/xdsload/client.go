@@ -187,7 +187,7 @@ func (c *client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscove
 		}
 		c.mu.Lock()
 		if c.got[t] == nil {
-			c.got[t] = map[string]bool{}
+			c.got[t] = make(map[string]bool, len(r.names))
 		}
 		for _, name := range r.names {
 			c.got[t][name] = true
