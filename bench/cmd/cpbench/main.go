@@ -45,6 +45,7 @@ type config struct {
 	section          string
 	convergeTimeout  time.Duration
 	memLimit         string
+	cpCPUs, loadCPUs string
 }
 
 func main() {
@@ -65,6 +66,8 @@ func main() {
 	flag.StringVar(&c.note, "note", "", "a line for the report's header")
 	flag.StringVar(&c.section, "section", "scale", "name of this run's section in the report (several runs keep one section each)")
 	flag.DurationVar(&c.convergeTimeout, "converge-timeout", 5*time.Minute, "give up on a run whose clients have not all converged by then")
+	flag.StringVar(&c.cpCPUs, "cp-cpus", "", "CPUs the control plane may run on (taskset -c list, e.g. 0); empty: any")
+	flag.StringVar(&c.loadCPUs, "load-cpus", "", "CPUs the load process may run on (e.g. 1); empty: any")
 	flag.StringVar(&c.memLimit, "memlimit", "", "GOMEMLIMIT for the control plane only (e.g. 250MiB), as a Deployment sets it from its memory limit; empty: none")
 	flag.Parse()
 	for _, s := range strings.Split(scales, ",") {
@@ -169,7 +172,7 @@ func (r *run) do(c *config) error {
 		return err
 	}
 	defer cpLog.Close()
-	cp := exec.Command(c.trellis, "controlplane", "--config-dir", m.dir,
+	cp := pinned(c.cpCPUs, c.trellis, "controlplane", "--config-dir", m.dir,
 		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort),
 		"--debug-address", fmt.Sprintf("127.0.0.1:%d", debugPort), "--ca-address", "", "--log-level", "warn")
 	cp.Env = append(os.Environ(), fmt.Sprintf("TRELLIS_PPROF_ADDR=127.0.0.1:%d", pprofPort))
@@ -208,7 +211,7 @@ func (r *run) do(c *config) error {
 	s0 := sample()
 	r.IdleRSSMiB = mib(s0.RSS)
 
-	load := exec.Command(c.xdsload, "-addr", fmt.Sprintf("127.0.0.1:%d", xdsPort), "-clients", strconv.Itoa(r.Clients),
+	load := pinned(c.loadCPUs, c.xdsload, "-addr", fmt.Sprintf("127.0.0.1:%d", xdsPort), "-clients", strconv.Itoa(r.Clients),
 		"-mode", r.Mode, "-namespaces", strconv.Itoa(c.namespaces))
 	load.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, _ := load.StdinPipe()
@@ -353,4 +356,13 @@ func saveProfile(url, path string) {
 	}
 	defer f.Close()
 	_, _ = io.Copy(f, resp.Body)
+}
+
+// pinned is exec.Command, run under taskset when cpus is set, so that the
+// control plane and the load process can be measured on CPUs of their own.
+func pinned(cpus, name string, args ...string) *exec.Cmd {
+	if cpus == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", cpus, name}, args...)...)
 }

@@ -25,9 +25,13 @@ func writeReport(c *config, runs []*run) error {
 	}
 	w("\n\nMesh at 1×: %d services × 3 WorkloadEntries over %d namespaces, a VirtualService and a DestinationRule on every tenth; "+
 		"%d ADS clients (REDIRECT sidecars, one gRPC connection each) from a separate process (bench/cmd/xdsload). "+
-		"The control plane, `trellis controlplane --config-dir`, shares the machine's CPUs with the load process. "+
 		"Endpoint change: one WorkloadEntry's address rewritten in its file; latency is from the write to each client's receipt of the "+
 		"new ClusterLoadAssignment, and **includes the file watcher's 100 ms debounce**.", c.services, c.namespaces, c.clients)
+	if c.cpCPUs != "" || c.loadCPUs != "" {
+		w(" Pinned with taskset: the control plane, `trellis controlplane --config-dir`, to CPU(s) %q, the load process to %q (\"\": any), so neither takes the other's CPU; Go sizes GOMAXPROCS to its set.", c.cpCPUs, c.loadCPUs)
+	} else {
+		w(" The control plane, `trellis controlplane --config-dir`, shares the machine's CPUs with the load process.")
+	}
 	if c.memLimit != "" {
 		w(" The control plane runs with `GOMEMLIMIT=%s`, as `trellis install`'s Deployment sets it from the container's memory limit (the load process runs without).", c.memLimit)
 	} else {
