@@ -96,17 +96,20 @@ bench-ui: chromium
 # The control plane at scale: `trellis controlplane` on a synthetic mesh (1000 services, 2000 ADS
 # clients from bench/cmd/xdsload, SotW and delta), again with GOMEMLIMIT=250MiB on the control plane (a
 # Deployment with that memory limit), then the same mesh at 2x and 4x (2000 services and 4000
-# clients; 4000 services and 8000 clients: about ten minutes on 2 CPUs).
+# clients; 4000 services and 8000 clients: about ten minutes on 2 CPUs), then at 1x with the control
+# plane pinned to one CPU and the load to another (needs 2 CPUs; taskset from util-linux).
 # Loopback only, stops by itself; writes its sections of bench/RESULTS.md and bench/out/cp/.
 # BENCH_QUICK=1: a tenth of the size (100 services, 200 clients), a couple of minutes.
 ifeq ($(BENCH_QUICK),1)
 CP_SCALE_FLAGS = -services 100 -clients 200 -changes 10 -scales 1 -section "quick: 100 services, 200 clients"
 CP_LIMIT_FLAGS = -services 100 -clients 200 -changes 10 -scales 1 -memlimit 250MiB -section "quick: 100 services, 200 clients, GOMEMLIMIT"
 CP_GROWTH_FLAGS = -services 50 -clients 100 -changes 5 -scale-changes 5 -scales 1,2,4 -section "quick growth"
+CP_PINNED_FLAGS = -services 100 -clients 200 -changes 10 -scales 1 -cp-cpus 0 -load-cpus 1 -section "quick: control plane on one CPU"
 else
 CP_SCALE_FLAGS = -services 1000 -clients 2000 -changes 10 -scales 1 -section "1000 services, 2000 clients"
 CP_LIMIT_FLAGS = -services 1000 -clients 2000 -changes 10 -scales 1 -memlimit 250MiB -section "1000 services, 2000 clients, GOMEMLIMIT=250MiB"
 CP_GROWTH_FLAGS = -services 1000 -clients 2000 -changes 5 -scale-changes 5 -scales 2,4 -section "growth: 2x and 4x of 1000 services, 2000 clients"
+CP_PINNED_FLAGS = -services 1000 -clients 2000 -changes 10 -scales 1 -cp-cpus 0 -load-cpus 1 -section "1000 services, 2000 clients, control plane on one CPU"
 endif
 bench-controlplane:
 	@mkdir -p bench/out
@@ -116,6 +119,7 @@ bench-controlplane:
 	bench/out/cpbench $(CP_SCALE_FLAGS) $(BENCH_FLAGS)
 	bench/out/cpbench $(CP_LIMIT_FLAGS) $(BENCH_FLAGS)
 	bench/out/cpbench $(CP_GROWTH_FLAGS) $(BENCH_FLAGS)
+	bench/out/cpbench $(CP_PINNED_FLAGS) $(BENCH_FLAGS)
 
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
