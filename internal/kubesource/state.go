@@ -43,6 +43,7 @@ type state struct {
 	reported map[string]string  // "Kind ns/name" → the problems last reported for it
 	problems map[string][]error // "Kind ns/name" → its problems in the last build
 	warned   map[string]bool    // warnings logged, so each is logged once
+	conv     *converted
 }
 
 // parsed is one Istio resource's latest version and what validation made
@@ -63,7 +64,7 @@ type parsedMesh struct {
 }
 
 func newState(s *Source) *state {
-	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, problems: map[string][]error{}, warned: map[string]bool{}}
+	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, problems: map[string][]error{}, warned: map[string]bool{}, conv: newConverted()}
 }
 
 // build makes the Config the cluster holds now, and the problems of the
@@ -134,11 +135,13 @@ func (st *state) build() (*model.Config, error) {
 	}
 
 	cfg.Namespaces = live
-	cfg.ServiceEntries = append(st.serviceEntries(live), cfg.ServiceEntries...)
+	seenServices, seenPods := map[string]bool{}, map[types.UID]bool{}
+	cfg.ServiceEntries = append(st.serviceEntries(live, seenServices), cfg.ServiceEntries...)
 	slices.SortStableFunc(cfg.ServiceEntries, func(a, b *model.ServiceEntry) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	cfg.Pods = st.podWorkloads(live)
+	cfg.Pods = st.podWorkloads(live, seenPods)
+	st.conv.sweep(seenServices, seenPods)
 	return cfg, errors.Join(problems...)
 }
 
@@ -292,7 +295,7 @@ func (st *state) meshConfig() (*meshv1alpha1.MeshConfig, error) {
 }
 
 // serviceEntries are the cluster's Services as ServiceEntries.
-func (st *state) serviceEntries(live map[string]map[string]string) []*model.ServiceEntry {
+func (st *state) serviceEntries(live map[string]map[string]string, seen map[string]bool) []*model.ServiceEntry {
 	byService := map[string][]*discoveryv1.EndpointSlice{}
 	for _, item := range st.slices.Informer().GetStore().List() {
 		es, ok := item.(*discoveryv1.EndpointSlice)
@@ -328,7 +331,7 @@ func (st *state) serviceEntries(live map[string]map[string]string) []*model.Serv
 		if !ok || live[svc.Namespace] == nil {
 			continue
 		}
-		if se := serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], look, st.s.opts.DomainSuffix); se != nil {
+		if se := st.conv.serviceEntry(svc, byService[svc.Namespace+"/"+svc.Name], look, st.s.opts.DomainSuffix, seen); se != nil {
 			out = append(out, se)
 		}
 	}
@@ -336,11 +339,11 @@ func (st *state) serviceEntries(live map[string]map[string]string) []*model.Serv
 }
 
 // podWorkloads are the cluster's Pods as WorkloadEntries, sorted.
-func (st *state) podWorkloads(live map[string]map[string]string) []*model.WorkloadEntry {
+func (st *state) podWorkloads(live map[string]map[string]string, seen map[types.UID]bool) []*model.WorkloadEntry {
 	var out []*model.WorkloadEntry
 	for _, item := range st.pods.Informer().GetStore().List() {
 		if pod, ok := item.(*corev1.Pod); ok && live[pod.Namespace] != nil {
-			if we := podWorkload(pod); we != nil {
+			if we := st.conv.podWorkload(pod, seen); we != nil {
 				out = append(out, we)
 			}
 		}
