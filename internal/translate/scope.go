@@ -134,21 +134,24 @@ func buildView(full *model.Snapshot, key viewKey, hosts []string) *model.Snapsho
 }
 
 // egressImport is one Sidecar egress host, "namespace/dnsName", with "."
-// already replaced by the proxy's namespace.
+// already replaced by the proxy's namespace, and its listener's port.
 type egressImport struct {
 	namespace string // "*" for any
 	host      string // "*", "*.example.com" or a name
+	port      uint32 // the egress listener's port; 0: every port
 }
 
 type egressImports []egressImport
 
 // parseEgress parses the hosts of every egress listener. "." means the
 // proxy's namespace (for a root-namespace default Sidecar too, as Istio);
-// "~" imports nothing. Egress ports are not applied: a service imported
-// on one listener gets all its ports.
+// "~" imports nothing. A listener with a port imports its hosts on that
+// port only, as Istio's needsPortMatch (whose HTTP_PROXY exception does not
+// arise: validation refuses that protocol).
 func parseEgress(sc *model.Sidecar, ns string) egressImports {
 	var out egressImports
 	for _, eg := range sc.Spec.GetEgress() {
+		port := eg.GetPort().GetNumber()
 		for _, h := range eg.GetHosts() {
 			n, host, ok := strings.Cut(h, "/")
 			if !ok || n == model.ExportNone {
@@ -157,66 +160,139 @@ func parseEgress(sc *model.Sidecar, ns string) egressImports {
 			if n == model.ExportPrivate {
 				n = ns
 			}
-			out = append(out, egressImport{namespace: n, host: host})
+			out = append(out, egressImport{namespace: n, host: host, port: port})
 		}
 	}
 	return out
 }
 
-func (imps egressImports) imports(ns, host string) bool {
-	for _, imp := range imps {
-		if (imp.namespace == "*" || imp.namespace == ns) && hostMatches(imp.host, host) {
+// importsVirtualService: imp imports one of vs's hosts from vs's namespace
+// (either covering the other, since both may be wildcards).
+func (imp egressImport) importsVirtualService(vs *model.VirtualService) bool {
+	if imp.namespace != "*" && imp.namespace != vs.Namespace {
+		return false
+	}
+	for _, h := range vs.Spec.GetHosts() {
+		h = model.ResolveHost(h, vs.Namespace)
+		if hostMatches(imp.host, h) || hostMatches(h, imp.host) {
 			return true
 		}
 	}
 	return false
 }
 
-// importsVirtualService: one of vs's hosts is imported from vs's
-// namespace (either covering the other, since both may be wildcards).
-func (imps egressImports) importsVirtualService(vs *model.VirtualService) bool {
-	for _, h := range vs.Spec.GetHosts() {
-		h = model.ResolveHost(h, vs.Namespace)
-		for _, imp := range imps {
-			if (imp.namespace == "*" || imp.namespace == vs.Namespace) && (hostMatches(imp.host, h) || hostMatches(h, imp.host)) {
-				return true
-			}
-		}
+// importedPorts is what a Sidecar imports of one host: every port, or
+// only some.
+type importedPorts struct {
+	all  bool
+	only map[uint32]bool
+}
+
+func (p *importedPorts) add(port uint32) {
+	if port == 0 {
+		p.all = true
+		return
 	}
-	return false
+	if p.only == nil {
+		p.only = map[uint32]bool{}
+	}
+	p.only[port] = true
 }
 
 // filter keeps the imported services and VirtualServices, and the
 // (exported) services an imported VirtualService routes to, as Istio's
 // SidecarScope does. Only VirtualServices bound to the mesh count: one
-// bound to gateways alone routes nothing on a sidecar.
+// bound to gateways alone routes nothing on a sidecar. Ports too, as
+// Istio: a host imported on a listener with a port has that port only; a
+// service routed to by a VirtualService, the ports its destinations name
+// (all when one names none), or the listener's port; a service imported
+// several ways, the union. One left with no port is not imported.
 func (imps egressImports) filter(services []*model.Service, vss []*model.VirtualService) ([]*model.Service, []*model.VirtualService) {
+	want := map[string]*importedPorts{}
+	add := func(host string, port uint32) {
+		p := want[host]
+		if p == nil {
+			p = &importedPorts{}
+			want[host] = p
+		}
+		p.add(port)
+	}
 	var keptVS []*model.VirtualService
-	routedTo := map[string]bool{}
 	for _, vs := range vss {
-		if !boundToMesh(vs) || !imps.importsVirtualService(vs) {
+		if !boundToMesh(vs) {
 			continue
 		}
-		keptVS = append(keptVS, vs)
-		for _, h := range virtualServiceDestinations(vs) {
-			routedTo[h] = true
+		kept := false
+		for _, imp := range imps {
+			if !imp.importsVirtualService(vs) {
+				continue
+			}
+			kept = true
+			for _, d := range virtualServiceDestinations(vs) {
+				if imp.port != 0 {
+					add(d.host, imp.port)
+				} else {
+					add(d.host, d.port)
+				}
+			}
+		}
+		if kept {
+			keptVS = append(keptVS, vs)
 		}
 	}
 	var kept []*model.Service
 	for _, svc := range services {
-		if routedTo[svc.Hostname] || imps.imports(svc.Namespace, svc.Hostname) {
-			kept = append(kept, svc)
+		for _, imp := range imps {
+			if (imp.namespace == "*" || imp.namespace == svc.Namespace) && hostMatches(imp.host, svc.Hostname) {
+				add(svc.Hostname, imp.port)
+			}
+		}
+		if p := want[svc.Hostname]; p != nil {
+			if svc = withPorts(svc, p); svc != nil {
+				kept = append(kept, svc)
+			}
 		}
 	}
 	return kept, keptVS
 }
 
-// virtualServiceDestinations are the full host names vs routes or mirrors to.
-func virtualServiceDestinations(vs *model.VirtualService) []string {
-	var out []string
+// withPorts is svc with only the ports p imports: svc itself when that is
+// all of them, nil when none.
+func withPorts(svc *model.Service, p *importedPorts) *model.Service {
+	if p.all {
+		return svc
+	}
+	var ports []*model.Port
+	for _, port := range svc.Ports {
+		if p.only[port.Number] {
+			ports = append(ports, port)
+		}
+	}
+	switch len(ports) {
+	case len(svc.Ports):
+		return svc
+	case 0:
+		return nil
+	}
+	trimmed := *svc
+	trimmed.Ports = ports
+	return &trimmed
+}
+
+// destination is a host a VirtualService routes or mirrors to, and the
+// port it names (0: none).
+type destination struct {
+	host string
+	port uint32
+}
+
+// virtualServiceDestinations are the destinations vs routes or mirrors to,
+// with full host names.
+func virtualServiceDestinations(vs *model.VirtualService) []destination {
+	var out []destination
 	add := func(d *networking.Destination) {
 		if d.GetHost() != "" {
-			out = append(out, model.ResolveHost(d.GetHost(), vs.Namespace))
+			out = append(out, destination{model.ResolveHost(d.GetHost(), vs.Namespace), d.GetPort().GetNumber()})
 		}
 	}
 	for _, h := range vs.Spec.GetHttp() {

@@ -92,6 +92,38 @@ func TestSidecarEgressImportsOnlyItsHostsAndWhatItsRoutesReach(t *testing.T) {
 	}
 }
 
+// Egress listener ports, as Istio: a host imported on a port gets that
+// port only, a service a VirtualService routes to gets the port its
+// destination names, and imports of one host add up.
+func TestSidecarEgressPortsImportOnlyThosePorts(t *testing.T) {
+	snap := loadSnapshot(t, "scoping-sidecar-ports")
+	p, err := model.ParseProxy("sidecar~10.0.0.1~client-a.a~a.svc.cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Interception = model.InterceptNone
+	res, err := Build(snap, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range res.Clusters {
+		if strings.HasPrefix(c.GetName(), "outbound|") {
+			got = append(got, c.GetName())
+		}
+	}
+	slices.Sort(got)
+	want := []string{
+		"outbound|3306||multi.a.svc.cluster.local",
+		"outbound|8081||other.b.svc.cluster.local",
+		"outbound|8443||proxied.c.svc.cluster.local",
+		"outbound|9080||multi.a.svc.cluster.local",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("outbound clusters %q, want %q", got, want)
+	}
+}
+
 func TestProxiesInOneNamespaceShareOneView(t *testing.T) {
 	snap := loadSnapshot(t, "scoping-sidecar")
 	p1, _ := model.ParseProxy("sidecar~10.0.0.1~client-a.a~a.svc.cluster.local")
