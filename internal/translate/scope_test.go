@@ -14,6 +14,19 @@ import (
 // outbound clusters (without subsets), sorted and deduplicated.
 func outboundHosts(t *testing.T, snap *model.Snapshot, nodeID string) []string {
 	t.Helper()
+	var hosts []string
+	for _, c := range buildLocal(t, snap, nodeID).Clusters {
+		if parts := strings.Split(c.GetName(), "|"); parts[0] == "outbound" && !slices.Contains(hosts, parts[3]) {
+			hosts = append(hosts, parts[3])
+		}
+	}
+	slices.Sort(hosts)
+	return hosts
+}
+
+// buildLocal builds the resources of nodeID as a local-mode proxy.
+func buildLocal(t *testing.T, snap *model.Snapshot, nodeID string) *Resources {
+	t.Helper()
 	p, err := model.ParseProxy(nodeID)
 	if err != nil {
 		t.Fatal(err)
@@ -23,14 +36,7 @@ func outboundHosts(t *testing.T, snap *model.Snapshot, nodeID string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hosts []string
-	for _, c := range res.Clusters {
-		if parts := strings.Split(c.GetName(), "|"); parts[0] == "outbound" && !slices.Contains(hosts, parts[3]) {
-			hosts = append(hosts, parts[3])
-		}
-	}
-	slices.Sort(hosts)
-	return hosts
+	return res
 }
 
 func loadSnapshot(t *testing.T, dir string) *model.Snapshot {
@@ -97,17 +103,8 @@ func TestSidecarEgressImportsOnlyItsHostsAndWhatItsRoutesReach(t *testing.T) {
 // destination names, and imports of one host add up.
 func TestSidecarEgressPortsImportOnlyThosePorts(t *testing.T) {
 	snap := loadSnapshot(t, "scoping-sidecar-ports")
-	p, err := model.ParseProxy("sidecar~10.0.0.1~client-a.a~a.svc.cluster.local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Interception = model.InterceptNone
-	res, err := Build(snap, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got []string
-	for _, c := range res.Clusters {
+	for _, c := range buildLocal(t, snap, "sidecar~10.0.0.1~client-a.a~a.svc.cluster.local").Clusters {
 		if strings.HasPrefix(c.GetName(), "outbound|") {
 			got = append(got, c.GetName())
 		}

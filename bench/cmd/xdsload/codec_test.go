@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {
@@ -267,18 +268,15 @@ type adsForger struct {
 }
 
 func (f adsForger) StreamAggregatedResources(st discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	if _, err := st.Recv(); err != nil {
-		return err
-	}
-	if err := st.SendMsg(rawBytes(f.body)); err != nil {
-		return err
-	}
-	<-st.Context().Done()
-	return nil
+	return f.answer(st)
 }
 
 func (f adsForger) DeltaAggregatedResources(st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	if _, err := st.Recv(); err != nil {
+	return f.answer(st)
+}
+
+func (f adsForger) answer(st grpc.ServerStream) error {
+	if err := st.RecvMsg(new(emptypb.Empty)); err != nil {
 		return err
 	}
 	if err := st.SendMsg(rawBytes(f.body)); err != nil {
