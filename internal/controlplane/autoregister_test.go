@@ -1,9 +1,7 @@
 package controlplane
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -65,35 +63,9 @@ func endpointAddrs(t *testing.T, r *discoveryv3.DiscoveryResponse, cluster strin
 func TestAutoRegisteredProxyIsAnEndpointUntilGraceAfterDisconnect(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "vm.yaml"), vmGroup)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Ready, 1)
-	done := make(chan error, 1)
 	const grace = 500 * time.Millisecond
-	go func() {
-		done <- Run(ctx, Options{ConfigDir: dir, XDSAddress: "127.0.0.1:0", AutoRegisterGrace: grace,
-			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Ready: func(r Ready) { ready <- r },
-			OnConfigError: func(err error) { t.Errorf("config error: %v", err) }})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	var addr string
-	select {
-	case r := <-ready:
-		addr = r.XDSAddr.String()
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("control plane not ready")
-	}
+	addr := startRun(t, Options{ConfigDir: dir, AutoRegisterGrace: grace,
+		OnConfigError: func(err error) { t.Errorf("config error: %v", err) }}).XDSAddr.String()
 
 	const cluster = "outbound|80||vm-svc.vms.svc.cluster.local"
 	watcher := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~10.9.0.1~client.vms~vms.svc.cluster.local", map[string]string{"app": "client"}))

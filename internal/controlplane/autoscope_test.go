@@ -1,10 +1,8 @@
 package controlplane
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -143,38 +141,11 @@ func redirectNode(id, app string) *corev3.Node {
 
 func startAutoScoped(t *testing.T, dir string, port int) Ready {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Ready, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			ConfigDir: dir, XDSAddress: "127.0.0.1:0", DebugAddress: "127.0.0.1:0",
-			Logger:        slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:         func(r Ready) { ready <- r },
-			OnConfigError: func(err error) { t.Errorf("config error: %v", err) },
-			AutoScope:     []string{"a", "c"}, AutoScopeMetricsPort: port, AutoScopeInterval: 200 * time.Millisecond,
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
+	return startRun(t, Options{
+		ConfigDir: dir, DebugAddress: "127.0.0.1:0",
+		OnConfigError: func(err error) { t.Errorf("config error: %v", err) },
+		AutoScope:     []string{"a", "c"}, AutoScopeMetricsPort: port, AutoScopeInterval: 200 * time.Millisecond,
 	})
-	select {
-	case r := <-ready:
-		return r
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("control plane not ready")
-	}
-	return Ready{}
 }
 
 func TestAutoScopeNarrowsToObservedDependenciesAndGrows(t *testing.T) {

@@ -69,12 +69,16 @@ func startRunStoppable(t *testing.T, opts Options) (Ready, func()) {
 		})
 	}
 	t.Cleanup(stop)
+	within := 5 * time.Second
+	if opts.Kubernetes != nil {
+		within = time.Minute // informers sync first
+	}
 	select {
 	case r := <-ready:
 		return r, stop
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
-	case <-time.After(time.Minute): // informers sync first in Kubernetes mode
+	case <-time.After(within):
 		t.Fatal("control plane not ready")
 	}
 	return Ready{}, stop

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -36,41 +35,11 @@ spec:
 // startWithDebug runs Run with the debug server on an ephemeral port.
 func startWithDebug(t *testing.T, dir string) Ready {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Ready, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			ConfigDir:    dir,
-			XDSAddress:   "127.0.0.1:0",
-			DebugAddress: "127.0.0.1:0",
-			Logger:       slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:        func(r Ready) { ready <- r },
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	select {
-	case r := <-ready:
-		if r.DebugAddr == nil {
-			t.Fatal("Ready.DebugAddr is nil with a debug address set")
-		}
-		return r
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("control plane not ready")
+	r := startRun(t, Options{ConfigDir: dir, DebugAddress: "127.0.0.1:0"})
+	if r.DebugAddr == nil {
+		t.Fatal("Ready.DebugAddr is nil with a debug address set")
 	}
-	return Ready{}
+	return r
 }
 
 func get(t *testing.T, url string) (int, string) {

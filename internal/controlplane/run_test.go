@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -103,38 +102,7 @@ func writeFile(t *testing.T, path, body string) {
 // startControlPlane runs Run on an ephemeral port until the test ends.
 func startControlPlane(t *testing.T, dir string, onErr func(error)) net.Addr {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Ready, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			ConfigDir:     dir,
-			XDSAddress:    "127.0.0.1:0",
-			Logger:        slog.New(slog.NewTextHandler(t.Output(), nil)),
-			Ready:         func(r Ready) { ready <- r },
-			OnConfigError: onErr,
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	select {
-	case r := <-ready:
-		return r.XDSAddr
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("control plane not ready")
-	}
-	return nil
+	return startRun(t, Options{ConfigDir: dir, OnConfigError: onErr}).XDSAddr
 }
 
 func TestConfigDirChangeReachesConnectedProxyWithin1s(t *testing.T) {
