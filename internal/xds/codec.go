@@ -7,6 +7,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	gproto "google.golang.org/protobuf/proto"
+
+	"github.com/trellis-mesh/trellis/internal/grpcbuf"
 )
 
 // nonceField is the field number of nonce in both DiscoveryResponse and
@@ -48,7 +50,7 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	default:
 		return c.CodecV2.Unmarshal(data, v)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return unmarshalRequest(buf.ReadOnlyData(), v.(gproto.Message))
+	b, buf := grpcbuf.Bytes(data)
+	defer grpcbuf.Release(buf)
+	return unmarshalRequest(b, v.(gproto.Message))
 }

@@ -82,12 +82,8 @@ func unmarshalRequest(b []byte, req proto.Message) error {
 func namesSpan(b []byte) (start, end int, ok bool) {
 	start, end = -1, -1
 	for off := 0; off < len(b); {
-		num, typ, n := protowire.ConsumeTag(b[off:])
-		if n < 0 {
-			return 0, 0, false
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[off+n:])
-		if m < 0 {
+		num, typ, size := nextField(b[off:])
+		if size < 0 {
 			return 0, 0, false
 		}
 		if num == resourceNamesField {
@@ -100,11 +96,36 @@ func namesSpan(b []byte) (start, end int, ok bool) {
 			case end != off:
 				return 0, 0, false
 			}
-			end = off + n + m
+			end = off + size
 		}
-		off += n + m
+		off += size
 	}
 	return start, end, start >= 0
+}
+
+// namesTag is resource_names' tag byte: field 3, length-delimited.
+const namesTag = resourceNamesField<<3 | byte(protowire.BytesType)
+
+// nextField returns the number, type and encoded size of b's first field;
+// a negative size if it is malformed. A name shorter than 128 bytes,
+// nearly every field of a large request, is read without the general
+// decoder.
+func nextField(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) >= 2 && b[0] == namesTag && b[1] < 0x80 {
+		if size := 2 + int(b[1]); size <= len(b) {
+			return resourceNamesField, protowire.BytesType, size
+		}
+		return 0, 0, -1
+	}
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, -1
+	}
+	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	if m < 0 {
+		return 0, 0, -1
+	}
+	return num, typ, n + m
 }
 
 // decodeNames returns the names encoded in span (resource_names fields

@@ -16,8 +16,10 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/trellis-mesh/trellis/internal/grpcbuf"
 	"github.com/trellis-mesh/trellis/internal/model"
 )
 
@@ -182,6 +184,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// answering each burst of data with a PING: at 2000 proxies that
 		// is thousands of extra writes every time they all ACK.
 		grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(1<<20),
+		// Received frames in buffers that are not cleared (see grpcbuf).
+		experimental.BufferPool(grpcbuf.Pool),
 	)
 	// Serve's context ends every open stream on shutdown; without that
 	// GracefulStop would wait forever on long-lived ADS streams.

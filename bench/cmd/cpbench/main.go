@@ -118,6 +118,7 @@ type run struct {
 	ConvergeMs     float64         `json:"converge_ms"`        // from the first dial to the last client with full config
 	ConvergeCPUSec float64         `json:"converge_cpu_s"`     // control plane's CPU from first dial to convergence
 	ChangeCPUSec   float64         `json:"change_cpu_s"`       // control plane's CPU per endpoint change
+	LoadChangeCPU  float64         `json:"load_change_cpu_s"`  // the load process's CPU per endpoint change
 	IdleCPUPct     float64         `json:"steady_cpu_percent"` // over 3 s with no change
 	ChangesMade    int             `json:"changes_made"`
 	Load           json.RawMessage `json:"load"` // xdsload's summary
@@ -266,8 +267,16 @@ func (r *run) do(c *config) error {
 		profWG.Go(func() {
 			saveProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=5", pprofPort), filepath.Join(c.out, "cpu-changes-"+tag+".pprof"))
 		})
+		fmt.Fprintf(stdin, "profile %s\n", filepath.Join(c.out, "load-changes-"+tag+".pprof"))
 	}
-	sBefore := sample()
+	loadSample := func() procfs.Sample {
+		s, err := proc.Group(load.Process.Pid)
+		if err != nil {
+			log.Printf("sample load: %v", err)
+		}
+		return s
+	}
+	sBefore, lBefore := sample(), loadSample()
 	for k := range r.ChangesMade {
 		svc := (k*37 + 1) % r.Services
 		if m.hasPolicy(svc) {
@@ -284,9 +293,13 @@ func (r *run) do(c *config) error {
 		}
 		time.Sleep(300 * time.Millisecond) // let ACKs and stragglers settle before the next
 	}
-	sAfter := sample()
+	sAfter, lAfter := sample(), loadSample()
+	if c.pprof {
+		fmt.Fprintln(stdin, "profile-stop")
+	}
 	profWG.Wait()
 	r.ChangeCPUSec = (sAfter.CPU - sBefore.CPU).Seconds() / float64(max(1, r.ChangesMade))
+	r.LoadChangeCPU = (lAfter.CPU - lBefore.CPU).Seconds() / float64(max(1, r.ChangesMade))
 	fmt.Fprintln(stdin, "mark after")
 	r.PeakRSSMiB = mib(sAfter.HWM)
 	fmt.Fprintln(stdin, "quit")

@@ -37,6 +37,8 @@ type client struct {
 	wantEDS, wantRDS []string
 	pending          *change
 	pendingSeen      time.Time
+	// namesWire is, per type, the encoding of the names last asked for.
+	namesWire [4]namesMemo
 }
 
 func (c *client) fail(err error) {
@@ -112,15 +114,15 @@ func (c *client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscover
 	}
 	node := c.node()
 	first := true
-	send := func(r *discoveryv3.DiscoveryRequest) error {
+	send := func(r *discoveryv3.DiscoveryRequest, names []string) error {
 		// As Istio's bootstrap: set_node_on_first_message_only.
 		if first {
 			r.Node, first = node, false
 		}
-		return st.Send(r)
+		return st.SendMsg(&sotwRequest{head: r, names: c.encodedNames(typeIdx(r.TypeUrl), names)})
 	}
 	for _, url := range typeOrder[:2] {
-		if err := send(&discoveryv3.DiscoveryRequest{TypeUrl: url}); err != nil {
+		if err := send(&discoveryv3.DiscoveryRequest{TypeUrl: url}, nil); err != nil {
 			return err
 		}
 	}
@@ -140,15 +142,16 @@ func (c *client) runSotW(ctx context.Context, ads discoveryv3.AggregatedDiscover
 		names, follow := c.absorb(t, r, now, false)
 		versions[url] = r.version
 		ack := &discoveryv3.DiscoveryRequest{TypeUrl: url, VersionInfo: r.version, ResponseNonce: r.nonce}
+		var ackNames []string
 		if url == resourcev3.EndpointType || url == resourcev3.RouteType {
-			ack.ResourceNames = c.wants(t)
+			ackNames = c.wants(t)
 		}
-		if err := send(ack); err != nil {
+		if err := send(ack, ackNames); err != nil {
 			return err
 		}
 		// Envoy asks for endpoints and routes once it knows the names.
 		if follow != "" && (!slices.Equal(prevWant, names) || versions[follow] == "") {
-			if err := send(&discoveryv3.DiscoveryRequest{TypeUrl: follow, ResourceNames: names, VersionInfo: versions[follow]}); err != nil {
+			if err := send(&discoveryv3.DiscoveryRequest{TypeUrl: follow, VersionInfo: versions[follow]}, names); err != nil {
 				return err
 			}
 		}

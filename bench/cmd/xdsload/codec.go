@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	protobuf "google.golang.org/protobuf/proto"
+
+	"github.com/trellis-mesh/trellis/internal/grpcbuf"
 )
 
 // response is what a simulated client keeps of a DiscoveryResponse or
@@ -80,16 +82,21 @@ func newLoadCodec() loadCodec { return loadCodec{proto: encoding.GetCodecV2(prot
 
 func (c loadCodec) Name() string { return proto.Name }
 
-func (c loadCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+func (c loadCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*sotwRequest); ok {
+		return r.marshal()
+	}
+	return c.proto.Marshal(v)
+}
 
 func (c loadCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	r, ok := v.(*response)
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return r.decode(buf.ReadOnlyData())
+	b, buf := grpcbuf.Bytes(data)
+	defer grpcbuf.Release(buf)
+	return r.decode(b)
 }
 
 // decode fills r from an encoded response. It keeps no slice of b: every

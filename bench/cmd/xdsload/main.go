@@ -12,6 +12,8 @@
 //
 //	change <id> <cluster> <address> <unix-ns>   an endpoint change was made at unix-ns: time until each client holds a load assignment for cluster with address
 //	mark <id>                                   note the bytes and responses received so far, per type, under id
+//	profile <file>                              start a CPU profile of the load process into file
+//	profile-stop                                end it
 //	quit                                        write the summary (JSON) to stdout and exit
 //
 // and says on stderr, one line each: "converged <ms>" once every client has
@@ -38,6 +40,9 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
+
+	"github.com/trellis-mesh/trellis/internal/grpcbuf"
 )
 
 var typeOrder = []string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.EndpointType, resourcev3.RouteType}
@@ -54,11 +59,7 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the load process to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := startProfile(*cpuProfile); err != nil {
 			log.Fatal(err)
 		}
 		defer pprof.StopCPUProfile()
@@ -96,7 +97,9 @@ func main() {
 				// Envoy's HTTP/2 flow-control windows (Http2ProtocolOptions
 				// defaults: 16 MiB per stream, 24 MiB per connection), not
 				// gRPC-Go's 64 KiB that grows by estimate.
-				grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(24<<20))
+				grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(24<<20),
+				// Received frames in buffers that are not cleared (see grpcbuf).
+				experimental.WithBufferPool(grpcbuf.Pool))
 			<-sem
 			if err != nil {
 				c.fail(err)
@@ -132,6 +135,12 @@ func main() {
 			fmt.Fprintf(os.Stderr, "change-done %s\n", f[1])
 		case "mark":
 			sum.Marks[f[1]] = takeMark(clients)
+		case "profile":
+			if err := startProfile(f[1]); err != nil {
+				log.Printf("profile: %v", err)
+			}
+		case "profile-stop":
+			pprof.StopCPUProfile()
 		case "quit":
 			cancel()
 			sum.finish(clients, start)
@@ -149,6 +158,16 @@ func main() {
 			return
 		}
 	}
+}
+
+// startProfile starts a CPU profile into file; the file is closed when the
+// process exits.
+func startProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	return pprof.StartCPUProfile(f)
 }
 
 // change is one endpoint change the driver made.
