@@ -10,8 +10,8 @@
 // tied to its Pod by IP. Istio's own resources (networking, security and
 // telemetry.istio.io) go through internal/config's parser and validator one
 // by one: an invalid resource is left out (its last good version keeps
-// serving) and reported, to the caller, as a Kubernetes Event on it, and
-// (by the leader only, see Elector) in its status as Istio's
+// serving) and reported to the caller and, by the leader only (see
+// Elector), as a Kubernetes Event on it and in its status as Istio's
 // validationMessages. Namespaces give their labels to model.Config and,
 // once being deleted, take all their config out of it.
 //

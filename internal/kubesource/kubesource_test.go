@@ -431,22 +431,33 @@ func awaitEvent(t *testing.T, c *cluster, kind, name string) string {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < within {
-		list, err := c.kube.CoreV1().Events(c.ns).List(context.Background(), metav1.ListOptions{
-			FieldSelector: "involvedObject.name=" + name + ",involvedObject.kind=" + kind,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range list.Items {
-			if ev.Reason == kubesource.ReasonValidationFailed && ev.Type == corev1.EventTypeWarning {
-				t.Logf("event after %v: %s %s: %s", time.Since(start).Round(time.Millisecond), ev.Type, ev.Reason, ev.Message)
-				return ev.Message
-			}
+		if evs := validationEvents(t, c, kind, name); len(evs) > 0 {
+			t.Logf("event after %v: %s %s: %s", time.Since(start).Round(time.Millisecond), evs[0].Type, evs[0].Reason, evs[0].Message)
+			return evs[0].Message
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("no %s Event on %s %s/%s within %v", kubesource.ReasonValidationFailed, kind, c.ns, name, within)
 	return ""
+}
+
+// validationEvents are the TrellisValidationFailed Warning Events on the
+// object now.
+func validationEvents(t *testing.T, c *cluster, kind, name string) []corev1.Event {
+	t.Helper()
+	list, err := c.kube.CoreV1().Events(c.ns).List(context.Background(), metav1.ListOptions{
+		FieldSelector: "involvedObject.name=" + name + ",involvedObject.kind=" + kind,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Event
+	for _, ev := range list.Items {
+		if ev.Reason == kubesource.ReasonValidationFailed && ev.Type == corev1.EventTypeWarning {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // A sidecar at a Pod's IP is that Pod: it gets the inbound side of the

@@ -40,9 +40,12 @@ type state struct {
 
 	parsed   map[string]*parsed // by "Kind ns/name"
 	mesh     *parsedMesh
-	reported map[string]string  // "Kind ns/name" → the problems last reported for it
+	reported map[string]string  // "Kind ns/name" → the problems last logged for it
 	problems map[string][]error // "Kind ns/name" → its problems in the last build
-	warned   map[string]bool    // warnings logged, so each is logged once
+	toEvent  map[string]pendingEvent
+	evented  map[string]string // "Kind ns/name" → the problems this replica last recorded an Event for
+	inStatus map[string]string // "Kind ns/name" → the problems its status carries (see statusWriter)
+	warned   map[string]bool   // warnings logged, so each is logged once
 	conv     *converted
 }
 
@@ -64,13 +67,17 @@ type parsedMesh struct {
 }
 
 func newState(s *Source) *state {
-	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, problems: map[string][]error{}, warned: map[string]bool{}, conv: newConverted()}
+	return &state{s: s, parsed: map[string]*parsed{}, reported: map[string]string{}, problems: map[string][]error{},
+		toEvent: map[string]pendingEvent{}, evented: map[string]string{}, inStatus: map[string]string{},
+		warned: map[string]bool{}, conv: newConverted()}
 }
 
 // build makes the Config the cluster holds now, and the problems of the
 // resources left out of it (nil if none).
 func (st *state) build() (*model.Config, error) {
 	var problems []error
+	clear(st.toEvent)
+	clear(st.inStatus)
 	mesh, err := st.meshConfig()
 	if err != nil {
 		problems = append(problems, err)
@@ -87,6 +94,9 @@ func (st *state) build() (*model.Config, error) {
 			}
 			key := o.key()
 			seen[key] = true
+			if o.status != nil {
+				st.inStatus[key] = ourStatus(o.status).message
+			}
 			p := st.parse(key, o)
 			switch {
 			case p.obj != nil:
@@ -166,10 +176,12 @@ func (st *state) liveNamespaces() map[string]map[string]string {
 
 // syncStatus writes the problems of the last build into the resources'
 // status (the leader only), and clears the status of those now valid.
+// Events go first, from what the statuses held before this write.
 func (st *state) syncStatus(ctx context.Context) {
 	if st.status == nil || !st.status.leader.IsLeader() {
 		return
 	}
+	st.recordEvents()
 	for _, inf := range st.istio {
 		for _, item := range inf.GetStore().List() {
 			o, ok := asIstio(item)
@@ -218,14 +230,17 @@ func (st *state) parse(key string, o istioObject) *parsed {
 	return p
 }
 
-// report logs and records as an Event the problems of one resource when
-// they differ from what was last reported for it.
+// report logs the problems of one resource when they differ from what was
+// last logged for it, and keeps them for recordEvents.
 func (st *state) report(key string, ref *corev1.ObjectReference, errs []error) {
 	if len(errs) == 0 {
 		delete(st.reported, key)
 		return
 	}
 	msg := eventMessage(errs)
+	if ref != nil {
+		st.toEvent[key] = pendingEvent{ref: ref, msg: msg}
+	}
 	if st.reported[key] == msg {
 		return
 	}
@@ -234,8 +249,39 @@ func (st *state) report(key string, ref *corev1.ObjectReference, errs []error) {
 	for _, e := range errs {
 		log.Error("kubernetes source: resource rejected; its last good version, if any, keeps serving", "resource", key, "error", e.Error())
 	}
-	if ref != nil {
-		st.events.warn(ref, ReasonValidationFailed, msg)
+}
+
+// pendingEvent is a Warning Event the last build calls for.
+type pendingEvent struct {
+	ref *corev1.ObjectReference
+	msg string
+}
+
+// recordEvents records a Warning Event on each resource whose problems
+// are new since this replica last recorded one. Only the leader records,
+// as only it writes status: replicas would otherwise each record the same
+// Event. A replica that has just become the leader skips problems its
+// predecessor already put in the resource's status, since the predecessor
+// recorded their Event at the same time; problems of a resource without
+// status (the mesh ConfigMap) are recorded again after a takeover.
+func (st *state) recordEvents() {
+	if !st.status.leader.IsLeader() {
+		return
+	}
+	for key, ev := range st.toEvent {
+		if st.evented[key] == ev.msg {
+			continue
+		}
+		st.evented[key] = ev.msg
+		if st.inStatus[key] == ev.msg {
+			continue
+		}
+		st.events.warn(ev.ref, ReasonValidationFailed, ev.msg)
+	}
+	for key := range st.evented {
+		if _, ok := st.toEvent[key]; !ok {
+			delete(st.evented, key) // valid now: a new problem gets a new Event
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package kubesource_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -138,9 +139,10 @@ func leaseHolder(t *testing.T, kube *kubeenv.Env, ns string) string {
 	return *l.Spec.HolderIdentity
 }
 
-// A replica that does not hold the Lease leaves status alone (it still
-// reports the problem as an Event); once the Lease is its own it writes
-// Istio's validationMessages and the problem's text, and clears them when
+// A replica that does not hold the Lease leaves status and Events alone
+// (it still serves the last good config and reports the problem to its
+// caller); once the Lease is its own it writes Istio's validationMessages
+// and the problem's text, records the Event, and clears the status when
 // the resource is fixed.
 func TestOnlyTheLeaseHolderWritesValidationStatus(t *testing.T) {
 	kube := kubeenv.Shared(t)
@@ -159,19 +161,37 @@ func TestOnlyTheLeaseHolderWritesValidationStatus(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	replica(t, kube, ns, "a")
+	rejected := make(chan struct{}, 1)
+	replicaWith(t, kube, ns, "a", func(o *controlplane.Options) {
+		o.OnConfigError = func(err error) {
+			if strings.Contains(err.Error(), "VirtualService "+ns+"/bad") {
+				select {
+				case rejected <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
 	if _, err := ic.NetworkingV1().VirtualServices(ns).Create(ctx, badWeights("bad", 70), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c := &cluster{kube: kube.Client(), ns: ns}
-	awaitEvent(t, c, "VirtualService", "bad") // replica a has validated it
+	select {
+	case <-rejected: // replica a has validated it
+	case <-time.After(within):
+		t.Fatalf("replica a did not reject VirtualService bad within %v", within)
+	}
 	if h := leaseHolder(t, kube, ns); h == "gone" {
+		time.Sleep(500 * time.Millisecond) // room for a write that should not come
 		vs, err := ic.NetworkingV1().VirtualServices(ns).Get(ctx, "bad", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if hasValidationError(vs) || conditionMessage(vs) != "" {
 			t.Fatalf("a follower wrote status while %q held the Lease: %v", h, vs.Status.String())
+		}
+		if evs := validationEvents(t, c, "VirtualService", "bad"); len(evs) > 0 && leaseHolder(t, kube, ns) == "gone" {
+			t.Fatalf("a follower recorded an Event while %q held the Lease: %s", h, evs[0].Message)
 		}
 	} else {
 		t.Logf("the Lease expired before the check (holder %q); the follower check is skipped", h)
@@ -185,6 +205,9 @@ func TestOnlyTheLeaseHolderWritesValidationStatus(t *testing.T) {
 	}
 	if msg := conditionMessage(vs); !strings.Contains(msg, "spec.http[0].route[1].weight") || !strings.Contains(msg, "sum to 100") {
 		t.Errorf("condition message %q does not give the field path and the reason", msg)
+	}
+	if msg := awaitEvent(t, c, "VirtualService", "bad"); msg != conditionMessage(vs) {
+		t.Errorf("the leader's Event says %q, the status %q", msg, conditionMessage(vs))
 	}
 	if vs.Status.GetObservedGeneration() != vs.Generation {
 		t.Errorf("observedGeneration = %d, want %d", vs.Status.GetObservedGeneration(), vs.Generation)
@@ -216,6 +239,8 @@ func TestSecondReplicaTakesOverStatusWhenLeaderStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitStatus(t, ic, ns, "first", "status by the leader", hasValidationError)
+	c := &cluster{kube: kube.Client(), ns: ns}
+	awaitEvent(t, c, "VirtualService", "first")
 	leader := leaseHolder(t, kube, ns)
 	if stops[leader] == nil {
 		t.Fatalf("Lease holder %q is neither replica", leader)
@@ -229,5 +254,16 @@ func TestSecondReplicaTakesOverStatusWhenLeaderStops(t *testing.T) {
 	awaitStatus(t, ic, ns, "second", "status by the new leader", hasValidationError)
 	if h := leaseHolder(t, kube, ns); h != other {
 		t.Fatalf("Lease holder after %s stopped = %q, want %s", leader, h, other)
+	}
+	awaitEvent(t, c, "VirtualService", "second")
+	// Both replicas validated "first"; one Event was recorded for it, by
+	// the first leader, and its successor found the problem in its status.
+	time.Sleep(500 * time.Millisecond) // room for Events that should not come
+	if evs := validationEvents(t, c, "VirtualService", "first"); len(evs) != 1 || evs[0].Count > 1 {
+		var got []string
+		for _, ev := range evs {
+			got = append(got, fmt.Sprintf("%s (count %d, from %s)", ev.Message, ev.Count, ev.Source.Host))
+		}
+		t.Errorf("VirtualService first has %d %s Events, want one: %v", len(evs), kubesource.ReasonValidationFailed, got)
 	}
 }
