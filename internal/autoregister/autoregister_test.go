@@ -69,3 +69,27 @@ func TestReconnectWithinGraceKeepsEntry(t *testing.T) {
 		t.Fatal("entry kept after the grace period")
 	}
 }
+
+func TestStaleFollowsIstiodsCleanupRules(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	at := func(ago time.Duration) string { return now.Add(-ago).Format(time.RFC3339Nano) }
+	const grace, age = 10 * time.Second, 30 * time.Minute
+	for _, tc := range []struct {
+		name string
+		ann  map[string]string
+		age  time.Duration
+		want bool
+	}{
+		{"disconnected within grace", map[string]string{GroupAnnotation: "vm", ConnectedAtAnnotation: at(time.Hour), DisconnectedAtAnnotation: at(5 * time.Second)}, age, false},
+		{"disconnected past grace", map[string]string{GroupAnnotation: "vm", ConnectedAtAnnotation: at(time.Hour), DisconnectedAtAnnotation: at(11 * time.Second)}, age, true},
+		{"connected for less than 1.5 max ages", map[string]string{GroupAnnotation: "vm", ConnectedAtAnnotation: at(44 * time.Minute)}, age, false},
+		{"connected for more than 1.5 max ages", map[string]string{GroupAnnotation: "vm", ConnectedAtAnnotation: at(46 * time.Minute)}, age, true},
+		{"connected long ago, no max age", map[string]string{GroupAnnotation: "vm", ConnectedAtAnnotation: at(48 * time.Hour)}, 0, false},
+		{"not auto-registered", map[string]string{ConnectedAtAnnotation: at(48 * time.Hour), DisconnectedAtAnnotation: at(time.Hour)}, age, false},
+		{"unreadable time", map[string]string{GroupAnnotation: "vm", DisconnectedAtAnnotation: "yesterday"}, age, false},
+	} {
+		if got := Stale(tc.ann, now, grace, tc.age); got != tc.want {
+			t.Errorf("%s: Stale = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -74,6 +75,58 @@ func (w *KubeWriter) Sync(ctx context.Context, entries []*model.WorkloadEntry) e
 		delete(w.written, key)
 	}
 	return errors.Join(errs...)
+}
+
+// CleanStale deletes the auto-registered WorkloadEntries of every
+// namespace that no replica looks after any more (see Stale), except those
+// in keep, this replica's own; it returns the "ns/name" of those deleted.
+// A replica that crashes leaves its proxies' entries behind: istiod's
+// leader sweeps them the same way. A proxy that reconnects meanwhile
+// changes its entry, and the delete, conditional on the version read,
+// then fails and is skipped.
+func (w *KubeWriter) CleanStale(ctx context.Context, now time.Time, grace, maxConnAge time.Duration, keep []*model.WorkloadEntry) ([]string, error) {
+	list, err := w.ic.NetworkingV1().WorkloadEntries("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("auto-registration: list WorkloadEntries: %w", err)
+	}
+	ours := map[string]bool{}
+	for _, e := range keep {
+		ours[e.Namespace+"/"+e.Name] = true
+	}
+	var deleted []string
+	var errs []error
+	for _, we := range list.Items {
+		key := we.Namespace + "/" + we.Name
+		if ours[key] || !Stale(we.Annotations, now, grace, maxConnAge) {
+			continue
+		}
+		err := w.ic.NetworkingV1().WorkloadEntries(we.Namespace).Delete(ctx, we.Name,
+			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &we.ResourceVersion}})
+		switch {
+		case err == nil:
+			deleted = append(deleted, key)
+		case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		default:
+			errs = append(errs, fmt.Errorf("auto-registration: delete stale WorkloadEntry %s: %w", key, err))
+		}
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// Stale reports whether an entry with these annotations is auto-registered
+// and left behind, by istiod's rules: disconnected for longer than the
+// grace period, or connected for longer than 1.5 times the maximum
+// connection age (0: none), which a live proxy's reconnects never reach.
+func Stale(ann map[string]string, now time.Time, grace, maxConnAge time.Duration) bool {
+	if ann[GroupAnnotation] == "" {
+		return false // not auto-registered: the user's
+	}
+	if at, ok := ann[DisconnectedAtAnnotation]; ok {
+		t, err := time.Parse(time.RFC3339Nano, at)
+		return err == nil && now.Sub(t) > grace
+	}
+	t, err := time.Parse(time.RFC3339Nano, ann[ConnectedAtAnnotation])
+	return err == nil && maxConnAge > 0 && now.Sub(t) > maxConnAge+maxConnAge/2
 }
 
 func (w *KubeWriter) put(ctx context.Context, e *model.WorkloadEntry) error {

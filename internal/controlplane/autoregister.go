@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"time"
 
@@ -18,15 +19,28 @@ const autoRegRetry = 5 * time.Second
 // connect hooks feed the controller; in file mode its entries are merged
 // into the served config, in Kubernetes mode written to the API server.
 type autoRegistration struct {
-	ctrl   *autoregister.Controller
-	writer *autoregister.KubeWriter // nil in file mode
-	log    func(msg string, args ...any)
+	ctrl    *autoregister.Controller
+	writer  *autoregister.KubeWriter // nil in file mode
+	elector *kubesource.Elector
+	log     *slog.Logger
+
+	// Kubernetes mode: how often the leader sweeps entries left behind by
+	// a replica that crashed, and the rules' times (see autoregister.Stale).
+	sweepEvery, grace, maxConnAge time.Duration
 
 	changed chan struct{}
 }
 
 func newAutoRegistration(opts Options, elector *kubesource.Elector) (*autoRegistration, error) {
-	a := &autoRegistration{changed: make(chan struct{}, 1), log: opts.Logger.Warn}
+	grace := opts.AutoRegisterGrace
+	if grace <= 0 {
+		grace = autoregister.DefaultGracePeriod
+	}
+	sweep := opts.AutoRegisterSweepInterval
+	if sweep <= 0 {
+		sweep = 10 * grace // istiod's periodicWorkloadEntryCleanup
+	}
+	a := &autoRegistration{changed: make(chan struct{}, 1), log: opts.Logger, elector: elector, sweepEvery: sweep, grace: grace}
 	identity, _ := os.Hostname()
 	if elector != nil {
 		identity = elector.Identity()
@@ -66,17 +80,26 @@ func (a *autoRegistration) run(ctx context.Context, reapply func()) <-chan struc
 		defer close(done)
 		defer func() { <-ctrlDone }()
 		var retry <-chan time.Time // after a failed write
+		var sweep <-chan time.Time
+		if a.writer != nil {
+			t := time.NewTicker(a.sweepEvery)
+			defer t.Stop()
+			sweep = t.C
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-sweep:
+				a.sweepStale(ctx)
+				continue
 			case <-a.changed:
 			case <-retry:
 			}
 			retry = nil
 			if a.writer != nil {
 				if err := a.writer.Sync(ctx, a.ctrl.Entries()); err != nil && ctx.Err() == nil {
-					a.log("auto-registration: could not write WorkloadEntries; retrying", "in", autoRegRetry, "error", err)
+					a.log.Warn("auto-registration: could not write WorkloadEntries; retrying", "in", autoRegRetry, "error", err)
 					retry = time.After(autoRegRetry)
 				}
 				continue
@@ -85,4 +108,19 @@ func (a *autoRegistration) run(ctx context.Context, reapply func()) <-chan struc
 		}
 	}()
 	return done
+}
+
+// sweepStale deletes, on the leader, the auto-registered entries that a
+// crashed replica left behind (istiod's periodic cleanup).
+func (a *autoRegistration) sweepStale(ctx context.Context) {
+	if !a.elector.IsLeader() {
+		return
+	}
+	deleted, err := a.writer.CleanStale(ctx, time.Now(), a.grace, a.maxConnAge, a.ctrl.Entries())
+	for _, key := range deleted {
+		a.log.Info("auto-registration: deleted a WorkloadEntry no replica looks after", "workload_entry", key)
+	}
+	if err != nil && ctx.Err() == nil {
+		a.log.Warn("auto-registration: sweep of stale WorkloadEntries failed", "error", err)
+	}
 }

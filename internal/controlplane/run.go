@@ -93,6 +93,10 @@ type Options struct {
 	// outlives its proxy's last stream (istiod's
 	// PILOT_WORKLOAD_ENTRY_GRACE_PERIOD); 0 means 10 s.
 	AutoRegisterGrace time.Duration
+	// AutoRegisterSweepInterval is how often, in Kubernetes mode, the
+	// leader deletes auto-registered WorkloadEntries that no replica looks
+	// after (their replica crashed); 0 means ten grace periods, as istiod.
+	AutoRegisterSweepInterval time.Duration
 
 	// Translate replaces translate.Build; for tests.
 	Translate xds.TranslateFunc
@@ -150,6 +154,7 @@ func Run(ctx context.Context, opts Options) error {
 	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds,
 		EndpointDelta: endpointDelta, TranslateEndpoints: translate.BuildEndpoints,
 		OnConnect: autoReg.ctrl.OnConnect, OnDisconnect: autoReg.ctrl.OnDisconnect})
+	autoReg.maxConnAge = srv.MaxConnectionAge()
 	scoper := newAutoScoper(opts, srv)
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)
 	if err != nil {

@@ -2,6 +2,7 @@ package kubesource_test
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -88,5 +89,63 @@ func TestAutoRegisteredWorkloadEntryIsWrittenOwnedByItsGroup(t *testing.T) {
 			t.Fatalf("WorkloadEntry still there %v after disconnect (err %v)", 3*within, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A replica that crashes leaves its proxies' entries behind. The leader
+// sweeps them by istiod's rules: disconnected past the grace period, or
+// connected for longer than 1.5 maximum connection ages (a live proxy
+// reconnects, and its entry is rewritten, before that). Entries of live
+// workloads and the user's own WorkloadEntries stay.
+func TestEntriesLeftByACrashedReplicaAreSweptByTheLeader(t *testing.T) {
+	kube := kubeenv.Shared(t)
+	kube.InstallIstioCRDs(t)
+	ns := kube.Namespace(t)
+	ic, err := istioclient.NewForConfig(kube.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ago := func(d time.Duration) string { return time.Now().Add(-d).UTC().Format(time.RFC3339Nano) }
+	left := func(extra map[string]string) map[string]string {
+		ann := map[string]string{autoregister.GroupAnnotation: "vm", autoregister.ControllerAnnotation: "crashed"}
+		maps.Copy(ann, extra)
+		return ann
+	}
+	entries := map[string]map[string]string{
+		"vm-10.9.1.1": left(map[string]string{autoregister.ConnectedAtAnnotation: ago(2 * time.Hour), autoregister.DisconnectedAtAnnotation: ago(time.Minute)}),
+		"vm-10.9.1.2": left(map[string]string{autoregister.ConnectedAtAnnotation: ago(2 * time.Hour)}),
+		"vm-10.9.1.3": left(map[string]string{autoregister.ConnectedAtAnnotation: ago(time.Minute)}),
+		"static":      {autoregister.ConnectedAtAnnotation: ago(2 * time.Hour), autoregister.DisconnectedAtAnnotation: ago(time.Hour)},
+	}
+	for name, ann := range entries {
+		if _, err := ic.NetworkingV1().WorkloadEntries(ns).Create(ctx, &istiov1.WorkloadEntry{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann},
+			Spec:       networking.WorkloadEntry{Address: "10.9.1.9"},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replicaWith(t, kube, ns, "a", func(o *controlplane.Options) { o.AutoRegisterSweepInterval = 200 * time.Millisecond })
+
+	start := time.Now()
+	for _, name := range []string{"vm-10.9.1.1", "vm-10.9.1.2"} {
+		for {
+			_, err := ic.NetworkingV1().WorkloadEntries(ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				break
+			}
+			if time.Since(start) > 3*within {
+				t.Fatalf("stale WorkloadEntry %s still there after %v (err %v)", name, 3*within, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Logf("stale entries swept after %v", time.Since(start).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond) // more sweeps: they must leave the rest alone
+	for _, name := range []string{"vm-10.9.1.3", "static"} {
+		if _, err := ic.NetworkingV1().WorkloadEntries(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("WorkloadEntry %s: %v; want it kept", name, err)
+		}
 	}
 }

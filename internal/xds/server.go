@@ -27,6 +27,17 @@ import (
 // stream, so that a proxy reconnecting after a blip is not re-translated.
 const DefaultForgetAfter = 30 * time.Second
 
+// DefaultMaxConnectionAge is istiod's default keepaliveMaxServerConnectionAge
+// (its Helm chart's 30m): a proxy's connection is closed after about that
+// long (gRPC adds ±10% jitter), and the proxy reconnects. Proxies so spread
+// over replicas added since they connected, and an auto-registered
+// WorkloadEntry's connectedAt is never older than this while its proxy
+// lives. MaxConnectionAgeGrace is istiod's too.
+const (
+	DefaultMaxConnectionAge = 30 * time.Minute
+	maxConnectionAgeGrace   = 10 * time.Second
+)
+
 // Options configure a Server. Translate is required.
 type Options struct {
 	Translate TranslateFunc
@@ -34,6 +45,10 @@ type Options struct {
 	// ForgetAfter is how long after a proxy's last stream closes its cached
 	// snapshot and status are dropped; 0 means DefaultForgetAfter.
 	ForgetAfter time.Duration
+	// MaxConnectionAge is how long a proxy's connection may last before it
+	// is closed for the proxy to reconnect; 0 means
+	// DefaultMaxConnectionAge, a negative value no limit.
+	MaxConnectionAge time.Duration
 	// Metrics, if set, records istiod's pilot_* metrics (see NewMetrics).
 	Metrics *Metrics
 	// ShareKey, if set, lets proxies of one class share one translated
@@ -82,6 +97,7 @@ type Server struct {
 	memory             memoryReleaser
 	classes            classes
 	forgetAfter        time.Duration
+	maxConnAge         time.Duration // 0: none
 	throttle           *throttle
 	streamIDs          atomic.Int64
 	// translating bounds translations in flight to the CPUs: 2000 proxies
@@ -128,6 +144,12 @@ func NewServer(opts Options) *Server {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	switch {
+	case opts.MaxConnectionAge == 0:
+		opts.MaxConnectionAge = DefaultMaxConnectionAge
+	case opts.MaxConnectionAge < 0:
+		opts.MaxConnectionAge = 0
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
@@ -138,6 +160,7 @@ func NewServer(opts Options) *Server {
 		translate:    opts.Translate,
 		shareKey:     opts.ShareKey,
 		forgetAfter:  opts.ForgetAfter,
+		maxConnAge:   opts.MaxConnectionAge,
 		throttle:     newThrottle(opts.MaxInFlight, opts.UnthrottledBytes),
 		translating:  make(chan struct{}, runtime.GOMAXPROCS(0)),
 		kick:         make(chan struct{}, 1),
@@ -166,6 +189,21 @@ func (s *Server) Update(snap *model.Snapshot) {
 	}
 }
 
+// keepalive is istiod's: pings every 30 s, a peer silent for 10 s after
+// one is dropped, and connections closed at their maximum age (streams
+// still open get a grace period, no longer than the age).
+func (s *Server) keepalive() keepalive.ServerParameters {
+	p := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
+	if s.maxConnAge > 0 {
+		p.MaxConnectionAge, p.MaxConnectionAgeGrace = s.maxConnAge, min(maxConnectionAgeGrace, s.maxConnAge)
+	}
+	return p
+}
+
+// MaxConnectionAge is how long a proxy's connection lasts at most (0: no
+// limit); see DefaultMaxConnectionAge.
+func (s *Server) MaxConnectionAge() time.Duration { return s.maxConnAge }
+
 // Serve serves ADS (state of the world and delta) on lis until ctx is done
 // or Shutdown is called. It returns nil after a requested stop.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
@@ -176,7 +214,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// Proxies keep one ADS stream open for hours; let them ping to keep
 		// NATs and load balancers from dropping it, and drop dead peers.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(s.keepalive()),
 		// Responses shared by a class are encoded once (see rawResponse).
 		grpc.ForceServerCodecV2(newCodec()),
 		// Fixed receive windows, roomy enough for a SotW request naming

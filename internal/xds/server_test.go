@@ -395,3 +395,29 @@ func TestShutdownEndsStreamsAndServe(t *testing.T) {
 	}
 	c.ExpectError(pushDeadline) // any error: the stream only has to end
 }
+
+// A connection lasts at most MaxConnectionAge: its stream then ends, and
+// the proxy's reconnect counts as a new connect and gets its config again.
+func TestConnectionIsClosedAtItsMaximumAge(t *testing.T) {
+	var mu sync.Mutex
+	var connects int
+	srv, conn := startServer(t, newStub(), func(o *Options) {
+		o.MaxConnectionAge = time.Second
+		o.OnConnect = func(*corev3.Node) { mu.Lock(); connects++; mu.Unlock() }
+	})
+	srv.Update(meshSnapshot("127.0.1.3"))
+	c := adstest.NewSotW(t, conn, node(productpageID))
+	syncSotw(t, c)
+	err := c.ExpectError(10 * time.Second)
+	if code := status.Code(err); code != codes.Unavailable {
+		t.Fatalf("stream ended with %v, want Unavailable (connection closed at its maximum age)", err)
+	}
+	again := adstest.NewSotW(t, conn, node(productpageID))
+	again.Request(resourcev3.ClusterType)
+	again.Expect(resourcev3.ClusterType, pushDeadline)
+	eventually(t, pushDeadline, "the reconnect counted as a connect", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return connects == 2
+	})
+}
