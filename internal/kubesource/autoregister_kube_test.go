@@ -10,27 +10,19 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 	istiov1 "istio.io/client-go/pkg/apis/networking/v1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellis-mesh/trellis/internal/autoregister"
 	"github.com/trellis-mesh/trellis/internal/controlplane"
 	"github.com/trellis-mesh/trellis/internal/testenv/adstest"
-	"github.com/trellis-mesh/trellis/internal/testenv/kubeenv"
 )
 
 // In Kubernetes mode a proxy naming a WorkloadGroup gets a WorkloadEntry
 // in the API server, owned by the group and carrying Istio's annotations;
 // it is deleted a grace period after the proxy disconnects.
 func TestAutoRegisteredWorkloadEntryIsWrittenOwnedByItsGroup(t *testing.T) {
-	kube := kubeenv.Shared(t)
-	kube.InstallIstioCRDs(t)
-	ns := kube.Namespace(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube, ns, ic := istioNamespace(t)
 	ctx := context.Background()
 	group, err := ic.NetworkingV1().WorkloadGroups(ns).Create(ctx, &istiov1.WorkloadGroup{
 		ObjectMeta: metav1.ObjectMeta{Name: "vm"},
@@ -98,13 +90,7 @@ func TestAutoRegisteredWorkloadEntryIsWrittenOwnedByItsGroup(t *testing.T) {
 // reconnects, and its entry is rewritten, before that). Entries of live
 // workloads and the user's own WorkloadEntries stay.
 func TestEntriesLeftByACrashedReplicaAreSweptByTheLeader(t *testing.T) {
-	kube := kubeenv.Shared(t)
-	kube.InstallIstioCRDs(t)
-	ns := kube.Namespace(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube, ns, ic := istioNamespace(t)
 	ctx := context.Background()
 	ago := func(d time.Duration) string { return time.Now().Add(-d).UTC().Format(time.RFC3339Nano) }
 	left := func(extra map[string]string) map[string]string {

@@ -52,13 +52,8 @@ type cluster struct {
 // Istio's CRDs installed and a fresh namespace for the test.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	kube := kubeenv.Shared(t)
-	kube.InstallIstioCRDs(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{kube: kube.Client(), istio: ic, ns: kube.Namespace(t), errs: make(chan error, 64)}
+	kube, ns, ic := istioNamespace(t)
+	c := &cluster{kube: kube.Client(), istio: ic, ns: ns, errs: make(chan error, 64)}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan controlplane.Ready, 1)

@@ -80,6 +80,19 @@ func replicaWith(t *testing.T, kube *kubeenv.Env, ns, identity string, tweak fun
 	return addr, stop
 }
 
+// istioNamespace is the shared API server with Istio's CRDs, a fresh
+// namespace in it, and an Istio client.
+func istioNamespace(t *testing.T) (*kubeenv.Env, string, istioclient.Interface) {
+	t.Helper()
+	kube := kubeenv.Shared(t)
+	kube.InstallIstioCRDs(t)
+	ic, err := istioclient.NewForConfig(kube.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kube, kube.Namespace(t), ic
+}
+
 // badWeights is a VirtualService the CRD's schema accepts and Istio's
 // validation rejects: route weights summing to 90.
 func badWeights(name string, w int32) *istiov1.VirtualService {
@@ -145,13 +158,7 @@ func leaseHolder(t *testing.T, kube *kubeenv.Env, ns string) string {
 // and the problem's text, records the Event, and clears the status when
 // the resource is fixed.
 func TestOnlyTheLeaseHolderWritesValidationStatus(t *testing.T) {
-	kube := kubeenv.Shared(t)
-	kube.InstallIstioCRDs(t)
-	ns := kube.Namespace(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube, ns, ic := istioNamespace(t)
 	ctx := context.Background()
 	// Another replica holds the Lease, then goes away without releasing it.
 	if _, err := kube.Client().CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{
@@ -225,13 +232,7 @@ func TestOnlyTheLeaseHolderWritesValidationStatus(t *testing.T) {
 // Of two replicas exactly one holds the Lease; when it stops, the other
 // takes over and writes status.
 func TestSecondReplicaTakesOverStatusWhenLeaderStops(t *testing.T) {
-	kube := kubeenv.Shared(t)
-	kube.InstallIstioCRDs(t)
-	ns := kube.Namespace(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube, ns, ic := istioNamespace(t)
 	ctx := context.Background()
 	stops := map[string]func(){"a": replica(t, kube, ns, "a"), "b": replica(t, kube, ns, "b")}
 
