@@ -65,7 +65,7 @@ func writeReport(c *config, runs []*run) error {
 		"(here every client is interested in every service: no Sidecar scoping in the synthetic mesh, so \"unaffected\" is checked as " +
 		"no CDS/LDS/RDS bytes on an endpoint change, and for delta only the one changed ClusterLoadAssignment).\n\n")
 	w("An endpoint change's propagation is CPU-bound on a machine the load shares: after the debounce, the control plane and the load " +
-		"process each spend the CPU in the table on 2000 responses and their ACKs, nearly all in gRPC's socket writes and reads and goroutine " +
+		"process each spend the CPU in the table on every client's response and ACK, nearly all in gRPC's socket writes and reads and goroutine " +
 		"wake-ups; on loopback a write also pays for the receiving side's TCP processing.\n\n")
 	w("Reference, not a peer: istiod is not available offline, so it is not measured here. Istio's documented figure " +
 		"(istio.io, *Performance and scalability*) is about 1 vCPU and 1.5 GB of memory for 1000 services and 2000 sidecars.\n\n")
