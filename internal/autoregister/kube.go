@@ -80,8 +80,8 @@ func (w *KubeWriter) Sync(ctx context.Context, entries []*model.WorkloadEntry) e
 // CleanStale deletes the auto-registered WorkloadEntries of every
 // namespace that no replica looks after any more (see Stale), except those
 // in keep, this replica's own; it returns the "ns/name" of those deleted.
-// A replica that crashes leaves its proxies' entries behind: istiod's
-// leader sweeps them the same way. A proxy that reconnects meanwhile
+// A replica that crashes leaves its proxies' entries behind: istiod
+// sweeps them by the same rules. A proxy that reconnects meanwhile
 // changes its entry, and the delete, conditional on the version read,
 // then fails and is skipped.
 func (w *KubeWriter) CleanStale(ctx context.Context, now time.Time, grace, maxConnAge time.Duration, keep []*model.WorkloadEntry) ([]string, error) {
