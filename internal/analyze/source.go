@@ -29,7 +29,7 @@ func FromDir(dir string) (Input, error) {
 // of the resources it left out of it. istioNamespace "" is istio-system.
 func FromCluster(ctx context.Context, rc *rest.Config, istioNamespace string) (Input, error) {
 	src, err := kubesource.New(kubesource.Options{Config: rc, IstioNamespace: istioNamespace,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Component: "trellis-analyze"})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ReadOnly: true})
 	if err != nil {
 		return Input{}, err
 	}

@@ -91,8 +91,8 @@ func (c *Controller) kick() {
 	}
 }
 
-// OnConnect registers a proxy whose metadata names a group (xds.Options'
-// hook: its first stream was opened). It does not block.
+// OnConnect registers a proxy whose metadata names a group, connected now
+// (xds.Options' hook: a stream of it opened). It does not block.
 func (c *Controller) OnConnect(node *corev3.Node) {
 	md := node.GetMetadata().GetFields()
 	group := md[GroupMetadata].GetStringValue()

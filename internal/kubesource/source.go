@@ -46,6 +46,9 @@ type Options struct {
 	Logger         *slog.Logger // nil means slog.Default()
 	// Component names the Events' source ("trellis-controlplane" if "").
 	Component string
+	// ReadOnly reads the cluster without writing to it: no Events, no
+	// status (trellis analyze, which, as istioctl analyze, only reports).
+	ReadOnly bool
 	// Elector, if set, is the leader election among replicas: only the
 	// leader writes status. Nil: this is the only replica, and writes.
 	Elector *Elector
@@ -198,10 +201,12 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		return fmt.Errorf("kubernetes source: %w", err)
 	}
 
-	events := newEventReporter(ctx, s.kube, s.opts.Component)
-	defer events.shutdown()
-	st.events = events
-	st.status = &statusWriter{dyn: s.dyn, leader: s.opts.Elector}
+	if !s.opts.ReadOnly {
+		events := newEventReporter(ctx, s.kube, s.opts.Component)
+		defer events.shutdown()
+		st.events = events
+		st.status = &statusWriter{dyn: s.dyn, leader: s.opts.Elector}
+	}
 	// A new leader writes what it held back as a follower.
 	s.opts.Elector.OnElected(kick)
 

@@ -259,9 +259,10 @@ func TestEndpointOnlyChangePatchesTheClassWithoutTranslating(t *testing.T) {
 	}
 }
 
-// OnConnect fires on a node's first stream, OnDisconnect when its last
-// one closes; a second stream of the node fires neither.
-func TestConnectHooksFireOncePerNode(t *testing.T) {
+// OnConnect fires on each stream of a node, OnDisconnect only when its
+// last one closes: a proxy whose new stream overlaps its old one stays
+// connected, with the new connect time.
+func TestConnectHooksFireOnEachStreamAndTheLastClose(t *testing.T) {
 	var mu sync.Mutex
 	var events []string
 	record := func(e string) {
@@ -292,7 +293,7 @@ func TestConnectHooksFireOncePerNode(t *testing.T) {
 	closeA()
 	eventually(t, pushDeadline, "one stream left", func() bool { return statusOf(t, srv, productpageID).Streams == 1 })
 	closeB()
-	want := []string{"connect " + productpageID, "disconnect " + productpageID}
+	want := []string{"connect " + productpageID, "connect " + productpageID, "disconnect " + productpageID}
 	eventually(t, pushDeadline, "disconnect hook", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -38,7 +38,7 @@ func (s *Server) openStream(str *stream, node *corev3.Node) (*proxyState, error)
 	st.proxy = proxy // a reconnect may bring new labels
 	st.streams++
 	st.members[str] = struct{}{}
-	if st.streams == 1 && s.onConnect != nil {
+	if s.onConnect != nil {
 		st.hooks = append(st.hooks, func() { s.onConnect(node) })
 	}
 	s.mu.Unlock()

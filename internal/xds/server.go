@@ -74,10 +74,13 @@ type Options struct {
 	// replaces just those in each class's snapshot.
 	TranslateEndpoints func(snap *model.Snapshot, proxy *model.Proxy, hosts []string) ([]*endpointv3.ClusterLoadAssignment, error)
 
-	// OnConnect is called once when a node ID gets its first open stream,
-	// after its node was accepted; OnDisconnect when its last stream
-	// closes. Both are called outside any server lock, in order, never
-	// concurrently for the same node.
+	// OnConnect is called each time a stream of a node ID opens, after its
+	// node was accepted, so that it knows when the proxy last connected: a
+	// proxy reconnecting before the close of its old stream was seen has
+	// two streams for a moment (istiod, too, registers every connection).
+	// OnDisconnect is called when the node's last stream closes. Both are
+	// called outside any server lock, in order, never concurrently for the
+	// same node.
 	OnConnect    func(node *corev3.Node)
 	OnDisconnect func(nodeID string)
 }
