@@ -11,7 +11,6 @@ import (
 
 	apinetworking "istio.io/api/networking/v1"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -132,10 +131,7 @@ func TestAnalyzeClusterReportsDanglingSubset(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := kube.IstioClient(t)
 	if _, err := ic.NetworkingV1().DestinationRules(ns).Create(ctx, &clientnetworking.DestinationRule{
 		ObjectMeta: metav1.ObjectMeta{Name: "reviews"},
 		Spec: apinetworking.DestinationRule{Host: "reviews", Subsets: []*apinetworking.Subset{

@@ -11,7 +11,6 @@ import (
 	apinetworking "istio.io/api/networking/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1beta1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -27,10 +26,7 @@ func kubeWorld(t *testing.T) (kube *kubeenv.Env, istioNS, appNS string) {
 	istioNS, appNS = kube.Namespace(t), kube.Namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := kube.IstioClient(t)
 	if _, err := kube.Client().CoreV1().ConfigMaps(istioNS).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "istio"},
 		Data:       map[string]string{"mesh": "rootNamespace: " + istioNS + "\ndefaultConfig:\n  terminationDrainDuration: 12s\n"},
@@ -115,10 +111,7 @@ spec:
 		t.Errorf("reviews-1 spec diff does not change GOMAXPROCS 4 -> 6:\n%s", d.Pods[0].Spec)
 	}
 	// Nothing was applied.
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := kube.IstioClient(t)
 	pc, err := ic.NetworkingV1beta1().ProxyConfigs(appNS).Get(context.Background(), "reviews-tuning", metav1.GetOptions{})
 	if err != nil || pc.Spec.GetConcurrency().GetValue() != 4 {
 		t.Errorf("the cluster's ProxyConfig changed: %v %v", pc, err)

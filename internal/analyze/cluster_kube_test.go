@@ -8,7 +8,6 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 	istiov1 "istio.io/client-go/pkg/apis/networking/v1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellis-mesh/trellis/internal/analyze"
@@ -25,10 +24,7 @@ func TestClusterAnalysisReportsInvalidResourcesAndWritesNothing(t *testing.T) {
 	kube := kubeenv.Shared(t)
 	kube.InstallIstioCRDs(t)
 	ns := kube.Namespace(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := kube.IstioClient(t)
 	ctx := context.Background()
 	if _, err := ic.NetworkingV1().VirtualServices(ns).Create(ctx, &istiov1.VirtualService{
 		ObjectMeta: metav1.ObjectMeta{Name: "bad"},

@@ -10,7 +10,6 @@ import (
 
 	networking "istio.io/api/networking/v1"
 	istiov1 "istio.io/client-go/pkg/apis/networking/v1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellis-mesh/trellis/internal/testenv/kubeenv"
@@ -25,10 +24,7 @@ func TestConsoleWritesWeightsBackToTheClusterInKubernetesMode(t *testing.T) {
 	istioNS, ns := kube.Namespace(t), kube.Namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	istio, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	istio := kube.IstioClient(t)
 	vss := istio.NetworkingV1().VirtualServices(ns)
 	if _, err := vss.Create(ctx, &istiov1.VirtualService{
 		ObjectMeta: metav1.ObjectMeta{Name: "reviews"},

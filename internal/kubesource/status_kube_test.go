@@ -86,10 +86,7 @@ func istioNamespace(t *testing.T) (*kubeenv.Env, string, istioclient.Interface) 
 	t.Helper()
 	kube := kubeenv.Shared(t)
 	kube.InstallIstioCRDs(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := kube.IstioClient(t)
 	return kube, kube.Namespace(t), ic
 }
 

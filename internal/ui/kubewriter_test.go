@@ -10,7 +10,6 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 	istiov1 "istio.io/client-go/pkg/apis/networking/v1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellis-mesh/trellis/internal/model"
@@ -27,10 +26,7 @@ func TestKubeWriterUpdatesTheVirtualServiceInTheCluster(t *testing.T) {
 	kube := kubeenv.Shared(t)
 	kube.InstallIstioCRDs(t)
 	ns := kube.Namespace(t)
-	ic, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := kube.IstioClient(t)
 	ctx := context.Background()
 	api := ic.NetworkingV1().VirtualServices(ns)
 	obj, err := api.Create(ctx, &istiov1.VirtualService{

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -129,4 +130,14 @@ func istioCRDsPath() (string, error) {
 		return "", errors.New("go list -m istio.io/api: module not downloaded")
 	}
 	return filepath.Join(dir, istioCRDsFile), nil
+}
+
+// IstioClient is a client of Istio's API groups on this server; call InstallIstioCRDs first.
+func (e *Env) IstioClient(t testing.TB) istioclient.Interface {
+	t.Helper()
+	ic, err := istioclient.NewForConfig(e.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ic
 }

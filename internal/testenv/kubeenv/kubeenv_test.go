@@ -12,7 +12,6 @@ import (
 
 	networkingv1 "istio.io/api/networking/v1"
 	istionetworking "istio.io/client-go/pkg/apis/networking/v1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -131,10 +130,7 @@ func TestIstioVirtualServicesAreServedAndValidatedThroughTheRealCRD(t *testing.T
 	kube.InstallIstioCRDs(t)
 	ns := kube.Namespace(t)
 	ctx := testContext(t)
-	istio, err := istioclient.NewForConfig(kube.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
+	istio := kube.IstioClient(t)
 	vss := istio.NetworkingV1().VirtualServices(ns)
 
 	route := func(subset string) *networkingv1.HTTPRoute {
