@@ -47,45 +47,87 @@ func (e *env) outboundClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoa
 // clusters lack their transport sockets, which load assignments never
 // depend on (BuildEndpoints).
 func (e *env) outboundClustersOf(services []*model.Service, tls bool) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
+	var clusters []*clusterv3.Cluster
+	var clas []*endpointv3.ClusterLoadAssignment
+	for _, svc := range services {
+		b := e.serviceClusters(svc, e.destinationRule(svc.Hostname), tls)
+		if b.err != nil {
+			return nil, nil, b.err
+		}
+		clusters = append(clusters, b.clusters...)
+		clas = append(clas, b.clas...)
+	}
+	return clusters, clas, nil
+}
+
+// serviceClusters are svc's clusters under dr and their load assignments,
+// built once per snapshot for all the proxies that see svc with dr from
+// the same locality. The proxies of a mesh's namespaces are each their
+// own class (their routes differ), yet most get the same clusters, and
+// building and encoding 1000 services' clusters once per namespace was
+// most of the control plane's work to converge. Whatever else a cluster
+// depends on (the mesh config, PeerAuthentications, workloads) is the same
+// in every view of one snapshot (model.Snapshot.View). The results are
+// shared: no caller may modify them (localbind.go clones what it changes).
+func (e *env) serviceClusters(svc *model.Service, dr *model.DestinationRule, tls bool) *builtClusters {
+	key := clusterMemoKey{svc: svc, dr: dr, locality: e.locality(), tls: tls}
+	return e.snap.Memo(key, func() any { return e.buildServiceClusters(svc, dr, tls) }).(*builtClusters)
+}
+
+// clusterMemoKey is everything serviceClusters' result depends on that
+// differs between the proxies translated from one snapshot.
+type clusterMemoKey struct {
+	svc      *model.Service
+	dr       *model.DestinationRule // as chosen for the proxy's namespace
+	locality string                 // locality load balancing is relative to the proxy
+	tls      bool
+}
+
+type builtClusters struct {
+	clusters []*clusterv3.Cluster
+	clas     []*endpointv3.ClusterLoadAssignment
+	err      error
+}
+
+// buildServiceClusters builds a cluster per port of svc, plus one per
+// subset of dr; without tls the clusters lack their transport sockets,
+// which load assignments never depend on (BuildEndpoints).
+func (e *env) buildServiceClusters(svc *model.Service, dr *model.DestinationRule, tls bool) *builtClusters {
 	build := e.outboundCluster
 	if !tls {
 		build = e.outboundClusterPlain
 	}
-	var clusters []*clusterv3.Cluster
-	var clas []*endpointv3.ClusterLoadAssignment
+	out := &builtClusters{}
 	add := func(c *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment) {
-		clusters = append(clusters, c)
+		out.clusters = append(out.clusters, c)
 		if cla != nil {
-			clas = append(clas, cla)
+			out.clas = append(out.clas, cla)
 		}
 	}
-	for _, svc := range services {
-		dr := e.destinationRule(svc.Hostname)
-		var top *networking.TrafficPolicy
-		var subsets []*networking.Subset
-		if dr != nil {
-			top = dr.Spec.GetTrafficPolicy()
-			subsets = dr.Spec.GetSubsets()
-			if err := checkSubsets(dr); err != nil {
-				return nil, nil, err
-			}
+	var top *networking.TrafficPolicy
+	var subsets []*networking.Subset
+	if dr != nil {
+		top = dr.Spec.GetTrafficPolicy()
+		subsets = dr.Spec.GetSubsets()
+		if err := checkSubsets(dr); err != nil {
+			return &builtClusters{err: err}
 		}
-		for _, port := range svc.Ports {
-			c, cla, err := build(svc, port, "", nil, top)
+	}
+	for _, port := range svc.Ports {
+		c, cla, err := build(svc, port, "", nil, top)
+		if err != nil {
+			return &builtClusters{err: err}
+		}
+		add(c, cla)
+		for _, ss := range subsets {
+			c, cla, err := build(svc, port, ss.GetName(), ss.GetLabels(), mergeTrafficPolicy(top, ss.GetTrafficPolicy()))
 			if err != nil {
-				return nil, nil, err
+				return &builtClusters{err: fmt.Errorf("%s: subset %s: %w", dr.Key(), ss.GetName(), err)}
 			}
 			add(c, cla)
-			for _, ss := range subsets {
-				c, cla, err := build(svc, port, ss.GetName(), ss.GetLabels(), mergeTrafficPolicy(top, ss.GetTrafficPolicy()))
-				if err != nil {
-					return nil, nil, fmt.Errorf("%s: subset %s: %w", dr.Key(), ss.GetName(), err)
-				}
-				add(c, cla)
-			}
 		}
 	}
-	return clusters, clas, nil
+	return out
 }
 
 // checkSubsets rejects what would produce unnamed or duplicate clusters.

@@ -82,6 +82,23 @@ func TestGoldenTranslation(t *testing.T) {
 					}
 				})
 			}
+			// Proxies translated from one snapshot share what they can
+			// (serviceClusters): in the opposite order, on a fresh snapshot,
+			// each must still get exactly its own golden config.
+			if !*update {
+				fresh := model.NewSnapshot(cfg)
+				for i := len(proxies) - 1; i >= 0; i-- {
+					p := proxies[i]
+					res, err := Build(fresh, p)
+					if err != nil {
+						t.Fatalf("%s, reverse order: %v", p.Name, err)
+					}
+					want, _ := os.ReadFile(filepath.Join(dir, p.Name+".golden.json"))
+					if got := marshalResources(t, res); !bytes.Equal(got, want) {
+						t.Errorf("%s translated after the proxies listed after it differs from its golden file:\n%s", p.Name, firstDiff(want, got))
+					}
+				}
+			}
 			stale, _ := filepath.Glob(filepath.Join(dir, "*.golden.json"))
 			for _, f := range stale {
 				if !wantFiles[filepath.Base(f)] {

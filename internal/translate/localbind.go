@@ -5,6 +5,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // bindLocalSources makes a local-mode proxy connect to other local workloads from its own
@@ -31,10 +32,13 @@ func (e *env) bindLocalSources(res *Resources) {
 		}
 		loopbackOnly[cla.GetClusterName()] = ok
 	}
-	for _, c := range res.Clusters {
+	for i, c := range res.Clusters {
 		if c.GetType() != clusterv3.Cluster_EDS || !loopbackOnly[c.GetName()] {
 			continue
 		}
+		// Outbound clusters are shared with other proxies (serviceClusters).
+		c = proto.CloneOf(c)
+		res.Clusters[i] = c
 		c.UpstreamBindConfig = &corev3.BindConfig{SourceAddress: &corev3.SocketAddress{
 			Address:       src.String(),
 			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},

@@ -13,13 +13,13 @@ import (
 // Two classes translated apart but sent the same clusters hold one copy of
 // each encoding, and of each type's responses; what differs stays apart.
 func TestClassesWithTheSameResourcesShareOneEncoding(t *testing.T) {
-	a, err := build(stubResources(t), nil)
+	a, err := build(stubResources(t), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := stubResources(t) // translated again: equal content, other objects
 	res.Clusters[0].LbPolicy = clusterv3.Cluster_RANDOM
-	b, err := build(res, nil)
+	b, err := build(res, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func (s *Server) patchClass(m *mesh, rep member, hosts []string) (*classSnap, er
 	if err != nil {
 		return nil, err
 	}
-	return patchEndpoints(rep.cur, clas)
+	return patchEndpoints(rep.cur, clas, encodeCacheOf(m.snap))
 }
 
 // connected returns the proxies with at least one open stream.

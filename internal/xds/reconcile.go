@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"unique"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -72,7 +73,7 @@ func asResources[T types.Resource](in []T) []types.Resource {
 // here; streams send the encodings. Resources (and whole types) whose
 // encoding equals prev's are prev's, so unchanged config is not held twice
 // and "unchanged" is a pointer comparison.
-func build(res *Resources, prev *classSnap) (*classSnap, error) {
+func build(res *Resources, prev *classSnap, cache *encodeCache) (*classSnap, error) {
 	if res == nil {
 		return nil, errors.New("translation returned no resources")
 	}
@@ -83,7 +84,7 @@ func build(res *Resources, prev *classSnap) (*classSnap, error) {
 		if prev != nil {
 			old = prev.types[i]
 		}
-		ts, err := checkAndEncode(t, old)
+		ts, err := checkAndEncode(t, old, cache)
 		if err != nil {
 			return nil, err
 		}
@@ -102,7 +103,7 @@ func build(res *Resources, prev *classSnap) (*classSnap, error) {
 // checkAndEncode validates every resource of one type, rejects duplicate or
 // empty names (a client would keep only one), encodes each deterministically
 // and returns them sorted by name, reusing old's where the bytes are equal.
-func checkAndEncode(t typed, old *typeSnap) (*typeSnap, error) {
+func checkAndEncode(t typed, old *typeSnap, cache *encodeCache) (*typeSnap, error) {
 	kind := shortType(t.url)
 	seen := make(map[string]bool, len(t.items))
 	items := make([]*resource, 0, len(t.items))
@@ -118,14 +119,52 @@ func checkAndEncode(t typed, old *typeSnap) (*typeSnap, error) {
 			return nil, fmt.Errorf("%s %q: duplicate name", kind, name)
 		}
 		seen[name] = true
-		enc, err := encode(t.url, kind, name, r, old)
-		if err != nil {
-			return nil, err
+		enc := cache.lookup(t.url, r)
+		if enc == nil {
+			var err error
+			if enc, err = encode(t.url, kind, name, r, old); err != nil {
+				return nil, err
+			}
+			cache.store(t.url, r, enc)
 		}
 		items = append(items, enc)
 	}
 	slices.SortFunc(items, func(a, b *resource) int { return strings.Compare(a.name, b.name) })
 	return typeSnapOf(t.url, items, old), nil
+}
+
+// encodeCache holds, for one mesh snapshot, the encoding of each cluster
+// and load assignment that translation returned. Translation shares those
+// messages between the proxies of a snapshot (translate.serviceClusters):
+// the twenty namespaces' classes of a mesh get the very same 1000 clusters,
+// which need encoding and validating once, not twenty times. Keys are the
+// messages themselves (pointers), which are never modified once returned.
+type encodeCache struct{ m sync.Map } // types.Resource → *resource
+
+type encodeCacheKey struct{}
+
+func encodeCacheOf(mesh *model.Snapshot) *encodeCache {
+	return mesh.Memo(encodeCacheKey{}, func() any { return &encodeCache{} }).(*encodeCache)
+}
+
+// cached reports whether resources of type url are worth remembering:
+// only clusters and load assignments are shared between translations.
+func cached(url string) bool { return url == resourcev3.ClusterType || url == resourcev3.EndpointType }
+
+func (c *encodeCache) lookup(url string, r types.Resource) *resource {
+	if c == nil || !cached(url) {
+		return nil
+	}
+	if v, ok := c.m.Load(r); ok {
+		return v.(*resource)
+	}
+	return nil
+}
+
+func (c *encodeCache) store(url string, r types.Resource, enc *resource) {
+	if c != nil && cached(url) {
+		c.m.Store(r, enc)
+	}
 }
 
 // encode validates and encodes one resource; old's copy when equal.
@@ -164,7 +203,7 @@ func encode(url, kind, name string, r types.Resource, old *typeSnap) (*resource,
 // replaced: an endpoint-only change, without translating anything else.
 // Each must replace one old already holds (else the snapshot would stop
 // being consistent): an error sends the class to a full translation.
-func patchEndpoints(old *classSnap, clas []*endpointv3.ClusterLoadAssignment) (*classSnap, error) {
+func patchEndpoints(old *classSnap, clas []*endpointv3.ClusterLoadAssignment, cache *encodeCache) (*classSnap, error) {
 	eds := old.types[typeEDS]
 	items := slices.Clone(eds.items)
 	kind := shortType(resourcev3.EndpointType)
@@ -183,9 +222,13 @@ func patchEndpoints(old *classSnap, clas []*endpointv3.ClusterLoadAssignment) (*
 		if !found {
 			return nil, fmt.Errorf("%s %q: not in the class's snapshot", kind, name)
 		}
-		r, err := encode(resourcev3.EndpointType, kind, name, cla, eds)
-		if err != nil {
-			return nil, err
+		r := cache.lookup(resourcev3.EndpointType, cla)
+		if r == nil {
+			var err error
+			if r, err = encode(resourcev3.EndpointType, kind, name, cla, eds); err != nil {
+				return nil, err
+			}
+			cache.store(resourcev3.EndpointType, cla, r)
 		}
 		if r != items[at] {
 			items[at], changed = r, true
@@ -230,7 +273,7 @@ func (s *Server) generateOne(mesh *model.Snapshot, proxy *model.Proxy, prev *cla
 	if err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
-	b, err = build(res, prev)
+	b, err = build(res, prev, encodeCacheOf(mesh))
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}

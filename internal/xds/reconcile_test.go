@@ -31,7 +31,7 @@ func stubResources(t *testing.T) *Resources {
 
 // buildSnapshot builds res as a class snapshot from scratch.
 func buildSnapshot(res *Resources) (*classSnap, map[string]string, error) {
-	b, err := build(res, nil)
+	b, err := build(res, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
