@@ -144,7 +144,8 @@ type loadSummary struct {
 		Responses map[string]int64 `json:"responses"`
 		Resources map[string]int64 `json:"resources"`
 	} `json:"marks"`
-	Errors []string `json:"errors"`
+	Errors  []string `json:"errors"`
+	Waiting []string `json:"waiting"`
 }
 
 func freePort() (int, error) {
@@ -246,6 +247,12 @@ func (r *run) do(c *config) error {
 	}
 	ev, err := waitEvent(events, "converged", c.convergeTimeout)
 	if err != nil {
+		// Say which clients did not get there, and why, from the load's summary.
+		fmt.Fprintln(stdin, "quit")
+		var sum loadSummary
+		if out, rerr := io.ReadAll(stdout); rerr == nil && json.Unmarshal(out, &sum) == nil {
+			return fmt.Errorf("%w: %d of %d clients converged, %d failed %v, waiting: %v", err, sum.Converged, r.Clients, sum.Failed, sum.Errors, sum.Waiting)
+		}
 		return err
 	}
 	s1 := sample()

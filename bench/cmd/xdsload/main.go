@@ -261,6 +261,9 @@ type summary struct {
 	Changes    []changeResult  `json:"changes"`
 	Marks      map[string]mark `json:"marks"`
 	Errors     []string        `json:"errors,omitempty"`
+	// Waiting describes up to five clients that neither converged nor
+	// failed: what they received per type (CDS, LDS, EDS, RDS).
+	Waiting []string `json:"waiting,omitempty"`
 	// AllLatenciesMs pools every client's latency over every change.
 	AllP50ms float64 `json:"change_all_p50_ms"`
 	AllP99ms float64 `json:"change_all_p99_ms"`
@@ -277,6 +280,10 @@ func (s *summary) finish(clients []*client, start time.Time) {
 			full = append(full, float64(c.convergedAt.Sub(c.dialAt).Microseconds())/1000)
 			s.ConvergeMs = max(s.ConvergeMs, float64(d.Microseconds())/1000)
 			initBytes += c.initBytes
+		}
+		if c.convergedAt.IsZero() && c.err == nil && len(s.Waiting) < 5 {
+			s.Waiting = append(s.Waiting, fmt.Sprintf("%s: responses %v, resources %v, EDS asked %d, RDS asked %d",
+				c.id, c.responses, c.resources, len(c.wantEDS), len(c.wantRDS)))
 		}
 		if c.err != nil {
 			s.Failed++
