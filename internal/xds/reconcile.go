@@ -119,13 +119,9 @@ func checkAndEncode(t typed, old *typeSnap, cache *encodeCache) (*typeSnap, erro
 			return nil, fmt.Errorf("%s %q: duplicate name", kind, name)
 		}
 		seen[name] = true
-		enc := cache.lookup(t.url, r)
-		if enc == nil {
-			var err error
-			if enc, err = encode(t.url, kind, name, r, old); err != nil {
-				return nil, err
-			}
-			cache.store(t.url, r, enc)
+		enc, err := cache.encode(t.url, kind, name, r, old)
+		if err != nil {
+			return nil, err
 		}
 		items = append(items, enc)
 	}
@@ -151,20 +147,20 @@ func encodeCacheOf(mesh *model.Snapshot) *encodeCache {
 // only clusters and load assignments are shared between translations.
 func cached(url string) bool { return url == resourcev3.ClusterType || url == resourcev3.EndpointType }
 
-func (c *encodeCache) lookup(url string, r types.Resource) *resource {
-	if c == nil || !cached(url) {
-		return nil
+// encode is encode's result for r, remembered when r is a cluster or load
+// assignment; a nil cache remembers nothing.
+func (c *encodeCache) encode(url, kind, name string, r types.Resource, old *typeSnap) (*resource, error) {
+	keep := c != nil && cached(url)
+	if keep {
+		if v, ok := c.m.Load(r); ok {
+			return v.(*resource), nil
+		}
 	}
-	if v, ok := c.m.Load(r); ok {
-		return v.(*resource)
-	}
-	return nil
-}
-
-func (c *encodeCache) store(url string, r types.Resource, enc *resource) {
-	if c != nil && cached(url) {
+	enc, err := encode(url, kind, name, r, old)
+	if err == nil && keep {
 		c.m.Store(r, enc)
 	}
+	return enc, err
 }
 
 // encode validates and encodes one resource; old's copy when equal.
@@ -222,13 +218,9 @@ func patchEndpoints(old *classSnap, clas []*endpointv3.ClusterLoadAssignment, ca
 		if !found {
 			return nil, fmt.Errorf("%s %q: not in the class's snapshot", kind, name)
 		}
-		r := cache.lookup(resourcev3.EndpointType, cla)
-		if r == nil {
-			var err error
-			if r, err = encode(resourcev3.EndpointType, kind, name, cla, eds); err != nil {
-				return nil, err
-			}
-			cache.store(resourcev3.EndpointType, cla, r)
+		r, err := cache.encode(resourcev3.EndpointType, kind, name, cla, eds)
+		if err != nil {
+			return nil, err
 		}
 		if r != items[at] {
 			items[at], changed = r, true
