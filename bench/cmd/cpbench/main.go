@@ -202,13 +202,16 @@ func (r *run) do(c *config) error {
 	}
 	proc := procfs.Reader{Root: "/proc"}
 	pg := cp.Process.Pid
-	sample := func() procfs.Sample {
-		s, err := proc.Group(pg)
+	// sampleGroup reads a process group's CPU and memory; sample is the
+	// control plane's.
+	sampleGroup := func(pgid int) procfs.Sample {
+		s, err := proc.Group(pgid)
 		if err != nil {
-			log.Printf("sample: %v", err)
+			log.Printf("sample process group %d: %v", pgid, err)
 		}
 		return s
 	}
+	sample := func() procfs.Sample { return sampleGroup(pg) }
 	time.Sleep(time.Second)
 	s0 := sample()
 	r.IdleRSSMiB = mib(s0.RSS)
@@ -276,14 +279,7 @@ func (r *run) do(c *config) error {
 		})
 		fmt.Fprintf(stdin, "profile %s\n", filepath.Join(c.out, "load-changes-"+tag+".pprof"))
 	}
-	loadSample := func() procfs.Sample {
-		s, err := proc.Group(load.Process.Pid)
-		if err != nil {
-			log.Printf("sample load: %v", err)
-		}
-		return s
-	}
-	sBefore, lBefore := sample(), loadSample()
+	sBefore, lBefore := sample(), sampleGroup(load.Process.Pid)
 	for k := range r.ChangesMade {
 		svc := (k*37 + 1) % r.Services
 		if m.hasPolicy(svc) {
@@ -300,7 +296,7 @@ func (r *run) do(c *config) error {
 		}
 		time.Sleep(300 * time.Millisecond) // let ACKs and stragglers settle before the next
 	}
-	sAfter, lAfter := sample(), loadSample()
+	sAfter, lAfter := sample(), sampleGroup(load.Process.Pid)
 	if c.pprof {
 		fmt.Fprintln(stdin, "profile-stop")
 	}
