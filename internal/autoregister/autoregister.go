@@ -152,6 +152,9 @@ func (c *Controller) SetGroups(groups []*model.WorkloadGroup) {
 	c.kick()
 }
 
+// GracePeriod is how long an entry outlives its proxy's last stream.
+func (c *Controller) GracePeriod() time.Duration { return c.opts.GracePeriod }
+
 // Entries are the WorkloadEntries that should exist now, sorted by
 // namespace and name. They are not to be modified.
 func (c *Controller) Entries() []*model.WorkloadEntry {

@@ -25,22 +25,15 @@ type autoRegistration struct {
 	log     *slog.Logger
 
 	// Kubernetes mode: how often the leader sweeps entries left behind by
-	// a replica that crashed, and the rules' times (see autoregister.Stale).
-	sweepEvery, grace, maxConnAge time.Duration
+	// a replica that crashed, and the maximum connection age its rules use
+	// (see autoregister.Stale).
+	sweepEvery, maxConnAge time.Duration
 
 	changed chan struct{}
 }
 
 func newAutoRegistration(opts Options, elector *kubesource.Elector) (*autoRegistration, error) {
-	grace := opts.AutoRegisterGrace
-	if grace <= 0 {
-		grace = autoregister.DefaultGracePeriod
-	}
-	sweep := opts.AutoRegisterSweepInterval
-	if sweep <= 0 {
-		sweep = 10 * grace // istiod's periodicWorkloadEntryCleanup
-	}
-	a := &autoRegistration{changed: make(chan struct{}, 1), log: opts.Logger, elector: elector, sweepEvery: sweep, grace: grace}
+	a := &autoRegistration{changed: make(chan struct{}, 1), log: opts.Logger, elector: elector}
 	identity, _ := os.Hostname()
 	if elector != nil {
 		identity = elector.Identity()
@@ -52,6 +45,10 @@ func newAutoRegistration(opts Options, elector *kubesource.Elector) (*autoRegist
 			default:
 			}
 		}})
+	a.sweepEvery = opts.AutoRegisterSweepInterval
+	if a.sweepEvery <= 0 {
+		a.sweepEvery = 10 * a.ctrl.GracePeriod() // istiod's periodicWorkloadEntryCleanup
+	}
 	if opts.Kubernetes != nil {
 		w, err := autoregister.NewKubeWriter(opts.Kubernetes, identity)
 		if err != nil {
@@ -116,7 +113,7 @@ func (a *autoRegistration) sweepStale(ctx context.Context) {
 	if !a.elector.IsLeader() {
 		return
 	}
-	deleted, err := a.writer.CleanStale(ctx, time.Now(), a.grace, a.maxConnAge, a.ctrl.Entries())
+	deleted, err := a.writer.CleanStale(ctx, time.Now(), a.ctrl.GracePeriod(), a.maxConnAge, a.ctrl.Entries())
 	for _, key := range deleted {
 		a.log.Info("auto-registration: deleted a WorkloadEntry no replica looks after", "workload_entry", key)
 	}
