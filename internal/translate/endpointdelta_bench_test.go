@@ -13,12 +13,7 @@ import (
 // BenchmarkBuildEndpointsOneHost: the load assignments of one host for one
 // proxy, in a 1000-service mesh.
 func BenchmarkBuildEndpointsOneHost(b *testing.B) {
-	dir := b.TempDir()
-	writeSyntheticMesh(b, dir, 1000, 20)
-	cfg, _, err := config.LoadDir(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := syntheticConfig(b, 1000, 20)
 	snap := model.NewSnapshot(cfg)
 	p := syntheticProxies(b, 20)[0]
 	hosts := []string{"svc-10.ns-10.svc.cluster.local"} // with subsets and locality
@@ -36,12 +31,7 @@ func BenchmarkBuildEndpointsOneHost(b *testing.B) {
 // BenchmarkBuildEndpointsOneHostNewSnapshot: the same on a snapshot no
 // proxy was translated for yet, as after every endpoint change.
 func BenchmarkBuildEndpointsOneHostNewSnapshot(b *testing.B) {
-	dir := b.TempDir()
-	writeSyntheticMesh(b, dir, 1000, 20)
-	cfg, _, err := config.LoadDir(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := syntheticConfig(b, 1000, 20)
 	p := syntheticProxies(b, 20)[0]
 	hosts := []string{"svc-10.ns-10.svc.cluster.local"}
 	b.ReportAllocs()

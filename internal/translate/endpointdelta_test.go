@@ -245,6 +245,18 @@ func TestEndpointDeltaMatchesBuildOnGoldenScenarios(t *testing.T) {
 	}
 }
 
+// syntheticConfig is writeSyntheticMesh's mesh, loaded.
+func syntheticConfig(t testing.TB, services, namespaces int) *model.Config {
+	t.Helper()
+	dir := t.TempDir()
+	writeSyntheticMesh(t, dir, services, namespaces)
+	cfg, _, err := config.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // writeSyntheticMesh writes cpbench's mesh: services over namespaces, each
 // a STATIC ServiceEntry selecting three WorkloadEntries, every tenth with a
 // VirtualService and DestinationRule subsets.
@@ -303,12 +315,7 @@ func syntheticProxies(t testing.TB, namespaces int) []*model.Proxy {
 // TestEndpointDeltaMatchesBuildOnSyntheticMesh is the same property on a
 // cpbench-like mesh with subsets and locality load balancing.
 func TestEndpointDeltaMatchesBuildOnSyntheticMesh(t *testing.T) {
-	dir := t.TempDir()
-	writeSyntheticMesh(t, dir, 40, 4)
-	cfg, _, err := config.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := syntheticConfig(t, 40, 4)
 	runEndpointProperty(t, cfg, syntheticProxies(t, 4), 12)
 }
 
