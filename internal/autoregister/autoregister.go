@@ -4,6 +4,11 @@
 // group's template and its own address while it is connected, and for a
 // grace period after its last stream closes, so that a reconnect keeps it.
 //
+// A proxy whose PROXY_CONFIG has a readinessProbe runs it and reports the
+// result on its stream (OnHealth); its entry then carries Istio's
+// health-checks annotation and a Healthy condition, and is an endpoint
+// only while that is True (model.WorkloadHealthy).
+//
 // The Controller only decides which entries should exist. In file mode the
 // control plane merges Entries into the config it serves; in Kubernetes
 // mode a Writer puts them into the API server (see kube.go), where the
@@ -60,6 +65,10 @@ type registration struct {
 	labels                        map[string]string
 	connectedAt                   time.Time
 	disconnectedAt                time.Time // zero while connected
+	// probes: the proxy runs a readinessProbe and reports its result;
+	// health is its last report (nil before the first).
+	probes bool
+	health *model.Condition
 }
 
 // Controller tracks registered proxies; see the package doc.
@@ -120,10 +129,38 @@ func (c *Controller) OnConnect(node *corev3.Node) {
 	for k, v := range md["LABELS"].GetStructValue().GetFields() {
 		labels[k] = v.GetStringValue()
 	}
+	r := &registration{namespace: ns, group: group, ip: strings.TrimSpace(ip), network: md["NETWORK"].GetStringValue(),
+		labels: labels, connectedAt: time.Now(), probes: md["PROXY_CONFIG"].GetStructValue().GetFields()["readinessProbe"] != nil}
 	c.mu.Lock()
-	c.regs[node.GetId()] = &registration{namespace: ns, group: group, ip: strings.TrimSpace(ip),
-		network: md["NETWORK"].GetStringValue(), labels: labels, connectedAt: time.Now()}
+	if old := c.regs[node.GetId()]; old != nil && old.probes && r.probes {
+		// A reconnect: the workload's health is what it was, until the
+		// proxy reports again (as the condition istiod wrote stays).
+		r.health = old.health
+	}
+	c.regs[node.GetId()] = r
 	c.mu.Unlock()
+	c.kick()
+}
+
+// OnHealth records a proxy's health report (xds.Options' hook): the
+// Healthy condition of its entry, which makes the entry an endpoint or
+// takes it out (model.WorkloadHealthy). It does not block.
+func (c *Controller) OnHealth(nodeID string, healthy bool, message string) {
+	cond := &model.Condition{Type: model.ConditionHealthy, Status: "True"}
+	if !healthy {
+		cond.Status, cond.Message = "False", message
+	}
+	c.mu.Lock()
+	r := c.regs[nodeID]
+	if r != nil {
+		r.health = cond
+	}
+	c.mu.Unlock()
+	if r == nil {
+		c.opts.Logger.Warn("auto-registration: health report from a proxy without an auto-registered entry; ignored", "proxy", nodeID)
+		return
+	}
+	c.opts.Logger.Info("auto-registration: workload health", "proxy", nodeID, "healthy", healthy, "message", message)
 	c.kick()
 }
 
@@ -224,7 +261,7 @@ func (c *Controller) update(now time.Time) (next time.Duration, changed bool) {
 
 func sameEntry(a, b *model.WorkloadEntry) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && maps.Equal(a.Labels, b.Labels) &&
-		maps.Equal(a.Annotations, b.Annotations) && proto.Equal(a.Spec, b.Spec)
+		maps.Equal(a.Annotations, b.Annotations) && slices.Equal(a.Conditions, b.Conditions) && proto.Equal(a.Spec, b.Spec)
 }
 
 // EntryName is Istio's name of an auto-registered entry: the group, the
@@ -266,9 +303,16 @@ func (c *Controller) entry(g *model.WorkloadGroup, r *registration) *model.Workl
 	if !r.disconnectedAt.IsZero() {
 		ann[DisconnectedAtAnnotation] = r.disconnectedAt.UTC().Format(time.RFC3339Nano)
 	}
+	var conds []model.Condition
+	if r.probes {
+		ann[model.HealthChecksAnnotation] = "true"
+		if r.health != nil {
+			conds = []model.Condition{*r.health}
+		}
+	}
 	return &model.WorkloadEntry{
 		Meta: model.Meta{Kind: "WorkloadEntry", Namespace: r.namespace, Name: EntryName(r.group, r.ip, r.network),
-			Labels: maps.Clone(labels), Annotations: ann, Source: model.Source{File: "auto-registration"}},
+			Labels: maps.Clone(labels), Annotations: ann, Conditions: conds, Source: model.Source{File: "auto-registration"}},
 		Spec: spec,
 	}
 }

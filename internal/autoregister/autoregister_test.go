@@ -93,3 +93,64 @@ func TestStaleFollowsIstiodsCleanupRules(t *testing.T) {
 		}
 	}
 }
+
+// probingNode is a VM proxy whose PROXY_CONFIG has a readinessProbe, as
+// Istio's agent sends it.
+func probingNode(ip string) *corev3.Node {
+	n := vmNode(ip, nil)
+	probe, err := structpb.NewStruct(map[string]any{"readinessProbe": map[string]any{"httpGet": map[string]any{"port": 8080.0}}})
+	if err != nil {
+		panic(err)
+	}
+	n.Metadata.Fields["PROXY_CONFIG"] = structpb.NewStructValue(probe)
+	return n
+}
+
+// A proxy with a readinessProbe gets an entry with health checks enabled,
+// whose Healthy condition follows its reports and survives a reconnect;
+// a proxy without one gets neither, whatever it reports.
+func TestEntryHealthFollowsTheProxysReports(t *testing.T) {
+	c := New(Options{Identity: "cp-0"})
+	c.SetGroups([]*model.WorkloadGroup{{Meta: model.Meta{Kind: "WorkloadGroup", Namespace: "vms", Name: "vm"},
+		Spec: &networking.WorkloadGroup{Template: &networking.WorkloadEntry{Ports: map[string]uint32{"http": 8080}}}}})
+	prober, plain := probingNode("10.9.0.7"), vmNode("10.9.0.8", nil)
+	c.OnConnect(prober)
+	c.OnConnect(plain)
+	entry := func(name string) *model.WorkloadEntry {
+		t.Helper()
+		c.update(time.Now())
+		for _, e := range c.Entries() {
+			if e.Name == name {
+				return e
+			}
+		}
+		t.Fatalf("no entry %s in %v", name, c.Entries())
+		return nil
+	}
+	healthy := func(step string, want bool) {
+		t.Helper()
+		if got := model.WorkloadHealthy(entry("vm-10.9.0.7")); got != want {
+			t.Errorf("%s: healthy = %v, want %v (conditions %+v)", step, got, want, entry("vm-10.9.0.7").Conditions)
+		}
+	}
+	if e := entry("vm-10.9.0.7"); e.Annotations[model.HealthChecksAnnotation] != "true" {
+		t.Fatalf("annotations %v: want %s", e.Annotations, model.HealthChecksAnnotation)
+	}
+	healthy("before the first report", false)
+	c.OnHealth(prober.GetId(), true, "")
+	healthy("reported healthy", true)
+	c.OnDisconnect(prober.GetId())
+	c.OnConnect(prober)
+	healthy("after a reconnect", true)
+	c.OnHealth(prober.GetId(), false, "connection refused")
+	healthy("reported unhealthy", false)
+	if cond := entry("vm-10.9.0.7").Condition(model.ConditionHealthy); cond == nil || cond.Message != "connection refused" {
+		t.Errorf("condition %+v: want the probe's error as its message", cond)
+	}
+
+	c.OnHealth(plain.GetId(), false, "ignored")
+	if e := entry("vm-10.9.0.8"); e.Annotations[model.HealthChecksAnnotation] != "" || len(e.Conditions) != 0 || !model.WorkloadHealthy(e) {
+		t.Errorf("a proxy without a probe: annotations %v, conditions %v; want neither, and healthy", e.Annotations, e.Conditions)
+	}
+	c.OnHealth("sidecar~10.9.0.99~x.vms~vms.svc.cluster.local", true, "") // not registered: ignored
+}

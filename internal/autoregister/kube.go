@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	networkingclient "istio.io/client-go/pkg/clientset/versioned/typed/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -142,20 +146,49 @@ func (w *KubeWriter) put(ctx context.Context, e *model.WorkloadEntry) error {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "networking.istio.io/v1", Kind: "WorkloadGroup",
 				Name: group.Name, UID: group.UID, Controller: new(true)}}}}
 		proto.Merge(&we.Spec, e.Spec)
-		_, err = api.Create(ctx, we, metav1.CreateOptions{})
-		return err
+		if cur, err = api.Create(ctx, we, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		return putHealth(ctx, api, cur, e)
 	}
 	if err != nil {
 		return err
 	}
-	if maps.Equal(cur.Labels, e.Labels) && maps.Equal(cur.Annotations, e.Annotations) && proto.Equal(&cur.Spec, e.Spec) {
+	if !maps.Equal(cur.Labels, e.Labels) || !maps.Equal(cur.Annotations, e.Annotations) || !proto.Equal(&cur.Spec, e.Spec) {
+		cur = cur.DeepCopy()
+		cur.Labels, cur.Annotations = e.Labels, e.Annotations
+		cur.Spec.Reset()
+		proto.Merge(&cur.Spec, e.Spec)
+		if cur, err = api.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	return putHealth(ctx, api, cur, e)
+}
+
+// putHealth writes e's Healthy condition (its proxy's last report) into
+// cur's status, as istiod's health controller does; every replica reads
+// it back from there (model.WorkloadHealthy).
+func putHealth(ctx context.Context, api networkingclient.WorkloadEntryInterface, cur *networkingv1.WorkloadEntry, e *model.WorkloadEntry) error {
+	want := e.Condition(model.ConditionHealthy)
+	if want == nil {
+		return nil
+	}
+	i := slices.IndexFunc(cur.Status.Conditions, func(c *metav1alpha1.IstioCondition) bool { return c.GetType() == model.ConditionHealthy })
+	if i >= 0 && cur.Status.Conditions[i].GetStatus() == want.Status && cur.Status.Conditions[i].GetMessage() == want.Message {
 		return nil
 	}
 	cur = cur.DeepCopy()
-	cur.Labels, cur.Annotations = e.Labels, e.Annotations
-	cur.Spec.Reset()
-	proto.Merge(&cur.Spec, e.Spec)
-	_, err = api.Update(ctx, cur, metav1.UpdateOptions{})
+	// The agent reports transitions only, so the probe time is the
+	// transition's, as istiod writes them.
+	now := timestamppb.Now()
+	cond := &metav1alpha1.IstioCondition{Type: want.Type, Status: want.Status, Message: want.Message, LastProbeTime: now, LastTransitionTime: now}
+	if i >= 0 {
+		cur.Status.Conditions[i] = cond
+	} else {
+		cur.Status.Conditions = append(cur.Status.Conditions, cond)
+	}
+	_, err := api.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 	return err
 }
 

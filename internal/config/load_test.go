@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -397,5 +398,43 @@ spec:
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A resource's status is never an error, whatever its shape; its
+// conditions are read, as a kubectl export holds them (a WorkloadEntry's
+// Healthy decides whether it is an endpoint).
+func TestStatusConditionsAreReadAndMalformedStatusIgnored(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "we.yaml"), `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm, namespace: vms, annotations: {proxy.istio.io/health-checks-enabled: "true"}}
+spec: {address: 10.9.0.7, labels: {app: vm}}
+status:
+  conditions:
+  - {type: Healthy, status: "False", message: connection refused, lastProbeTime: "2026-11-24T00:00:00Z"}
+  - not a condition
+  - {status: "True"}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other, namespace: vms}
+spec: {address: 10.9.0.8}
+status: [a list, not a status]
+`)
+	cfg, _, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.WorkloadEntries) != 2 {
+		t.Fatalf("%d WorkloadEntries, want 2", len(cfg.WorkloadEntries))
+	}
+	other, vm := cfg.WorkloadEntries[0], cfg.WorkloadEntries[1]
+	want := []model.Condition{{Type: "Healthy", Status: "False", Message: "connection refused"}}
+	if !slices.Equal(vm.Conditions, want) {
+		t.Errorf("conditions %+v, want %+v", vm.Conditions, want)
+	}
+	if other.Conditions != nil {
+		t.Errorf("a malformed status gave conditions %+v", other.Conditions)
 	}
 }

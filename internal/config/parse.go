@@ -171,7 +171,9 @@ func (p *fileParser) document(n *yaml.Node) {
 		case "spec":
 			specNode = f.value
 		case "status":
-			// Written by Kubernetes, not the user; ignored as Istio does.
+			// Written by controllers, not the user: never an error. Its
+			// conditions are read (a WorkloadEntry's Healthy).
+			d.meta.Conditions = conditions(f.value)
 		default:
 			c.fail(f.key, f.line, "unknown field; a resource has apiVersion, kind, metadata and spec%s",
 				suggest(f.key, []string{"apiVersion", "kind", "metadata", "spec"}))
@@ -418,4 +420,26 @@ func (d *document) errorAt(field string, line int, reason string) *ValidationErr
 		Field:     field,
 		Reason:    reason,
 	}
+}
+
+// conditions reads status.conditions leniently: whatever does not have
+// the shape of an IstioCondition is skipped.
+func conditions(n *yaml.Node) []model.Condition {
+	var status struct {
+		Conditions []any `yaml:"conditions"`
+	}
+	if n == nil || n.Decode(&status) != nil {
+		return nil
+	}
+	var out []model.Condition
+	for _, c := range status.Conditions {
+		m, _ := c.(map[string]any)
+		t, _ := m["type"].(string)
+		st, _ := m["status"].(string)
+		msg, _ := m["message"].(string)
+		if t != "" {
+			out = append(out, model.Condition{Type: t, Status: st, Message: msg})
+		}
+	}
+	return out
 }

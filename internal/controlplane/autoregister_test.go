@@ -7,13 +7,17 @@ import (
 	"testing"
 	"time"
 
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/trellis-mesh/trellis/internal/autoregister"
 	"github.com/trellis-mesh/trellis/internal/testenv/adstest"
+	"github.com/trellis-mesh/trellis/internal/xds"
 )
 
 const vmGroup = `apiVersion: networking.istio.io/v1
@@ -56,23 +60,16 @@ func endpointAddrs(t *testing.T, r *discoveryv3.DiscoveryResponse, cluster strin
 	return out
 }
 
-// A proxy naming a WorkloadGroup in its metadata becomes an endpoint of
-// the services selecting the group's labels while it is connected, and
-// stops being one a grace period after it disconnects (file mode: the
-// entry lives in the control plane's memory).
-func TestAutoRegisteredProxyIsAnEndpointUntilGraceAfterDisconnect(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "vm.yaml"), vmGroup)
-	const grace = 500 * time.Millisecond
-	addr := startRun(t, Options{ConfigDir: dir, AutoRegisterGrace: grace,
-		OnConfigError: func(err error) { t.Errorf("config error: %v", err) }}).XDSAddr.String()
+const vmCluster = "outbound|80||vm-svc.vms.svc.cluster.local"
 
-	const cluster = "outbound|80||vm-svc.vms.svc.cluster.local"
+// awaitEndpoints watches cluster's endpoints as a client in the VMs'
+// namespace; the function it returns waits until they are want.
+func awaitEndpoints(t *testing.T, addr, cluster string) func(what string, want []string) {
 	watcher := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~10.9.0.1~client.vms~vms.svc.cluster.local", map[string]string{"app": "client"}))
 	watcher.Request(resourcev3.ClusterType)
 	watcher.ACK(watcher.Expect(resourcev3.ClusterType, 5*time.Second))
 	watcher.Request(resourcev3.EndpointType, cluster)
-	await := func(what string, want []string) {
+	return func(what string, want []string) {
 		t.Helper()
 		start := time.Now()
 		for {
@@ -88,6 +85,20 @@ func TestAutoRegisteredProxyIsAnEndpointUntilGraceAfterDisconnect(t *testing.T) 
 			}
 		}
 	}
+}
+
+// A proxy naming a WorkloadGroup in its metadata becomes an endpoint of
+// the services selecting the group's labels while it is connected, and
+// stops being one a grace period after it disconnects (file mode: the
+// entry lives in the control plane's memory).
+func TestAutoRegisteredProxyIsAnEndpointUntilGraceAfterDisconnect(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "vm.yaml"), vmGroup)
+	const grace = 500 * time.Millisecond
+	addr := startRun(t, Options{ConfigDir: dir, AutoRegisterGrace: grace,
+		OnConfigError: func(err error) { t.Errorf("config error: %v", err) }}).XDSAddr.String()
+
+	await := awaitEndpoints(t, addr, vmCluster)
 	await("no VM yet", []string{})
 
 	vmConn := adstest.Dial(t, addr)
@@ -105,4 +116,48 @@ func TestAutoRegisteredProxyIsAnEndpointUntilGraceAfterDisconnect(t *testing.T) 
 	if d := time.Since(disconnected); d < grace {
 		t.Errorf("entry removed %v after disconnect, before the %v grace period", d, grace)
 	}
+}
+
+// A VM proxy that runs a readinessProbe is an endpoint only while its last
+// health report said healthy: not before its first report, not after a
+// failing one (Istio's WorkloadGroup probe, file mode).
+func TestProbedProxyIsAnEndpointOnlyWhileHealthy(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "vm.yaml"), vmGroup)
+	addr := startRun(t, Options{ConfigDir: dir, OnConfigError: func(err error) { t.Errorf("config error: %v", err) }}).XDSAddr.String()
+	await := awaitEndpoints(t, addr, vmCluster)
+	await("no VM yet", []string{})
+
+	node := adstest.Node("sidecar~10.9.0.7~vm-1.vms~vms.svc.cluster.local", nil)
+	node.Metadata.Fields[autoregister.GroupMetadata] = structpb.NewStringValue("vm")
+	proxyConfig, err := structpb.NewStruct(map[string]any{"readinessProbe": map[string]any{
+		"httpGet": map[string]any{"path": "/ready", "port": 8080.0}, "periodSeconds": 1.0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Metadata.Fields["PROXY_CONFIG"] = structpb.NewStructValue(proxyConfig)
+	vm := adstest.NewSotW(t, adstest.Dial(t, addr), node)
+	vm.Request(resourcev3.ClusterType)
+	vm.ACK(vm.Expect(resourcev3.ClusterType, 5*time.Second)) // its OnConnect ran before this response
+	// A VM of the same group without a probe, registered after it, is an
+	// endpoint at once: the first is registered but not yet healthy.
+	plainNode := adstest.Node("sidecar~10.9.0.8~vm-2.vms~vms.svc.cluster.local", nil)
+	plainNode.Metadata.Fields[autoregister.GroupMetadata] = structpb.NewStringValue("vm")
+	plain := adstest.NewSotW(t, adstest.Dial(t, addr), plainNode)
+	plain.Request(resourcev3.ClusterType)
+	await("registered, not yet reported healthy", []string{"10.9.0.8:8080"})
+
+	report := func(healthy bool) {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: xds.HealthInfoType}
+		if !healthy {
+			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.Internal), Message: "connection refused"}
+		}
+		vm.Send(req)
+	}
+	report(true)
+	await("reported healthy", []string{"10.9.0.7:8080", "10.9.0.8:8080"})
+	report(false)
+	await("reported unhealthy", []string{"10.9.0.8:8080"})
+	report(true)
+	await("healthy again", []string{"10.9.0.7:8080", "10.9.0.8:8080"})
 }

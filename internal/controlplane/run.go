@@ -153,7 +153,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	srv := xds.NewServer(xds.Options{Translate: opts.Translate, ShareKey: shareKey, Logger: log, Metrics: tel.xds,
 		EndpointDelta: endpointDelta, TranslateEndpoints: translate.BuildEndpoints,
-		OnConnect: autoReg.ctrl.OnConnect, OnDisconnect: autoReg.ctrl.OnDisconnect})
+		OnConnect: autoReg.ctrl.OnConnect, OnDisconnect: autoReg.ctrl.OnDisconnect, OnHealth: autoReg.ctrl.OnHealth})
 	autoReg.maxConnAge = srv.MaxConnectionAge()
 	scoper := newAutoScoper(opts, srv)
 	dbg, err := listenDebug(opts.DebugAddress, tel, srv, scoper, log)

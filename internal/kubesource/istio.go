@@ -81,10 +81,28 @@ func (o istioObject) document() ([]byte, error) {
 		Labels      map[string]string `json:"labels,omitempty"`
 		Annotations map[string]string `json:"annotations,omitempty"`
 	}
+	type condition struct {
+		Type    string `json:"type"`
+		Status  string `json:"status"`
+		Message string `json:"message,omitempty"`
+	}
+	type status struct {
+		Conditions []condition `json:"conditions"`
+	}
+	var st *status
+	if o.kind == "WorkloadEntry" { // the only kind whose conditions config reads (Healthy)
+		for _, c := range o.status.GetConditions() {
+			if st == nil {
+				st = &status{}
+			}
+			st.Conditions = append(st.Conditions, condition{c.GetType(), c.GetStatus(), c.GetMessage()})
+		}
+	}
 	return json.Marshal(struct {
 		APIVersion string          `json:"apiVersion"`
 		Kind       string          `json:"kind"`
 		Metadata   meta            `json:"metadata"`
 		Spec       json.RawMessage `json:"spec"`
-	}{o.apiVersion, o.kind, meta{o.meta.Name, o.meta.Namespace, o.meta.Labels, o.meta.Annotations}, spec})
+		Status     *status         `json:"status,omitempty"`
+	}{o.apiVersion, o.kind, meta{o.meta.Name, o.meta.Namespace, o.meta.Labels, o.meta.Annotations}, spec, st})
 }

@@ -37,7 +37,26 @@ type Meta struct {
 	Name        string
 	Labels      map[string]string
 	Annotations map[string]string
-	Source      Source
+	// Conditions are the resource's status conditions, which controllers
+	// write and users do not: Trellis reads a WorkloadEntry's Healthy.
+	Conditions []Condition
+	Source     Source
+}
+
+// Condition is one of a resource's status conditions (Istio's
+// IstioCondition): Status is "True", "False" or "Unknown".
+type Condition struct {
+	Type, Status, Message string
+}
+
+// Condition returns the condition of type t, or nil.
+func (m Meta) Condition(t string) *Condition {
+	for i := range m.Conditions {
+		if m.Conditions[i].Type == t {
+			return &m.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // Key is "Kind namespace/name", the form used in error messages.

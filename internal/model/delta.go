@@ -125,7 +125,7 @@ func sameResource[T proto.Message](a, b *Resource[T]) bool {
 
 func sameMeta(a, b Meta) bool {
 	return a.Kind == b.Kind && a.Namespace == b.Namespace && a.Name == b.Name &&
-		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations)
+		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations) && slices.Equal(a.Conditions, b.Conditions)
 }
 
 // serviceEntries pairs the ServiceEntries by position (both lists are

@@ -216,7 +216,7 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 		}
 	}
 	for _, we := range candidates {
-		if we.Namespace == se.Namespace && LabelsMatch(sel, we.Spec.GetLabels()) {
+		if we.Namespace == se.Namespace && LabelsMatch(sel, we.Spec.GetLabels()) && WorkloadHealthy(we) {
 			out = append(out, endpointFrom(we.Spec, we))
 		}
 	}

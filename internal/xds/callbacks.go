@@ -68,6 +68,22 @@ func (s *Server) runHooks(st *proxyState) {
 	s.mu.Unlock()
 }
 
+// reportHealth hands a proxy's health report to OnHealth, queued behind
+// its connect hook so that the receiver knows the proxy by then.
+func (s *Server) reportHealth(st *proxyState, nodeID string, failure *rejection) {
+	if s.onHealth == nil {
+		return
+	}
+	healthy, message := failure == nil, ""
+	if failure != nil {
+		message = failure.message
+	}
+	s.mu.Lock()
+	st.hooks = append(st.hooks, func() { s.onHealth(nodeID, healthy, message) })
+	s.mu.Unlock()
+	s.runHooks(st)
+}
+
 // rejection is what a NACK carries: the proxy's error detail.
 type rejection struct {
 	code    int32

@@ -83,7 +83,16 @@ type Options struct {
 	// same node.
 	OnConnect    func(node *corev3.Node)
 	OnDisconnect func(nodeID string)
+	// OnHealth is called with each health report of a proxy that probes
+	// its workload (a request of HealthInfoType: healthy without an error
+	// detail, else unhealthy with its message), in order with the node's
+	// OnConnect and OnDisconnect calls and under the same rules.
+	OnHealth func(nodeID string, healthy bool, message string)
 }
+
+// HealthInfoType is the type URL of the health reports Istio's agent sends
+// on its ADS stream; they are never answered.
+const HealthInfoType = "type.googleapis.com/istio.v1.HealthInformation"
 
 // Server is an ADS server that keeps each connected proxy's config in
 // step with the latest mesh snapshot given to Update. Proxies of one class
@@ -97,6 +106,7 @@ type Server struct {
 	translateEndpoints func(*model.Snapshot, *model.Proxy, []string) ([]*endpointv3.ClusterLoadAssignment, error)
 	onConnect          func(*corev3.Node)
 	onDisconnect       func(string)
+	onHealth           func(nodeID string, healthy bool, message string)
 	memory             memoryReleaser
 	classes            classes
 	forgetAfter        time.Duration
@@ -171,6 +181,7 @@ func NewServer(opts Options) *Server {
 		streams:      map[streamKey]*stream{},
 		onConnect:    opts.OnConnect,
 		onDisconnect: opts.OnDisconnect,
+		onHealth:     opts.OnHealth,
 	}
 	if opts.EndpointDelta != nil && opts.TranslateEndpoints != nil {
 		srv.endpointDelta, srv.translateEndpoints = opts.EndpointDelta, opts.TranslateEndpoints

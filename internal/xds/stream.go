@@ -217,6 +217,10 @@ func (str *stream) onSotwRequest(req *discoveryv3.DiscoveryRequest) error {
 	if err := str.checkNode(req.GetNode()); err != nil {
 		return err
 	}
+	if req.GetTypeUrl() == HealthInfoType {
+		str.s.reportHealth(str.st, str.nodeID, rejectionOf(req.GetErrorDetail()))
+		return nil
+	}
 	t := typeIndex(req.GetTypeUrl())
 	if t < 0 {
 		return nil // not served: never answered, as for a resource that does not exist
@@ -302,6 +306,10 @@ func (str *stream) pushSotw(t int, cur *typeSnap) error {
 func (str *stream) onDeltaRequest(req *discoveryv3.DeltaDiscoveryRequest) error {
 	if err := str.checkNode(req.GetNode()); err != nil {
 		return err
+	}
+	if req.GetTypeUrl() == HealthInfoType {
+		str.s.reportHealth(str.st, str.nodeID, rejectionOf(req.GetErrorDetail()))
+		return nil
 	}
 	t := typeIndex(req.GetTypeUrl())
 	if t < 0 {
