@@ -150,18 +150,24 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 	st.namespaces = kf.Core().V1().Namespaces()
 	st.configMaps = cmf.Core().V1().ConfigMaps()
 	st.istio = s.istioInformers(isf)
-	for _, inf := range []cache.SharedIndexInformer{st.services.Informer(), st.slices.Informer(), st.configMaps.Informer()} {
-		if _, err := inf.AddEventHandler(handler); err != nil {
+	// handled: the handlers have been given every object of the first
+	// list, so that what they kicked for is in the first build.
+	var handled []cache.InformerSynced
+	register := func(inf cache.SharedIndexInformer, h cache.ResourceEventHandler) error {
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
+		handled = append(handled, reg.HasSynced)
+		return nil
 	}
-	for _, inf := range st.istio {
-		if _, err := inf.AddEventHandler(handler); err != nil {
-			return fmt.Errorf("kubernetes source: %w", err)
+	for _, inf := range append([]cache.SharedIndexInformer{st.services.Informer(), st.slices.Informer(), st.configMaps.Informer()}, st.istio...) {
+		if err := register(inf, handler); err != nil {
+			return err
 		}
 	}
 	// A Node's status changes often (heartbeats); only its labels matter.
-	if _, err := st.nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if err := register(st.nodes.Informer(), cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { kick() },
 		UpdateFunc: func(o, n any) {
 			a, ok1 := o.(*corev1.Node)
@@ -172,10 +178,10 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		},
 		DeleteFunc: func(any) { kick() },
 	}); err != nil {
-		return fmt.Errorf("kubernetes source: %w", err)
+		return err
 	}
 	// A Namespace matters for its labels and for being deleted.
-	if _, err := st.namespaces.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if err := register(st.namespaces.Informer(), cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { kick() },
 		UpdateFunc: func(o, n any) {
 			a, ok1 := o.(*corev1.Namespace)
@@ -186,10 +192,10 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		},
 		DeleteFunc: func(any) { kick() },
 	}); err != nil {
-		return fmt.Errorf("kubernetes source: %w", err)
+		return err
 	}
 	// A Pod's status changes often; only what the model reads matters.
-	if _, err := st.pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if err := register(st.pods.Informer(), cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { kick() },
 		UpdateFunc: func(o, n any) {
 			if podChanged(o, n) {
@@ -198,7 +204,7 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		},
 		DeleteFunc: func(any) { kick() },
 	}); err != nil {
-		return fmt.Errorf("kubernetes source: %w", err)
+		return err
 	}
 
 	if !s.opts.ReadOnly {
@@ -225,7 +231,16 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 			}
 		}
 	}
+	if !cache.WaitForCacheSync(ctx.Done(), handled...) {
+		return nil // only ctx ends the wait
+	}
 	s.opts.Logger.Info("kubernetes source synced", "server", s.opts.Config.Host, "took", time.Since(start).Round(time.Millisecond))
+	// The first list's kicks are all in, and in the first build. A kick
+	// after this is a change, even one made while that build is delivered.
+	select {
+	case <-kicks:
+	default:
+	}
 
 	deliver := func() {
 		cfg, err := st.build()
@@ -236,10 +251,6 @@ func (s *Source) Watch(ctx context.Context, onConfig func(*model.Config), onErro
 		st.syncStatus(ctx) // after delivery: API writes must not delay config
 	}
 	deliver()
-	select { // the informers' initial adds are in what was just built
-	case <-kicks:
-	default:
-	}
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
