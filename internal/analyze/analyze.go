@@ -378,7 +378,9 @@ func (a *analysis) selectors() {
 		check(r.Meta, "spec.workloadSelector", r.Spec.GetWorkloadSelector().GetMatchLabels(), false)
 	}
 	for _, r := range cfg.ServiceEntries {
-		check(r.Meta, "spec.workloadSelector", r.Spec.GetWorkloadSelector().GetLabels(), false)
+		if !r.Source.Registry() { // a Service with no Pods is no mistake
+			check(r.Meta, "spec.workloadSelector", r.Spec.GetWorkloadSelector().GetLabels(), false)
+		}
 	}
 	for _, r := range cfg.Gateways {
 		check(r.Meta, "spec.selector", r.Spec.GetSelector(), true)

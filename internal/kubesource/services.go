@@ -25,7 +25,7 @@ func podWorkload(pod *corev1.Pod) *model.WorkloadEntry {
 		Meta: model.Meta{
 			Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name,
 			Labels: pod.Labels, Annotations: pod.Annotations,
-			Source: model.Source{File: "kubernetes: Pod " + pod.Namespace + "/" + pod.Name},
+			Source: model.Source{File: model.RegistrySource + "Pod " + pod.Namespace + "/" + pod.Name},
 		},
 		Spec: &networking.WorkloadEntry{
 			Address:        pod.Status.PodIP,
@@ -46,7 +46,8 @@ func serviceAccount(pod *corev1.Pod) string {
 // <name>.<namespace>.svc.<domain>, its cluster IP, its TCP ports with their
 // protocols, MESH_INTERNAL, STATIC, and as endpoints the ready, not
 // terminating addresses of its EndpointSlices, each with its Pod's labels
-// and service account. pods is "namespace/name" → Pod. nil for a Service
+// and service account, and the WorkloadEntries its selector matches.
+// pods is "namespace/name" → Pod. nil for a Service
 // the mesh does not route to (ExternalName, or one without a TCP port).
 func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, look lookup, domain string) *model.ServiceEntry {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -75,12 +76,17 @@ func serviceEntry(svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, loo
 		return nil
 	}
 	spec.Endpoints = endpoints(spec.Ports, slices_, look)
+	if len(svc.Spec.Selector) > 0 {
+		// Istio's Services select WorkloadEntries too (VMs; its
+		// PILOT_ENABLE_K8S_SELECT_WORKLOAD_ENTRIES, on by default).
+		spec.WorkloadSelector = &networking.WorkloadSelector{Labels: svc.Spec.Selector}
+	}
 	spec.ExportTo = exportTo(svc.Annotations[exportToAnnotation])
 	return &model.ServiceEntry{
 		Meta: model.Meta{
 			Kind: "ServiceEntry", Namespace: svc.Namespace, Name: svc.Name,
 			Labels: svc.Labels, Annotations: svc.Annotations,
-			Source: model.Source{File: "kubernetes: Service " + svc.Namespace + "/" + svc.Name},
+			Source: model.Source{File: model.RegistrySource + "Service " + svc.Namespace + "/" + svc.Name},
 		},
 		Spec: spec,
 	}

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strings"
 
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
@@ -14,11 +15,19 @@ import (
 // errors then read "kubernetes: Kind ns/name: field: reason".
 const KubernetesSource = "kubernetes"
 
+// RegistrySource begins Source.File of the ServiceEntries and
+// WorkloadEntries a service registry makes of Kubernetes Services and Pods
+// ("kubernetes: Service ns/name"): not Istio resources a user wrote.
+const RegistrySource = "kubernetes: "
+
 // Source says where a resource was read from, so errors can point at it.
 type Source struct {
 	File string // path as given by the source; "" for non-file sources
 	Line int    // 1-based line of the document's first line; 0 if unknown
 }
+
+// Registry reports whether the resource is a service registry's.
+func (s Source) Registry() bool { return strings.HasPrefix(s.File, RegistrySource) }
 
 func (s Source) String() string {
 	if s.File == "" {
