@@ -33,8 +33,8 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	// kick wakes the stream goroutine after Subscribe changed something; capacity 1 so Subscribe never
-	// blocks and several changes collapse into one look at the current subscriptions.
+	// kick wakes the stream goroutine after Subscribe or SetHealth changed something; capacity 1 so
+	// neither blocks and several changes collapse into one look at the current state.
 	kick    chan struct{}
 	running atomic.Bool
 
@@ -48,6 +48,15 @@ type Client struct {
 	mu     sync.Mutex
 	subs   map[string][]string // RDS/EDS names, normalized
 	status Status
+	// health is the application health last given to SetHealth; nil before the first. A new value
+	// replaces it, so a stream may keep the pointer it sent.
+	health *healthState
+}
+
+// healthState is one application health report.
+type healthState struct {
+	healthy bool
+	message string
 }
 
 // typeCache is the accepted state of one type, kept across streams.
@@ -164,6 +173,38 @@ func (c *Client) Subscribe(typeURL string, names []string) {
 	case c.kick <- struct{}{}:
 	default:
 	}
+}
+
+// SetHealth records the application's health for the control plane, Istio's HealthInformation
+// report: the stream goroutine sends it on the open stream if it differs from what that stream
+// last carried, and again on every new stream after its first requests, so a reconnect or another
+// control plane replica learns it. message says why the application is unhealthy and is ignored
+// when healthy. It is safe from any goroutine and never blocks on the stream. Callers report
+// transitions; repeating the current state sends nothing.
+func (c *Client) SetHealth(healthy bool, message string) {
+	if healthy {
+		message = ""
+	}
+	h := &healthState{healthy: healthy, message: message}
+	c.mu.Lock()
+	changed := c.health == nil || *c.health != *h
+	if changed {
+		c.health = h
+	}
+	c.mu.Unlock()
+	if !changed {
+		return
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) currentHealth() *healthState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.health
 }
 
 // Status returns a copy of the client's current state.

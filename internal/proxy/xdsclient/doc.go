@@ -33,6 +33,13 @@
 //   - A broken stream is reopened with capped exponential backoff (100ms doubling to 5s, jittered,
 //     reset after a stream that delivered a response). Accepted resources and ACKed versions survive
 //     reconnects; the Watcher keeps its config meanwhile.
+//   - SetHealth carries the application's health check (internal/proxy/apphealth) to the control
+//     plane the way Istio's agent does: a request of type HealthInfoType
+//     ("type.googleapis.com/istio.v1.HealthInformation") with no names, version or nonce, and
+//     error_detail {code INTERNAL, message: why} when the application is unhealthy. The server never
+//     answers it. It goes out when the state changes and again on every new stream, after the
+//     stream's first discovery requests (never first: the node travels on the first message only),
+//     so a reconnect or another control plane replica learns the current state.
 //
 // Only the state-of-the-world variant is implemented: no delta (incremental) xDS, no TLS to the
 // control plane yet, and no other resource types (SDS, RTDS, ECDS).

@@ -28,6 +28,8 @@ type stream struct {
 	sent      map[string][]string // names in the latest request per type
 	requested map[string]bool     // a request for the type went out on this stream
 	held      map[string]heldResponse
+
+	healthSent *healthState // the health report this stream last carried
 }
 
 // heldResponse is a resend of an already-rejected version, waiting before it is tried again.
@@ -91,6 +93,12 @@ func (c *Client) runStream(ctx context.Context, conn *grpc.ClientConn) (gotRespo
 			}
 		}
 	}
+	// Istio's agent, too, resends its latest health report once a new stream's first requests are
+	// out: the control plane learns the node from the first message, and a reconnect (or another
+	// replica) must not wait for the next transition to know the application's state.
+	if err := s.sendHealth(); err != nil {
+		return false, s.streamError(ctx, err, responses, recvErr)
+	}
 	c.setConnected()
 	c.log.Info("ADS stream open")
 
@@ -113,7 +121,9 @@ func (c *Client) runStream(ctx context.Context, conn *grpc.ClientConn) (gotRespo
 			gotResponse = true
 			err = s.onResponse(resp)
 		case <-c.kick:
-			err = s.sendSubscriptions()
+			if err = s.sendSubscriptions(); err == nil {
+				err = s.sendHealth()
+			}
 		case now := <-retry.C:
 			err = s.retryHeld(now)
 		}
@@ -196,6 +206,26 @@ func (s *stream) sendSubscriptions() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// sendHealth sends the application's health (Istio's HealthInformation request) when it differs
+// from what this stream last carried. It never goes first on a stream: the node travels on the
+// first message only, and the control plane must know the proxy before it reads a report.
+func (s *stream) sendHealth() error {
+	h := s.c.currentHealth()
+	if h == nil || !s.nodeSent || (s.healthSent != nil && *s.healthSent == *h) {
+		return nil
+	}
+	req := &discoveryv3.DiscoveryRequest{TypeUrl: HealthInfoType}
+	if !h.healthy {
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.Internal), Message: h.message}
+	}
+	if err := s.ads.Send(req); err != nil {
+		return fmt.Errorf("sending health report: %w", err)
+	}
+	s.healthSent = h
+	s.c.log.Debug("sent health report", "healthy", h.healthy, "message", h.message)
 	return nil
 }
 

@@ -17,6 +17,12 @@ const (
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
 
+// HealthInfoType is the type URL of Istio's application health report (SetHealth): a
+// DiscoveryRequest with no resource names, error_detail set when the application is unhealthy.
+// istiod reads it to set the Healthy condition of an auto-registered WorkloadEntry and never
+// answers it.
+const HealthInfoType = "type.googleapis.com/istio.v1.HealthInformation"
+
 // requestOrder is the order of the first requests on a stream: Envoy's make-before-break order, so a
 // server answering in request order sends clusters before the endpoints and listeners that use them.
 var requestOrder = []string{ClusterType, EndpointType, ListenerType, RouteType}
