@@ -11,8 +11,11 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/apphealth"
 
 	// Registers the types a bootstrap's typed_config fields may name.
 	_ "github.com/trellis-mesh/trellis/internal/proxy/xdsconfig"
@@ -89,9 +92,36 @@ func buildNode(base *corev3.Node, opts *Options) *corev3.Node {
 		}
 		node.Metadata.Fields["LABELS"] = structpb.NewStructValue(labels)
 	}
+	if md := opts.ProxyConfig.GetMetadata(); md != nil {
+		if node.Metadata == nil {
+			node.Metadata = &structpb.Struct{}
+		}
+		if node.Metadata.Fields == nil {
+			node.Metadata.Fields = map[string]*structpb.Value{}
+		}
+		node.Metadata.Fields[KeyProxyConfig] = structpb.NewStructValue(proto.Clone(md).(*structpb.Struct))
+	}
 	node.UserAgentName = "trellis-proxy"
 	node.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: Version}
 	return node
+}
+
+// readinessProbe is the application probe to run: the ProxyConfig option's, else that of a
+// PROXY_CONFIG the bootstrap's node metadata carries, so that the proxy runs a probe whenever its
+// metadata tells the control plane to wait for health reports.
+func readinessProbe(node *corev3.Node, pc *apphealth.ProxyConfig) (*apphealth.Probe, error) {
+	if pc != nil {
+		return pc.ReadinessProbe, nil
+	}
+	md := node.GetMetadata().GetFields()[KeyProxyConfig].GetStructValue()
+	if md.GetFields()["readinessProbe"] == nil {
+		return nil, nil
+	}
+	cfg, err := apphealth.ProxyConfigFromStruct(md)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: node.metadata.%s: %w", KeyProxyConfig, err)
+	}
+	return cfg.ReadinessProbe, nil
 }
 
 // clusterFromNodeID derives node.cluster from an Istio node ID

@@ -1,7 +1,12 @@
 package proxy
 
 import (
+	"context"
+	"log/slog"
+	"strings"
 	"testing"
+
+	"github.com/trellis-mesh/trellis/internal/proxy/apphealth"
 )
 
 func TestNodeIdentityFromFlagsOverBootstrap(t *testing.T) {
@@ -68,5 +73,48 @@ admin:
 	}
 	if _, err := ParseBootstrap([]byte("static_resources: {no_such_field: 1}")); err == nil {
 		t.Fatal("unknown bootstrap field accepted")
+	}
+}
+
+func TestProxyConfigIsSentAsAStructAndTheProbeItTellsOfIsRun(t *testing.T) {
+	const id = "sidecar~10.0.5.7~reviews-vm.bookinfo~bookinfo.svc.cluster.local"
+	pc, err := apphealth.ParseProxyConfig([]byte("readinessProbe: {tcpSocket: {port: 9080}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseBootstrap([]byte(`node: {metadata: {PROXY_CONFIG: "a string the control plane cannot read"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := buildNode(b.GetNode(), &Options{NodeID: id, ProxyConfig: pc, Metadata: map[string]string{"PROXY_CONFIG": "flag"}})
+	sent := node.GetMetadata().GetFields()[KeyProxyConfig].GetStructValue()
+	if port := sent.GetFields()["readinessProbe"].GetStructValue().GetFields()["tcpSocket"].GetStructValue().GetFields()["port"].GetNumberValue(); port != 9080 {
+		t.Fatalf("node metadata PROXY_CONFIG = %v, want the ProxyConfig option as a Struct", node.GetMetadata().GetFields()[KeyProxyConfig])
+	}
+	if p, err := readinessProbe(node, pc); err != nil || p != pc.ReadinessProbe {
+		t.Errorf("probe run = %+v, %v; want the option's", p, err)
+	}
+
+	// A bootstrap written for Istio's agent carries PROXY_CONFIG itself: its probe is run too, or
+	// the control plane would wait forever for a report.
+	b, err = ParseBootstrap([]byte(`node: {metadata: {PROXY_CONFIG: {readinessProbe: {tcpSocket: {port: 3306}, failureThreshold: 3}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := readinessProbe(buildNode(b.GetNode(), &Options{NodeID: id}), nil)
+	if err != nil || p == nil || p.TCPSocket == nil || p.TCPSocket.Port != 3306 || p.FailureThreshold != 3 {
+		t.Errorf("probe from the bootstrap = %+v, %v; want tcpSocket 3306, failureThreshold 3", p, err)
+	}
+	if p, err := readinessProbe(buildNode(nil, &Options{NodeID: id}), nil); p != nil || err != nil {
+		t.Errorf("probe without any PROXY_CONFIG = %+v, %v; want none", p, err)
+	}
+
+	b, err = ParseBootstrap([]byte(`node: {metadata: {PROXY_CONFIG: {readinessProbe: {tcpSocket: {port: 0}}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Options{Bootstrap: b, NodeID: id, XDSAddress: "127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)})
+	if want := "node.metadata.PROXY_CONFIG: readinessProbe.tcpSocket.port: must be between 1 and 65535, got 0"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run with a bad probe in the bootstrap = %v, want an error containing %q", err, want)
 	}
 }

@@ -10,10 +10,11 @@ import (
 
 // LogComponents are the loggers trellis-proxy has, named as Envoy's where they map (Envoy's
 // --component-log-level and /logging use these names): admin (admin API), config (xDS client and
-// config updates), conn_handler (listeners and connections), http (connection manager), main
+// config updates), conn_handler (listeners and connections), dns (DNS proxy), healthcheck (the
+// application health check, Istio agent's scope of that name), http (connection manager), main
 // (startup and shutdown), router (routing), secret (the identity agent and SDS) and upstream
 // (clusters and hosts).
-var LogComponents = []string{"admin", "config", "conn_handler", "dns", "http", "main", "router", "secret", "upstream"}
+var LogComponents = []string{"admin", "config", "conn_handler", "dns", "healthcheck", "http", "main", "router", "secret", "upstream"}
 
 // Envoy's level names, lowest first, with the slog levels they map to.
 var envoyLevels = []struct {

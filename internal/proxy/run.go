@@ -14,6 +14,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/proxy/accesslog"
 	"github.com/trellis-mesh/trellis/internal/proxy/admin"
+	"github.com/trellis-mesh/trellis/internal/proxy/apphealth"
 	"github.com/trellis-mesh/trellis/internal/proxy/dnsproxy"
 	"github.com/trellis-mesh/trellis/internal/proxy/identity"
 	"github.com/trellis-mesh/trellis/internal/proxy/istiometrics"
@@ -34,6 +35,11 @@ const (
 
 // KeyTrustDomain is the node metadata key naming the workload's SPIFFE trust domain (Istio's).
 const KeyTrustDomain = "TRUST_DOMAIN"
+
+// KeyProxyConfig is the node metadata key holding the proxy's ProxyConfig as a Struct (Istio's
+// agent sends its whole PROXY_CONFIG there); the control plane expects health reports from a proxy
+// whose PROXY_CONFIG has a readinessProbe.
+const KeyProxyConfig = "PROXY_CONFIG"
 
 // Options configures a proxy run.
 type Options struct {
@@ -101,6 +107,15 @@ type Options struct {
 	DNSUpstreams []string
 	// OnDNSStarted, if set, is called with the DNS proxy's bound address once it serves.
 	OnDNSStarted func(address string)
+	// ProxyConfig is Istio's PROXY_CONFIG, from apphealth.ParseProxyConfig (cmd/trellis-proxy reads
+	// $PROXY_CONFIG). Its Metadata becomes the node metadata PROXY_CONFIG, over the bootstrap's and
+	// Metadata's. With a control plane, its ReadinessProbe (or, when ProxyConfig is nil, the
+	// readinessProbe of a PROXY_CONFIG the bootstrap's node metadata carries) is run for as long as
+	// the proxy runs, and each transition of the application's health is reported on the ADS stream
+	// (Istio's HealthInformation), so that an auto-registered WorkloadEntry is an endpoint only while
+	// its application is healthy. The proxy's own readiness counts: a proxy not (or no longer) ready
+	// reports unhealthy, as Istio's agent does.
+	ProxyConfig *apphealth.ProxyConfig
 }
 
 // Run runs a proxy until ctx is cancelled or POST /quitquitquit arrives on the status port
@@ -150,6 +165,14 @@ func Run(ctx context.Context, opts Options) error {
 	logFor := func(component string) *slog.Logger { return levels.Logger(component).With("node", node.GetId()) }
 	log := logFor("main")
 
+	probe, err := readinessProbe(node, opts.ProxyConfig)
+	if err != nil {
+		return err
+	}
+	if probe != nil && xdsAddr == "" {
+		log.Warn("readinessProbe not run: no control plane to report the application's health to")
+		probe = nil
+	}
 	var client atomic.Pointer[xdsclient.Client]
 	store := stats.NewStore()
 	self := istiometrics.IdentityFromNode(node.GetId(), node.GetMetadata())
@@ -208,6 +231,23 @@ func Run(ctx context.Context, opts Options) error {
 		sctx, cancel := context.WithTimeout(context.Background(), opts.DrainDuration)
 		defer cancel()
 		_ = p.Shutdown(sctx)
+	}
+	var health *apphealth.Runner
+	if probe != nil {
+		health, err = apphealth.New(apphealth.Config{
+			Probe:      probe,
+			ProxyReady: p.Ready, // what /healthz/ready answers
+			Report: func(healthy bool, message string) {
+				if c := client.Load(); c != nil {
+					c.SetHealth(healthy, message)
+				}
+			},
+			Logger: logFor("healthcheck"),
+		})
+		if err != nil {
+			stopCtx()
+			return err
+		}
 	}
 	if err := p.ApplyBootstrap(b); err != nil {
 		stopCtx()
@@ -297,6 +337,10 @@ func Run(ctx context.Context, opts Options) error {
 				log.Error("xDS client stopped", "error", err)
 			}
 		})
+		if health != nil {
+			// Through the drain too: the proxy is DRAINING then, which the check reports.
+			wg.Go(func() { health.Run(clientCtx) })
+		}
 	}
 	log.Info("trellis-proxy started", "xds", xdsAddr, "admin", adm.Addr())
 	if opts.OnStarted != nil {

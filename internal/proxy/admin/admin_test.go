@@ -393,7 +393,7 @@ func TestLoggingListsAndSetsComponentLevels(t *testing.T) {
 		t.Fatalf("bad level: %d %q", code, body)
 	}
 	code, body = f.post(t, "/logging?nosuch=debug")
-	if code != 400 || !strings.Contains(body, "admin, config, conn_handler, dns, http, main, router, secret, upstream") {
+	if code != 400 || !strings.Contains(body, "admin, config, conn_handler, dns, healthcheck, http, main, router, secret, upstream") {
 		t.Fatalf("bad component: %d %q", code, body)
 	}
 }

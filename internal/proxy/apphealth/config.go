@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 )
@@ -131,6 +132,17 @@ func ParseProxyConfig(data []byte) (*ProxyConfig, error) {
 		return nil, fmt.Errorf("as node metadata: %w", err)
 	}
 	return cfg, nil
+}
+
+// ProxyConfigFromStruct reads a PROXY_CONFIG that is already node metadata, as an Envoy bootstrap
+// written for Istio's agent carries it, so that a proxy whose metadata tells the control plane to
+// expect health reports also runs the probe.
+func ProxyConfigFromStruct(s *structpb.Struct) (*ProxyConfig, error) {
+	js, err := protojson.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	return ParseProxyConfig(js)
 }
 
 // decodeProbe turns the readinessProbe subtree into a validated Probe.
@@ -409,4 +421,12 @@ func kindOf(kind string) string {
 		return "an object"
 	}
 	return kind
+}
+
+// GetMetadata is c.Metadata, nil for a nil c.
+func (c *ProxyConfig) GetMetadata() *structpb.Struct {
+	if c == nil {
+		return nil
+	}
+	return c.Metadata
 }

@@ -166,3 +166,19 @@ func TestDefaultsAreIstioAgents(t *testing.T) {
 		t.Error("withDefaults changed the caller's probe")
 	}
 }
+
+func TestProxyConfigAlreadyInNodeMetadataReadsTheSame(t *testing.T) {
+	cfg, err := ParseProxyConfig([]byte("readinessProbe: {grpc: {port: 50051, service: reviews}, successThreshold: 2}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ProxyConfigFromStruct(cfg.Metadata)
+	if err != nil || !reflect.DeepEqual(again.ReadinessProbe, cfg.ReadinessProbe) {
+		t.Fatalf("read back %+v, %v; want %+v", again.ReadinessProbe, err, cfg.ReadinessProbe)
+	}
+	bad, _ := ParseProxyConfig([]byte("concurrency: 2"))
+	bad.Metadata.Fields["readinessProbe"] = bad.Metadata.Fields["concurrency"]
+	if _, err := ProxyConfigFromStruct(bad.Metadata); err == nil || !strings.Contains(err.Error(), "readinessProbe: want an object, got a number") {
+		t.Errorf("a number as readinessProbe: %v", err)
+	}
+}
