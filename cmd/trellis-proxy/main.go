@@ -54,8 +54,18 @@ func newRootCommand() *cobra.Command {
 			if err != nil {
 				return fail(err)
 			}
-			opts.Metadata = md
-			if opts.Labels, err = parseKeyValues("--label", labels); err != nil {
+			lbl, err := parseKeyValues("--label", labels)
+			if err != nil {
+				return fail(err)
+			}
+			environ := os.Environ()
+			envLabels, err := labelsFromEnv(environ)
+			if err != nil {
+				return fail(err)
+			}
+			opts.Metadata = overlay(metadataFromEnv(environ), md)
+			opts.Labels = overlay(envLabels, lbl)
+			if opts.ProxyConfig, err = proxyConfigFromEnv(environ); err != nil {
 				return fail(err)
 			}
 			if opts.Identity, err = identityConfig(caAddress, caRootCert, tokenFile); err != nil {
@@ -77,8 +87,9 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&opts.XDSAddress, "xds-address", "", "control plane ADS address host:port (default: the bootstrap's ads_config cluster)")
 	f.StringVar(&opts.NodeID, "node-id", "", "xDS node ID, e.g. sidecar~127.0.1.3~reviews-v1.default~default.svc.cluster.local")
 	f.StringVar(&opts.Cluster, "cluster", "", "xDS node cluster (default: <workload>.<namespace> from the node ID)")
-	f.StringArrayVar(&metadata, "metadata", nil, "node metadata KEY=VALUE (repeatable), e.g. INTERCEPTION_MODE=NONE")
-	f.StringArrayVar(&labels, "label", nil, "workload label KEY=VALUE (repeatable) for node.metadata.LABELS, e.g. app=reviews, version=v1")
+	f.StringArrayVar(&metadata, "metadata", nil, "node metadata KEY=VALUE (repeatable), e.g. INTERCEPTION_MODE=NONE; wins over the environment's "+
+		"(as Istio's agent: ISTIO_META_<KEY>, POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT; PROXY_CONFIG, whose readinessProbe is run and reported)")
+	f.StringArrayVar(&labels, "label", nil, "workload label KEY=VALUE (repeatable) for node.metadata.LABELS, e.g. app=reviews, version=v1; wins over $ISTIO_METAJSON_LABELS")
 	f.StringVar(&opts.StatusAddress, "status-address", "", "Istio status port address serving /stats/prometheus and /healthz/ready, e.g. 0.0.0.0:15020 (default: off)")
 	f.StringVar(&opts.HealthAddress, "health-address", "", "Istio health port address serving /healthz/ready, e.g. 0.0.0.0:15021 (default: off)")
 	f.StringVar(&opts.DNSAddress, "dns-address", "", "DNS proxy address (UDP and TCP), e.g. 127.0.0.1:15053: answers mesh names from the xDS config and forwards the rest (default: off)")
