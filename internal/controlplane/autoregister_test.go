@@ -63,7 +63,8 @@ func endpointAddrs(t *testing.T, r *discoveryv3.DiscoveryResponse, cluster strin
 const vmCluster = "outbound|80||vm-svc.vms.svc.cluster.local"
 
 // awaitEndpoints watches cluster's endpoints as a client in the VMs'
-// namespace; the function it returns waits until they are want.
+// namespace; the function it returns waits until they are want, in any
+// order.
 func awaitEndpoints(t *testing.T, addr, cluster string) func(what string, want []string) {
 	watcher := adstest.NewSotW(t, adstest.Dial(t, addr), adstest.Node("sidecar~10.9.0.1~client.vms~vms.svc.cluster.local", map[string]string{"app": "client"}))
 	watcher.Request(resourcev3.ClusterType)
@@ -79,7 +80,7 @@ func awaitEndpoints(t *testing.T, addr, cluster string) func(what string, want [
 			}
 			r := watcher.ExpectACKingOthers(resourcev3.EndpointType, left)
 			watcher.ACK(r, cluster)
-			if got := endpointAddrs(t, r, cluster); slices.Equal(got, want) {
+			if got := endpointAddrs(t, r, cluster); slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
 				t.Logf("%s after %v", what, time.Since(start).Round(time.Millisecond))
 				return
 			}
