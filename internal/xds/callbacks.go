@@ -142,7 +142,11 @@ func (s *Server) recordSent(str *stream, t int, version string, size int) {
 		st.sent = map[string]string{}
 	}
 	st.sent[url] = version
-	st.sentSincePending = !st.pendingSince.IsZero()
+	// Only a response carrying the pending config counts: this is recorded
+	// after the send, by when a newer config may have become pending.
+	if !st.pendingSince.IsZero() && version == st.versions[url] {
+		st.sentSincePending = true
+	}
 }
 
 // recordInStep records that the proxy holds version of type t without a

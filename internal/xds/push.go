@@ -195,7 +195,11 @@ func (s *Server) install(st *proxyState, m *mesh, key string, snap *classSnap, e
 	st.cur, st.meshSeq, st.classKey = snap, m.seq, key
 	st.lastErr = ""
 	if changed {
-		s.startPending(st, changedAt)
+		if prevVersions != nil {
+			// A proxy's first config is its connect, whichever goroutine
+			// installs it: a push racing the connect is not a change to it.
+			s.startPending(st, changedAt)
+		}
 		st.versions = snap.versions // shared by the class: never mutated
 		took := time.Since(start).Seconds()
 		for t, url := range typeURLs {
