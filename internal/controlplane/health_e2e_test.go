@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,6 +60,7 @@ func TestVMIsAnEndpointWhileItsAppPassesTheProbe(t *testing.T) {
 	}
 	const vmID = "sidecar~" + vmIP + "~vm-1.vms~vms.svc.cluster.local"
 	ctx, cancel := context.WithCancel(context.Background())
+	admin := make(chan string, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		err := proxy.Run(ctx, proxy.Options{
@@ -66,6 +70,7 @@ func TestVMIsAnEndpointWhileItsAppPassesTheProbe(t *testing.T) {
 			ProxyConfig:   pc,
 			AdminAddress:  vmIP + ":0",
 			DrainDuration: 100 * time.Millisecond,
+			OnStarted:     func(addr string) { admin <- addr },
 			Identity: &identity.Config{
 				CAAddress: cp.CA.Addr.String(), RootCert: cp.CA.RootPEM(),
 				Token:     func() (string, error) { return cp.CA.MintBootstrapToken("vms", "vm", time.Hour) },
@@ -97,13 +102,43 @@ func TestVMIsAnEndpointWhileItsAppPassesTheProbe(t *testing.T) {
 	plain := adstest.NewSotW(t, adstest.Dial(t, cp.XDSAddr.String()), plainNode)
 	plain.Request(resourcev3.ClusterType)
 	await("only the VM without a probe while the app warms up", []string{"10.9.0.8:8080"})
+	// The VM's proxy serves its service all along: its inbound listener
+	// does not come and go with the probe.
+	adminAddr := <-admin
+	inbound := vmIP + "_8080::" + vmIP + ":8080"
+	awaitListener(t, adminAddr, inbound, "while the app warms up")
 
 	ready.Store(true)
 	await("the VM once its app passes the probe", []string{vmIP + ":8080", "10.9.0.8:8080"})
 	ready.Store(false)
 	await("the VM out once its app fails", []string{"10.9.0.8:8080"})
+	awaitListener(t, adminAddr, inbound, "while the app fails")
 	ready.Store(true)
 	await("the VM back once its app recovers", []string{vmIP + ":8080", "10.9.0.8:8080"})
+}
+
+// awaitListener waits until the proxy's admin /listeners lists want.
+func awaitListener(t *testing.T, adminAddr, want, when string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + adminAddr + "/listeners")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(strings.Fields(string(body)), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the VM's proxy has no listener %s; /listeners:\n%s", when, want, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // connected: the proxy has been sent config, which follows its connect

@@ -67,6 +67,13 @@ func TestHealthCheckedWorkloadIsAnEndpointOnlyWhileHealthy(t *testing.T) {
 		prev = snap
 	}
 
+	// A failing workload still serves its services itself: its proxy's
+	// inbound side does not come and go with the probe.
+	failingVM := vm(failing)
+	if svcs := snapshot(failingVM).ServicesOf(failingVM); len(svcs) != 1 || svcs[0].EndpointOf(failingVM) == nil {
+		t.Errorf("ServicesOf(failing workload) = %v, want its service, with its endpoint", svcs)
+	}
+
 	// Without the annotation (or with it off) conditions do not matter.
 	off := vm(failing)
 	off.Annotations[HealthChecksAnnotation] = "false"

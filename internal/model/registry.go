@@ -61,7 +61,24 @@ type Service struct {
 	Resolution networking.ServiceEntry_Resolution
 	Location   networking.ServiceEntry_Location
 	Endpoints  []*Endpoint
-	Entry      *ServiceEntry
+	// Unhealthy are the endpoints of selected workloads that fail their
+	// health checks (WorkloadHealthy): no client is sent to them, but
+	// their own proxy still serves the service, so that its inbound side
+	// does not come and go with its probe.
+	Unhealthy []*Endpoint
+	Entry     *ServiceEntry
+}
+
+// EndpointOf returns we's endpoint of the service, healthy or not, or nil.
+func (s *Service) EndpointOf(we *WorkloadEntry) *Endpoint {
+	for _, list := range [][]*Endpoint{s.Endpoints, s.Unhealthy} {
+		for _, ep := range list {
+			if ep.Workload == we {
+				return ep
+			}
+		}
+	}
+	return nil
 }
 
 // Port returns the service port with the given number, or nil.
@@ -144,7 +161,7 @@ func newSnapshot(cfg *Config, reuse func(se *ServiceEntry, host string) *Service
 		s.podsAt[pod.Namespace+"/"+pod.Spec.GetAddress()] = pod
 	}
 	for _, se := range cfg.ServiceEntries {
-		var endpoints []*Endpoint
+		var endpoints, unhealthy []*Endpoint
 		built := false
 		for _, host := range se.Spec.GetHosts() {
 			if _, dup := s.byHost[host]; dup {
@@ -156,9 +173,11 @@ func newSnapshot(cfg *Config, reuse func(se *ServiceEntry, host string) *Service
 			}
 			if svc == nil {
 				if !built {
-					endpoints, built = s.endpointsOf(se), true
+					endpoints, unhealthy = s.endpointsOf(se)
+					built = true
 				}
 				svc = newService(se, host, endpoints)
+				svc.Unhealthy = unhealthy
 			}
 			s.byHost[host] = svc
 			s.Services = append(s.Services, svc)
@@ -193,14 +212,13 @@ func newService(se *ServiceEntry, host string, endpoints []*Endpoint) *Service {
 	return svc
 }
 
-func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
-	var out []*Endpoint
+func (s *Snapshot) endpointsOf(se *ServiceEntry) (out, unhealthy []*Endpoint) {
 	for _, we := range se.Spec.GetEndpoints() {
 		out = append(out, endpointFrom(we, s.podsAt[se.Namespace+"/"+we.GetAddress()]))
 	}
 	sel := se.Spec.GetWorkloadSelector().GetLabels()
 	if len(sel) == 0 {
-		return out
+		return out, nil
 	}
 	// Istio: a workloadSelector selects WorkloadEntries in the
 	// ServiceEntry's own namespace only. Every match carries each selector
@@ -216,11 +234,16 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) []*Endpoint {
 		}
 	}
 	for _, we := range candidates {
-		if we.Namespace == se.Namespace && LabelsMatch(sel, we.Spec.GetLabels()) && WorkloadHealthy(we) {
+		if we.Namespace != se.Namespace || !LabelsMatch(sel, we.Spec.GetLabels()) {
+			continue
+		}
+		if WorkloadHealthy(we) {
 			out = append(out, endpointFrom(we.Spec, we))
+		} else {
+			unhealthy = append(unhealthy, endpointFrom(we.Spec, we))
 		}
 	}
-	return out
+	return out, unhealthy
 }
 
 // workloadLabel is one label of WorkloadEntries in one namespace.
@@ -252,11 +275,8 @@ func (s *Snapshot) ServicesOf(we *WorkloadEntry) []*Service {
 	var out []*Service
 	// A proxy serves its own services whatever it may see (a view's).
 	for _, svc := range s.root().Services {
-		for _, ep := range svc.Endpoints {
-			if ep.Workload == we {
-				out = append(out, svc)
-				break
-			}
+		if svc.EndpointOf(we) != nil {
+			out = append(out, svc)
 		}
 	}
 	return out

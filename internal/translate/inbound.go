@@ -204,10 +204,8 @@ func (e *env) sidecarIngressPorts(sc *model.Sidecar) ([]inboundPortInfo, error) 
 // endpointOf is the service's endpoint backed by we. ServicesOf only
 // returns services that have one.
 func endpointOf(svc *model.Service, we *model.WorkloadEntry) *model.Endpoint {
-	for _, ep := range svc.Endpoints {
-		if ep.Workload == we {
-			return ep
-		}
+	if ep := svc.EndpointOf(we); ep != nil {
+		return ep
 	}
 	return &model.Endpoint{}
 }
