@@ -24,7 +24,7 @@ func podWorkload(pod *corev1.Pod) *model.WorkloadEntry {
 	return &model.WorkloadEntry{
 		Meta: model.Meta{
 			Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name,
-			Labels: pod.Labels, Annotations: pod.Annotations,
+			Labels: pod.Labels, Annotations: pod.Annotations, Conditions: podReady(pod),
 			Source: model.Source{File: model.RegistrySource + "Pod " + pod.Namespace + "/" + pod.Name},
 		},
 		Spec: &networking.WorkloadEntry{
@@ -33,6 +33,18 @@ func podWorkload(pod *corev1.Pod) *model.WorkloadEntry {
 			ServiceAccount: serviceAccount(pod),
 		},
 	}
+}
+
+// podReady is the Pod's readiness as the model's condition: what decides
+// whether a ServiceEntry selecting it sends it traffic.
+func podReady(pod *corev1.Pod) []model.Condition {
+	status := "False"
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			status = string(c.Status)
+		}
+	}
+	return []model.Condition{{Type: model.ConditionReady, Status: status}}
 }
 
 func serviceAccount(pod *corev1.Pod) string {

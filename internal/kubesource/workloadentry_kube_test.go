@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	networking "istio.io/api/networking/v1alpha3"
@@ -44,4 +46,51 @@ func TestServiceSelectsWorkloadEntriesToo(t *testing.T) {
 		t.Fatal(err)
 	}
 	await(t, client, resourcev3.EndpointType, []string{name}, "the Pod alone once the entry is deleted", hasEndpoints("10.4.0.1:9080"))
+}
+
+// setPodReady reports the Pod's readiness, as the kubelet would.
+func (c *cluster) setPodReady(t *testing.T, name string, ready bool) {
+	t.Helper()
+	ctx := context.Background()
+	pod, err := c.kube.CoreV1().Pods(c.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+	if _, err := c.kube.CoreV1().Pods(c.ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A ServiceEntry's workloadSelector selects the namespace's Pods as well
+// as its WorkloadEntries, while they are Ready (Istio's semantics).
+func TestServiceEntrySelectsReadyPods(t *testing.T) {
+	c := startCluster(t)
+	c.createPod(t, "db-0", "10.5.0.1", map[string]string{"app": "db"})
+	c.setPodReady(t, "db-0", true)
+	c.createPod(t, "db-1", "10.5.0.2", map[string]string{"app": "db"})
+	host := "db.example.internal"
+	if _, err := c.istio.NetworkingV1().ServiceEntries(c.ns).Create(context.Background(), &istiov1.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec: networking.ServiceEntry{Hosts: []string{host}, Location: networking.ServiceEntry_MESH_INTERNAL,
+			Resolution: networking.ServiceEntry_STATIC, Ports: []*networking.ServicePort{{Number: 5432, Name: "tcp", Protocol: "TCP", TargetPort: 15432}},
+			WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": "db"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	name := "outbound|5432||" + host
+	client := adstest.NewSotW(t, adstest.Dial(t, c.addr.String()), adstest.Node(c.node(), nil))
+	client.Request(resourcev3.EndpointType, name)
+	hasEndpoints := func(want ...string) func(*discoveryv3.DiscoveryResponse) bool {
+		return func(r *discoveryv3.DiscoveryResponse) bool { return slices.Equal(endpointsOf(t, r, name), want) }
+	}
+	await(t, client, resourcev3.EndpointType, []string{name}, "the ready Pod", hasEndpoints("10.5.0.1:15432"))
+	c.setPodReady(t, "db-1", true)
+	await(t, client, resourcev3.EndpointType, []string{name}, "both once the second is ready", hasEndpoints("10.5.0.1:15432", "10.5.0.2:15432"))
+	c.setPodReady(t, "db-0", false)
+	await(t, client, resourcev3.EndpointType, []string{name}, "the second alone once the first is not ready", hasEndpoints("10.5.0.2:15432"))
 }

@@ -119,10 +119,11 @@ type Config struct {
 	ProxyConfigs []*ProxyConfig
 
 	// Pods are a service registry's workloads (Kubernetes Pods), as
-	// WorkloadEntries no ServiceEntry workloadSelector selects: a
+	// WorkloadEntries with their readiness as the Ready condition: a
 	// registry's ServiceEntries list their ready endpoints inline, and an
 	// inline endpoint at a Pod's address in the entry's namespace is that
-	// Pod. Empty for the file source.
+	// Pod; a user's ServiceEntry workloadSelector selects them too. Empty
+	// for the file source.
 	Pods []*WorkloadEntry
 
 	// Namespaces are a registry's namespaces (Kubernetes Namespaces) by

@@ -227,15 +227,7 @@ func (d *deltaBuilder) workloadChanged(we *WorkloadEntry, pod bool) {
 			if se.Namespace != we.Namespace {
 				continue
 			}
-			hit := false
-			if pod {
-				for _, ep := range se.Spec.GetEndpoints() {
-					hit = hit || ep.GetAddress() == addr
-				}
-			} else if sel := se.Spec.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
-				hit = LabelsMatch(sel, we.Spec.GetLabels())
-			}
-			if hit {
+			if usesWorkload(se, we, pod) {
 				for _, h := range se.Spec.GetHosts() {
 					d.hosts[h] = true
 				}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -154,5 +155,64 @@ func TestSidecarForPrefersSelectorThenNamespaceThenRoot(t *testing.T) {
 	}
 	if got := snap.SidecarFor("other", nil); got != rootDefault {
 		t.Errorf("got %s, want the root namespace default", got.Key())
+	}
+}
+
+// A ServiceEntry's workloadSelector selects the Pods of its namespace too,
+// while they are Ready, as Istio's does; a Kubernetes Service (a registry
+// ServiceEntry) gets its Pods from its inline endpoints only, so none
+// appears twice. A readiness change is an endpoint-only change.
+func TestServiceEntrySelectsReadyPodsOfItsNamespace(t *testing.T) {
+	pod := func(ns, name, ip, ready string) *WorkloadEntry {
+		m := meta("Pod", ns, name)
+		m.Conditions = []Condition{{Type: ConditionReady, Status: ready}}
+		m.Source = Source{File: RegistrySource + "Pod " + ns + "/" + name}
+		return &WorkloadEntry{Meta: m, Spec: &networking.WorkloadEntry{Address: ip, Labels: map[string]string{"app": "db"}}}
+	}
+	selector := &networking.WorkloadSelector{Labels: map[string]string{"app": "db"}}
+	config := func(ready string) *Config {
+		return &Config{
+			ServiceEntries: []*ServiceEntry{
+				{Meta: meta("ServiceEntry", "default", "db"), Spec: &networking.ServiceEntry{
+					Hosts: []string{"db.example.internal"}, Location: networking.ServiceEntry_MESH_INTERNAL,
+					Ports:            []*networking.ServicePort{{Number: 5432, Name: "tcp", Protocol: "TCP", TargetPort: 15432}},
+					WorkloadSelector: selector,
+				}},
+				{Meta: Meta{Kind: "ServiceEntry", Namespace: "default", Name: "db-svc", Source: Source{File: RegistrySource + "Service default/db-svc"}},
+					Spec: &networking.ServiceEntry{Hosts: []string{"db-svc.default.svc.cluster.local"},
+						Ports:            []*networking.ServicePort{{Number: 5432, Name: "tcp", Protocol: "TCP"}},
+						Endpoints:        []*networking.WorkloadEntry{{Address: "10.0.0.1"}},
+						WorkloadSelector: selector,
+					}},
+			},
+			Pods: []*WorkloadEntry{pod("default", "db-0", "10.0.0.1", "True"), pod("default", "db-1", "10.0.0.2", ready), pod("other", "db-x", "10.0.9.9", "True")},
+		}
+	}
+	addrs := func(s *Snapshot, host string) []string {
+		var out []string
+		for _, ep := range s.Service(host).Endpoints {
+			out = append(out, ep.Address)
+		}
+		return out
+	}
+	notReady := NewSnapshot(config("False"))
+	if got := addrs(notReady, "db.example.internal"); !slices.Equal(got, []string{"10.0.0.1"}) {
+		t.Errorf("ServiceEntry endpoints %v, want the namespace's ready Pod 10.0.0.1", got)
+	}
+	if got := notReady.Service("db.example.internal").Endpoints[0].PortFor(notReady.Service("db.example.internal").Ports[0]); got != 15432 {
+		t.Errorf("port %d, want the targetPort 15432", got)
+	}
+	if got := addrs(notReady, "db-svc.default.svc.cluster.local"); !slices.Equal(got, []string{"10.0.0.1"}) {
+		t.Errorf("Kubernetes Service endpoints %v, want its inline endpoint only", got)
+	}
+	ready := config("True")
+	for name, snap := range map[string]*Snapshot{"NewSnapshot": NewSnapshot(ready), "NewSnapshotFrom": NewSnapshotFrom(notReady, ready)} {
+		if got := addrs(snap, "db.example.internal"); !slices.Equal(got, []string{"10.0.0.1", "10.0.0.2"}) {
+			t.Errorf("%s: endpoints %v once db-1 is ready, want both Pods", name, got)
+		}
+	}
+	ch, ok := EndpointDelta(notReady, NewSnapshot(ready))
+	if !ok || !slices.Equal(ch.Hosts, []string{"db.example.internal"}) || !slices.Equal(ch.Addresses, []string{"10.0.0.2"}) {
+		t.Errorf("EndpointDelta = %+v, %v; want db.example.internal at 10.0.0.2", ch, ok)
 	}
 }

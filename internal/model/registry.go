@@ -141,24 +141,20 @@ func newSnapshot(cfg *Config, reuse func(se *ServiceEntry, host string) *Service
 		podsAt:      map[string]*WorkloadEntry{},
 	}
 	if reuse == nil {
-		s.workloadsBy = make(map[workloadLabel][]*WorkloadEntry, 2*len(cfg.WorkloadEntries))
+		s.workloadsBy = make(map[workloadLabel][]*WorkloadEntry, 2*(len(cfg.WorkloadEntries)+len(cfg.Pods)))
 	}
 	for _, we := range cfg.WorkloadEntries {
 		if _, dup := s.workloadsIP[we.Spec.GetAddress()]; !dup {
 			s.workloadsIP[we.Spec.GetAddress()] = we
 		}
-		if s.workloadsBy != nil {
-			for k, v := range we.Spec.GetLabels() {
-				key := workloadLabel{we.Namespace, k, v}
-				s.workloadsBy[key] = append(s.workloadsBy[key], we)
-			}
-		}
+		s.index(we, false)
 	}
 	for _, pod := range cfg.Pods {
 		if _, dup := s.workloadsIP[pod.Spec.GetAddress()]; !dup {
 			s.workloadsIP[pod.Spec.GetAddress()] = pod
 		}
 		s.podsAt[pod.Namespace+"/"+pod.Spec.GetAddress()] = pod
+		s.index(pod, true)
 	}
 	for _, se := range cfg.ServiceEntries {
 		var endpoints, unhealthy []*Endpoint
@@ -212,6 +208,17 @@ func newService(se *ServiceEntry, host string, endpoints []*Endpoint) *Service {
 	return svc
 }
 
+// index files w under each of its labels, while NewSnapshot builds.
+func (s *Snapshot) index(w *WorkloadEntry, pod bool) {
+	if s.workloadsBy == nil {
+		return
+	}
+	for k, v := range w.Spec.GetLabels() {
+		key := workloadLabel{w.Namespace, k, v, pod}
+		s.workloadsBy[key] = append(s.workloadsBy[key], w)
+	}
+}
+
 func (s *Snapshot) endpointsOf(se *ServiceEntry) (out, unhealthy []*Endpoint) {
 	for _, we := range se.Spec.GetEndpoints() {
 		out = append(out, endpointFrom(we, s.podsAt[se.Namespace+"/"+we.GetAddress()]))
@@ -220,34 +227,54 @@ func (s *Snapshot) endpointsOf(se *ServiceEntry) (out, unhealthy []*Endpoint) {
 	if len(sel) == 0 {
 		return out, nil
 	}
-	// Istio: a workloadSelector selects WorkloadEntries in the
-	// ServiceEntry's own namespace only. Every match carries each selector
-	// label, so the shortest list of one of them holds all, in order.
-	candidates := s.Config.WorkloadEntries // without the index: scan, in order
-	if s.workloadsBy != nil {
-		first := true
-		for k, v := range sel {
-			list := s.workloadsBy[workloadLabel{se.Namespace, k, v}]
-			if first || len(list) < len(candidates) {
-				candidates, first = list, false
-			}
-		}
+	// Istio: a workloadSelector selects the WorkloadEntries and Pods of the
+	// ServiceEntry's own namespace, ready ones only (see WorkloadHealthy).
+	// A Kubernetes Service's Pods are its inline endpoints already.
+	kinds := []bool{false}
+	if !se.Source.Registry() {
+		kinds = append(kinds, true)
 	}
-	for _, we := range candidates {
-		if we.Namespace != se.Namespace || !LabelsMatch(sel, we.Spec.GetLabels()) {
-			continue
-		}
-		if WorkloadHealthy(we) {
-			out = append(out, endpointFrom(we.Spec, we))
-		} else {
-			unhealthy = append(unhealthy, endpointFrom(we.Spec, we))
+	for _, pod := range kinds {
+		for _, w := range s.candidates(se.Namespace, sel, pod) {
+			if w.Namespace != se.Namespace || !LabelsMatch(sel, w.Spec.GetLabels()) {
+				continue
+			}
+			if WorkloadHealthy(w) {
+				out = append(out, endpointFrom(w.Spec, w))
+			} else {
+				unhealthy = append(unhealthy, endpointFrom(w.Spec, w))
+			}
 		}
 	}
 	return out, unhealthy
 }
 
-// workloadLabel is one label of WorkloadEntries in one namespace.
-type workloadLabel struct{ namespace, key, value string }
+// candidates are the WorkloadEntries (or Pods) that may match sel in ns, in
+// Config order. Every match carries each selector label, so the shortest
+// indexed list of one of them holds all.
+func (s *Snapshot) candidates(ns string, sel map[string]string, pod bool) []*WorkloadEntry {
+	if s.workloadsBy == nil { // NewSnapshotFrom's rebuilds: scan
+		if pod {
+			return s.Config.Pods
+		}
+		return s.Config.WorkloadEntries
+	}
+	var out []*WorkloadEntry
+	first := true
+	for k, v := range sel {
+		list := s.workloadsBy[workloadLabel{ns, k, v, pod}]
+		if first || len(list) < len(out) {
+			out, first = list, false
+		}
+	}
+	return out
+}
+
+// workloadLabel is one label of WorkloadEntries (or Pods) in one namespace.
+type workloadLabel struct {
+	namespace, key, value string
+	pod                   bool
+}
 
 func endpointFrom(we *networking.WorkloadEntry, owner *WorkloadEntry) *Endpoint {
 	return &Endpoint{

@@ -68,17 +68,19 @@ func NewSnapshotFrom(prev *Snapshot, cfg *Config) *Snapshot {
 	}, drs)
 }
 
-// usesWorkload: se's endpoints may come from we (its selector matches, or,
-// for a Pod, an inline endpoint sits at its address).
+// usesWorkload: se's endpoints may come from we, of its namespace: a Pod
+// at one of its inline endpoints, or a workload its selector matches (a
+// Pod only for a user's ServiceEntry, as endpointsOf selects).
 func usesWorkload(se *ServiceEntry, we *WorkloadEntry, pod bool) bool {
+	if sel := se.Spec.GetWorkloadSelector().GetLabels(); len(sel) > 0 && (!pod || !se.Source.Registry()) && LabelsMatch(sel, we.Spec.GetLabels()) {
+		return true
+	}
 	if pod {
 		for _, ep := range se.Spec.GetEndpoints() {
 			if ep.GetAddress() == we.Spec.GetAddress() {
 				return true
 			}
 		}
-		return false
 	}
-	sel := se.Spec.GetWorkloadSelector().GetLabels()
-	return len(sel) > 0 && LabelsMatch(sel, we.Spec.GetLabels())
+	return false
 }
