@@ -9,20 +9,17 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/testenv/xdsrecorder"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 )
 
 func TestAgentEnvironmentBecomesNodeMetadataAsInIstio(t *testing.T) {
@@ -50,64 +47,21 @@ func TestAgentEnvironmentBecomesNodeMetadataAsInIstio(t *testing.T) {
 	}
 }
 
-// recordingCP is a go-control-plane ADS server serving an empty config (enough for a proxy to be
-// ready) and recording every request as it came over the wire.
-type recordingCP struct {
-	addr string
-	mu   sync.Mutex
-	reqs []*discoveryv3.DiscoveryRequest
-}
-
-type recordingStream struct {
-	grpc.ServerStream
-	cp *recordingCP
-}
-
-func (r recordingStream) RecvMsg(m any) error {
-	err := r.ServerStream.RecvMsg(m)
-	if req, ok := m.(*discoveryv3.DiscoveryRequest); ok && err == nil {
-		r.cp.mu.Lock()
-		r.cp.reqs = append(r.cp.reqs, proto.Clone(req).(*discoveryv3.DiscoveryRequest))
-		r.cp.mu.Unlock()
-	}
-	return err
-}
-
-func startRecordingCP(t *testing.T, nodeID string) *recordingCP {
+// startRecordingCP serves an empty config to nodeID (enough for a proxy to be ready), recording
+// every request.
+func startRecordingCP(t *testing.T, nodeID string) *xdsrecorder.Server {
 	t.Helper()
-	cp := &recordingCP{}
-	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	cp := xdsrecorder.Start(t)
 	snap, err := cachev3.NewSnapshot("1", map[resourcev3.Type][]types.Resource{
 		resourcev3.ClusterType: {}, resourcev3.ListenerType: {},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+	if err := cp.Cache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, recordingStream{ServerStream: ss, cp: cp})
-	}))
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(ctx, cache, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp.addr = ln.Addr().String()
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(func() {
-		g.Stop()
-		cancel()
-	})
 	return cp
-}
-
-func (cp *recordingCP) requests() []*discoveryv3.DiscoveryRequest {
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	return slices.Clone(cp.reqs)
 }
 
 // minimalEnv is an environment with nothing of Istio's in it, whatever the test's own holds.
@@ -131,7 +85,7 @@ func TestVMClusterEnvRegistersTheNodeAndReportsTheAppsHealth(t *testing.T) {
 	t.Cleanup(app.Close)
 	appPort := app.Listener.Addr().(*net.TCPAddr).Port
 
-	p := &proxyProcess{cmd: exec.Command(bin, "--xds-address", cp.addr, "--node-id", nodeID, "--admin-address", "127.0.0.1:0",
+	p := &proxyProcess{cmd: exec.Command(bin, "--xds-address", cp.Addr, "--node-id", nodeID, "--admin-address", "127.0.0.1:0",
 		"--metadata", "NETWORK=from-flag", "--label", "version=from-flag")}
 	p.cmd.Env = minimalEnv(
 		"ISTIO_META_AUTO_REGISTER_GROUP=reviews-vm", "ISTIO_META_NETWORK=vpc-1", "ISTIO_META_WORKLOAD_NAME=reviews-vm",
@@ -146,8 +100,8 @@ func TestVMClusterEnvRegistersTheNodeAndReportsTheAppsHealth(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
 
-	eventually(t, "the first request", func() (bool, string) { return len(cp.requests()) > 0, logs.String() })
-	md := cp.requests()[0].GetNode().GetMetadata().GetFields()
+	eventually(t, "the first request", func() (bool, string) { return len(cp.Requests()) > 0, logs.String() })
+	md := cp.Requests()[0].GetNode().GetMetadata().GetFields()
 	for k, want := range map[string]string{
 		"AUTO_REGISTER_GROUP": "reviews-vm", "WORKLOAD_NAME": "reviews-vm", "NETWORK": "from-flag",
 		"NAMESPACE": "bookinfo", "NAME": "reviews-vm-1", "INSTANCE_IPS": "127.0.0.1", "SERVICE_ACCOUNT": "reviews",
@@ -166,9 +120,7 @@ func TestVMClusterEnvRegistersTheNodeAndReportsTheAppsHealth(t *testing.T) {
 	}
 
 	reports := func() []*discoveryv3.DiscoveryRequest {
-		return slices.DeleteFunc(cp.requests(), func(r *discoveryv3.DiscoveryRequest) bool {
-			return r.GetTypeUrl() != "type.googleapis.com/istio.v1.HealthInformation"
-		})
+		return cp.RequestsOf("type.googleapis.com/istio.v1.HealthInformation")
 	}
 	eventually(t, "a healthy report", func() (bool, string) { return len(reports()) == 1, logs.String() })
 	if d := reports()[0].GetErrorDetail(); d != nil {

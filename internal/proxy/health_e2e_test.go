@@ -8,77 +8,17 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
+	"github.com/trellis-mesh/trellis/internal/testenv/xdsrecorder"
 
 	"github.com/trellis-mesh/trellis/internal/proxy/apphealth"
 	"github.com/trellis-mesh/trellis/internal/proxy/xdsclient"
 )
-
-// wireLog records the ADS requests a control plane receives, as they came over the wire.
-type wireLog struct {
-	mu   sync.Mutex
-	reqs []*discoveryv3.DiscoveryRequest
-}
-
-type recordingStream struct {
-	grpc.ServerStream
-	log *wireLog
-}
-
-func (r recordingStream) RecvMsg(m any) error {
-	err := r.ServerStream.RecvMsg(m)
-	if req, ok := m.(*discoveryv3.DiscoveryRequest); ok && err == nil {
-		r.log.mu.Lock()
-		r.log.reqs = append(r.log.reqs, proto.Clone(req).(*discoveryv3.DiscoveryRequest))
-		r.log.mu.Unlock()
-	}
-	return err
-}
-
-func (w *wireLog) requests() []*discoveryv3.DiscoveryRequest {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.reqs)
-}
-
-func (w *wireLog) healthReports() []*discoveryv3.DiscoveryRequest {
-	return slices.DeleteFunc(w.requests(), func(r *discoveryv3.DiscoveryRequest) bool {
-		return r.GetTypeUrl() != xdsclient.HealthInfoType
-	})
-}
-
-// startRecordingControlPlane is startControlPlane with every request recorded.
-func startRecordingControlPlane(t *testing.T) (cachev3.SnapshotCache, string, *wireLog) {
-	t.Helper()
-	wl := &wireLog{}
-	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	g := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, recordingStream{ServerStream: ss, log: wl})
-	}))
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(ctx, cache, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(func() {
-		g.Stop()
-		cancel()
-	})
-	return cache, ln.Addr().String(), wl
-}
 
 // syncBuffer is a log destination the test reads while the proxy writes.
 type syncBuffer struct {
@@ -119,7 +59,8 @@ readinessProbe:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, xdsAddr, wire := startRecordingControlPlane(t)
+	wire := xdsrecorder.Start(t)
+	cache, xdsAddr := wire.Cache, wire.Addr
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +87,8 @@ readinessProbe:
 	<-started
 
 	// The control plane learns from the node that this proxy reports its health.
-	waitFor(t, func() bool { return len(wire.requests()) > 0 })
-	first := wire.requests()[0]
+	waitFor(t, func() bool { return len(wire.Requests()) > 0 })
+	first := wire.Requests()[0]
 	probe := first.GetNode().GetMetadata().GetFields()[KeyProxyConfig].GetStructValue().GetFields()["readinessProbe"].GetStructValue()
 	if port := probe.GetFields()["httpGet"].GetStructValue().GetFields()["port"].GetNumberValue(); port != float64(appPort) {
 		t.Fatalf("node metadata PROXY_CONFIG = %v, want the readinessProbe on port %d", first.GetNode().GetMetadata().GetFields()[KeyProxyConfig], appPort)
@@ -155,7 +96,7 @@ readinessProbe:
 
 	// Not ready (no config yet): the app is not even asked, and nothing is reported.
 	time.Sleep(1200 * time.Millisecond)
-	if got := wire.healthReports(); len(got) != 0 || hits.Load() != 0 {
+	if got := wire.RequestsOf(xdsclient.HealthInfoType); len(got) != 0 || hits.Load() != 0 {
 		t.Fatalf("before the proxy is ready: %d reports, %d checks of the app; want none", len(got), hits.Load())
 	}
 
@@ -163,22 +104,22 @@ readinessProbe:
 	if err := cache.SetSnapshot(ctx, e2eNode, meshSnapshot(t, "1", listenerAddr, "v1", backends)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(wire.healthReports()) == 1 })
-	if r := wire.healthReports()[0]; r.GetErrorDetail() != nil || r.GetNode() != nil {
+	waitFor(t, func() bool { return len(wire.RequestsOf(xdsclient.HealthInfoType)) == 1 })
+	if r := wire.RequestsOf(xdsclient.HealthInfoType)[0]; r.GetErrorDetail() != nil || r.GetNode() != nil {
 		t.Fatalf("first report %v, want healthy, without the node", r)
 	}
 
 	status.Store(http.StatusServiceUnavailable)
-	waitFor(t, func() bool { return len(wire.healthReports()) == 2 })
-	d := wire.healthReports()[1].GetErrorDetail()
+	waitFor(t, func() bool { return len(wire.RequestsOf(xdsclient.HealthInfoType)) == 2 })
+	d := wire.RequestsOf(xdsclient.HealthInfoType)[1].GetErrorDetail()
 	want := fmt.Sprintf("HTTP GET http://127.0.0.1:%d/ready: status 503, want 200-399", appPort)
 	if d.GetCode() != 13 || d.GetMessage() != want {
 		t.Fatalf("unhealthy report error_detail %v, want code 13 and %q", d, want)
 	}
 
 	status.Store(http.StatusOK)
-	waitFor(t, func() bool { return len(wire.healthReports()) == 3 })
-	if r := wire.healthReports()[2]; r.GetErrorDetail() != nil {
+	waitFor(t, func() bool { return len(wire.RequestsOf(xdsclient.HealthInfoType)) == 3 })
+	if r := wire.RequestsOf(xdsclient.HealthInfoType)[2]; r.GetErrorDetail() != nil {
 		t.Fatalf("third report %v, want healthy again", r)
 	}
 
