@@ -252,7 +252,11 @@ func TestComponentLogLevelFlag(t *testing.T) {
 
 // runBinary runs trellis-proxy to completion (it must fail fast), returning its output.
 func runBinary(bin string, args ...string) (string, error) {
-	cmd := exec.Command(bin, args...)
+	return runToCompletion(exec.Command(bin, args...))
+}
+
+// runToCompletion runs cmd, which must fail fast, returning its output; after 10 s it is killed.
+func runToCompletion(cmd *exec.Cmd) (string, error) {
 	done := make(chan struct{})
 	var out []byte
 	var err error
