@@ -24,7 +24,7 @@ func podWorkload(pod *corev1.Pod) *model.WorkloadEntry {
 	return &model.WorkloadEntry{
 		Meta: model.Meta{
 			Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name,
-			Labels: pod.Labels, Annotations: pod.Annotations, Conditions: podReady(pod),
+			Labels: pod.Labels, Annotations: pod.Annotations, Conditions: []model.Condition{{Type: model.ConditionReady, Status: podReady(pod)}},
 			Source: model.Source{File: model.RegistrySource + "Pod " + pod.Namespace + "/" + pod.Name},
 		},
 		Spec: &networking.WorkloadEntry{
@@ -35,16 +35,16 @@ func podWorkload(pod *corev1.Pod) *model.WorkloadEntry {
 	}
 }
 
-// podReady is the Pod's readiness as the model's condition: what decides
-// whether a ServiceEntry selecting it sends it traffic.
-func podReady(pod *corev1.Pod) []model.Condition {
+// podReady is the status of the Pod's Ready condition ("False" without
+// one): what decides whether a ServiceEntry selecting it sends it traffic.
+func podReady(pod *corev1.Pod) string {
 	status := "False"
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			status = string(c.Status)
 		}
 	}
-	return []model.Condition{{Type: model.ConditionReady, Status: status}}
+	return status
 }
 
 func serviceAccount(pod *corev1.Pod) string {

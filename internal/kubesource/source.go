@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -355,7 +354,7 @@ func podChanged(o, n any) bool {
 		return true
 	}
 	return a.Status.PodIP != b.Status.PodIP || a.Status.Phase != b.Status.Phase ||
-		!slices.Equal(podReady(a), podReady(b)) ||
+		podReady(a) != podReady(b) ||
 		a.Spec.ServiceAccountName != b.Spec.ServiceAccountName || a.Spec.HostNetwork != b.Spec.HostNetwork ||
 		!maps.Equal(a.Labels, b.Labels) || !maps.Equal(a.Annotations, b.Annotations)
 }
